@@ -1,0 +1,57 @@
+# Every target installs what it needs from scratch, so each works on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-dev
+# Debian packages the suites and benchmarks use (installed only when missing).
+APT_PACKAGES := strace wrk hey
+
+.DEFAULT_GOAL := help
+.PHONY: help setup apt-deps demo test test-fast lint format bench clean
+
+help:
+	@echo "make demo   install, then start Gravix with demo traffic (prints URL and key)"
+	@echo "make test   install, then run the whole test suite (what CI runs)"
+	@echo "make lint   ruff + mypy"
+	@echo "make bench  run the benchmarks (results: bench/README.md)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(STAMP)
+
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+demo: setup
+	$(BIN)/gravix demo
+
+test: setup apt-deps
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: setup apt-deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) gravix-data gravix-demo .pytest_cache .mypy_cache .ruff_cache

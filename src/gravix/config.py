@@ -1,0 +1,213 @@
+"""The one Settings object.
+
+Precedence, highest first: command-line flag > environment (``GRAVIX_*``, and a
+``.env`` file in the working directory) > config file (``gravix.toml``, or the
+file named by ``--config`` / ``GRAVIX_CONFIG``) > default.
+
+Secrets (``SecretStr`` fields) are read only from the environment or ``.env``;
+a config file that sets one is refused, so that secrets never land in a file
+that gets committed. Every field is documented in ``docs/configuration.md``
+(a test fails when one is not).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from gravix.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "gravix.toml"
+
+
+def _default_node_id() -> str:
+    name = socket.gethostname().lower()
+    cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in name).strip("-")
+    return cleaned[:48] or "node"
+
+
+class Settings(BaseSettings):
+    """Every tunable of Gravix, with its default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GRAVIX_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # --- server -----------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address `gravix serve` listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    workers: int = Field(
+        1, ge=1, le=64, description="Ingest worker processes; each owns its own spool."
+    )
+    data_dir: Path = Field(
+        Path("gravix-data"), description="Root of all local state: spool, keys, catalog."
+    )
+    node_id: str = Field(
+        default_factory=_default_node_id,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,47}$",
+        description="Name of this node in object keys; defaults to the host name.",
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0, le=600, description="On SIGTERM, how long in-flight requests may finish."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log level written."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="`json`: one JSON object a line; `text` for humans."
+    )
+
+    # --- intake limits ------------------------------------------------------
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body, measured after decompression (413 above).",
+    )
+    max_batch_items: int = Field(
+        10_000, ge=1, description="Most facts or events in one request (413 above)."
+    )
+    raw_retention_days: int = Field(
+        30, ge=1, le=3650, description="Raw facts are kept this long; older facts are rejected."
+    )
+    max_future_seconds: int = Field(
+        300, ge=0, le=86400, description="How far in the future a fact's timestamp may be."
+    )
+    max_series_per_service: int = Field(
+        2000,
+        ge=1,
+        description="Distinct (method, path, env, version) series per tenant and service.",
+    )
+    rate_limit_per_second: float = Field(
+        200.0, gt=0, description="Sustained requests per second allowed per API key (429 above)."
+    )
+    rate_limit_burst: int = Field(
+        400, ge=1, description="Requests an API key may send at once before the rate applies."
+    )
+    key_refresh_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=5,
+        description="How often a server re-reads the key store (a revoked key dies by then).",
+    )
+
+    # --- spool --------------------------------------------------------------
+    segment_max_age_seconds: float = Field(
+        60.0, gt=0, description="A spool segment is sealed once it is this old."
+    )
+    segment_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=4096, description="A spool segment is sealed once this big."
+    )
+    spool_high_water_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=4096,
+        description="Above this many bytes on disk per worker spool, intake answers 503.",
+    )
+    spool_min_free_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Intake answers 503 when the spool's file system has less free space.",
+    )
+
+    # --- secrets (environment or .env only) ---------------------------------
+    bootstrap_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Secret. An ingest key (`gvx_...`) registered at start for tenant "
+            "`bootstrap_tenant`; for containers where `gravix keys create` cannot run first."
+        ),
+    )
+    bootstrap_tenant: str = Field(
+        "default",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="Tenant of `bootstrap_key`.",
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, _FileSource(settings_cls))
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def keys_db(self) -> Path:
+        return self.data_dir / "keys.db"
+
+    @property
+    def catalog_db(self) -> Path:
+        return self.data_dir / "catalog.db"
+
+
+SECRET_FIELDS = frozenset(
+    name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)
+)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Values from the TOML config file chosen by :func:`load_settings`."""
+
+    path: Path | None = None
+    required: bool = False
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        path = _FileSource.path
+        if path is None or not path.exists():
+            if _FileSource.required and path is not None:
+                raise ConfigError(f"config file {path} does not exist")
+            return {}
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read config file {path}: {e}") from e
+        values = values.get("gravix", values)
+        secrets = sorted(SECRET_FIELDS & values.keys())
+        if secrets:
+            raise ConfigError(
+                f"{path} sets the secret(s) {', '.join(secrets)}: secrets are read only "
+                "from the environment or .env (GRAVIX_<NAME>)"
+            )
+        return dict(values)
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Build Settings from flags (None means "not given"), env, file, defaults."""
+    explicit = config_file or os.environ.get("GRAVIX_CONFIG")
+    _FileSource.path = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
+    _FileSource.required = bool(explicit)
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from e

@@ -1,0 +1,131 @@
+"""One error hierarchy and one JSON error shape for every HTTP surface.
+
+Every error a client sees is rendered by :func:`error_body` as::
+
+    {"error": {"code": "invalid_fact",          # stable, machine-readable
+               "message": "2 of 3 facts are invalid",
+               "field": "status",               # the first offending field, or null
+               "request_id": "6f1c...",
+               "items": [                       # only for batch validation errors
+                   {"index": 0, "field": "status", "message": "..."}]}}
+
+``tests/test_error_shape.py`` pins this shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MAX_ITEM_ERRORS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """One invalid item of a batch: its position, the field and why."""
+
+    index: int
+    field: str | None
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+class GravixError(Exception):
+    """Base of every error Gravix raises on purpose."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        code: str | None = None,
+        items: list[ItemError] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+        self.items = items or []
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, int(self.retry_after)))}
+
+
+class BadRequest(GravixError):
+    status = 400
+    code = "bad_request"
+
+
+class InvalidFacts(BadRequest):
+    """A batch with at least one invalid item; the whole batch is rejected."""
+
+    code = "invalid_fact"
+
+
+class Unauthorized(GravixError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(GravixError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(GravixError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(GravixError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(GravixError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(GravixError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class TooManyRequests(GravixError):
+    status = 429
+    code = "rate_limited"
+
+
+class ServiceUnavailable(GravixError):
+    status = 503
+    code = "unavailable"
+
+
+class ConfigError(GravixError):
+    """Bad configuration: the CLI prints the message and exits non-zero."""
+
+    code = "config_error"
+
+
+def error_body(err: GravixError, request_id: str | None) -> dict[str, Any]:
+    """The one JSON error shape (see the module docstring)."""
+    body: dict[str, Any] = {
+        "code": err.code,
+        "message": err.message,
+        "field": err.field,
+        "request_id": request_id,
+    }
+    if err.items:
+        body["items"] = [item.as_dict() for item in err.items[:MAX_ITEM_ERRORS]]
+    return {"error": body}
