@@ -1,0 +1,66 @@
+"""Prometheus metrics of the ingest stage.
+
+They carry no tenant label and no tenant data, which is why ``/metrics`` may be
+served without authentication (see docs/operations.md).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+INGESTION_REQUESTS = Counter(
+    "ingestion_requests_total",
+    "Intake requests answered, by HTTP status code and route.",
+    ["code", "route"],
+)
+INGESTION_LATENCY = Histogram(
+    "ingestion_latency_seconds",
+    "Time from request start to response, including the spool fsync.",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+INGESTION_FACTS = Counter(
+    "ingestion_facts_total",
+    "Facts and service events acknowledged (durable on disk).",
+    ["kind"],
+)
+INGESTION_REJECTED_ITEMS = Counter(
+    "ingestion_rejected_items_total",
+    "Items in batches rejected as invalid.",
+    ["kind"],
+)
+BATCH_ROTATION_ERRORS = Counter(
+    "batch_rotation_errors_total",
+    "Spool segment seal/rotation failures (the segment is kept and retried).",
+)
+SPOOL_BYTES = Gauge("spool_bytes", "Bytes in this worker's spool (open and sealed segments).")
+SPOOL_PENDING_SEGMENTS = Gauge(
+    "spool_pending_segments", "Sealed segments waiting for the uploader."
+)
+SPOOL_WRITE_ERRORS = Counter(
+    "spool_write_errors_total",
+    "Spool write or fsync failures (each answered 503, never acknowledged).",
+    ["reason"],
+)
+SPOOL_FSYNCS = Counter("spool_fsyncs_total", "Group commits (one fsync each).")
+SPOOL_COMMIT_RECORDS = Histogram(
+    "spool_commit_records",
+    "Records made durable by one group commit.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+SPOOL_TORN_TAILS = Counter(
+    "spool_torn_tails_total", "Torn segment tails truncated during recovery."
+)
+SPOOL_QUARANTINED = Counter(
+    "spool_quarantined_segments_total",
+    "Segments with a corrupt record moved to quarantine during recovery.",
+)
+SPOOL_RECOVERED_RECORDS = Counter(
+    "spool_recovered_records_total", "Records recovered from segments at start."
+)
+SPOOL_REJECTIONS = Counter(
+    "spool_rejections_total",
+    "Writes refused before touching disk (high-water mark, low free space, closed).",
+    ["reason"],
+)
+RATE_LIMITED = Counter("ingestion_rate_limited_total", "Requests answered 429.")
