@@ -1,0 +1,221 @@
+"""The ``gravix`` command.
+
+User mistakes print one line and exit non-zero (no tracebacks). Options left
+unset fall through to the environment, the config file, then defaults.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gravix.config import Settings, load_settings
+from gravix.errors import GravixError
+
+app = typer.Typer(
+    name="gravix",
+    help="Gravix: know which endpoint broke and when.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Manage ingest API keys (stored as hashes only).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML config file (default ./gravix.toml).")
+]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Root of local state.")]
+
+
+def friendly(func: F) -> F:
+    """Turn GravixError into a one-line message and exit code 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except GravixError as e:
+            err_console.print(f"[red]error:[/red] {e.message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(config: Path | None, **flags: Any) -> Settings:
+    return load_settings(config, **flags)
+
+
+@app.command()
+@friendly
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (0: any free port).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ingest worker processes.")] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run Gravix: intake, spool and (later) the rest of the pipeline, in one process."""
+    from gravix.ingest.server import serve as run
+
+    settings = _settings(config, host=host, port=port, workers=workers, data_dir=data_dir)
+    raise typer.Exit(run(settings))
+
+
+@keys_app.command("create")
+@friendly
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant the key belongs to.")],
+    label: Annotated[str, typer.Option(help="A note to recognise the key by.")] = "",
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    from gravix.ingest.keys import KeyStore
+
+    settings = _settings(config, data_dir=data_dir)
+    key, secret = KeyStore(settings.keys_db).create(tenant, label)
+    err_console.print(f"created key {key.id} for tenant {key.tenant}; store it now:")
+    print(secret)
+
+
+@keys_app.command("list")
+@friendly
+def keys_list(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
+    """List keys (ids, tenants, state): never the secrets."""
+    from gravix.ingest.keys import KeyStore
+
+    settings = _settings(config, data_dir=data_dir)
+    table = Table("id", "tenant", "label", "created", "state")
+    for key in KeyStore(settings.keys_db).list():
+        created = datetime.fromtimestamp(key.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(key.id, key.tenant, key.label, created, "active" if key.active else "revoked")
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+@friendly
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="The key id from `keys list`.")],
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Revoke a key; running servers refuse it within seconds."""
+    from gravix.ingest.keys import KeyStore
+
+    settings = _settings(config, data_dir=data_dir)
+    key = KeyStore(settings.keys_db).revoke(key_id)
+    err_console.print(f"revoked key {key.id} of tenant {key.tenant}")
+
+
+@app.command()
+@friendly
+def loadgen(
+    url: Annotated[
+        str, typer.Option(help="Base URL of a Gravix intake.")
+    ] = "http://127.0.0.1:8080",
+    key: Annotated[
+        str | None,
+        typer.Option(envvar="GRAVIX_LOADGEN_KEY", show_envvar=True, help="Ingest API key."),
+    ] = None,
+    rate: Annotated[
+        float, typer.Option(min=0.001, help="Mean facts/s (it swings over the day).")
+    ] = 50.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0, help="Seconds to run; unset or 0: until Ctrl-C.")
+    ] = None,
+    batch: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Facts per request (sent within ~1 s).")
+    ] = 100,
+    ack_log: Annotated[
+        Path | None,
+        typer.Option(help="Append each acknowledged fact id here, one a line, after each 2xx."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the traffic model.")] = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="Requests in flight at once.")
+    ] = 2,
+    spike: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="SERVICE:METHOD:PATH", help="Give this endpoint 5xx spikes (repeatable)."
+        ),
+    ] = None,
+    slow: Annotated[
+        list[str] | None,
+        typer.Option(metavar="SERVICE:METHOD:PATH", help="Give this endpoint latency regressions."),
+    ] = None,
+    no_events: Annotated[
+        bool, typer.Option("--no-events", help="Send facts only, no service events.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Send realistic synthetic traffic (facts and service events) to a Gravix intake."""
+    from gravix.loadgen.sender import LoadgenOptions, run_loadgen
+    from gravix.loadgen.traffic import TrafficModel
+
+    if not key:
+        raise GravixError(
+            "no API key: pass --key or set GRAVIX_LOADGEN_KEY "
+            "(make one with `gravix keys create --tenant NAME`)"
+        )
+    if not url.startswith(("http://", "https://")):
+        raise GravixError(f"--url must start with http:// or https://, not {url!r}")
+    options = LoadgenOptions(
+        url=url.rstrip("/"),
+        key=key,
+        rate=rate,
+        duration=duration or None,
+        batch=batch,
+        ack_log=ack_log,
+        seed=seed,
+        concurrency=concurrency,
+        spikes=spike or [],
+        slows=slow or [],
+        events=not no_events,
+        quiet=quiet,
+    )
+    model = TrafficModel(rate=rate, seed=seed, spikes=options.spikes, slows=options.slows)
+    stats = run_loadgen(options, model=model)
+    print(stats.summary(), flush=True)
+    if stats.fatal:
+        raise GravixError(stats.fatal)
+
+
+@app.command()
+@friendly
+def demo(
+    data_dir: Annotated[
+        Path, typer.Option(help="Root of the demo's state (created if missing).")
+    ] = Path("gravix-demo"),
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="TCP port (0: any free port).")
+    ] = 8080,
+    rate: Annotated[float, typer.Option(min=0.001, help="Mean facts/s of demo traffic.")] = 50.0,
+) -> None:
+    """Run a server with synthetic traffic and print its URL and API key (`make demo`)."""
+    from gravix.demo import run_demo
+
+    raise typer.Exit(run_demo(data_dir, host, port, rate))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

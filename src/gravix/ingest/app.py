@@ -1,0 +1,275 @@
+"""The intake HTTP service: a small ASGI application.
+
+Routes (auth on every route except the probes and ``/metrics``, which carries
+no tenant data)::
+
+    POST /api/v1/facts    RequestFacts  -> 202 {"accepted": n, "request_id": ...}
+    POST /api/v1/events   ServiceEvents -> 202 {"accepted": n, "request_id": ...}
+    GET  /live            the process is up
+    GET  /ready           the spool is writable and below its high-water mark
+    GET  /metrics         Prometheus text format
+
+A 202 means the batch is fsynced in this worker's spool. It is plain ASGI
+rather than a framework: this is the hot path, and it has five routes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gravix.config import Settings
+from gravix.errors import (
+    GravixError,
+    InvalidFacts,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+    error_body,
+)
+from gravix.ingest import metrics
+from gravix.ingest.body import decompress, media_type, read_body
+from gravix.ingest.keys import Authenticator, KeyStore, presented_key
+from gravix.ingest.ratelimit import RateLimiter
+from gravix.ingest.series import SeriesCatalog
+from gravix.ingest.spool import SpoolWriter, claim_spool_dir
+from gravix.logs import request_id_var
+from gravix.schema import Limits, SpoolBatch, decode_events, decode_facts, encode_batch
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("gravix.ingest")
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_json = msgspec.json.Encoder()
+_ROUTES: dict[str, tuple[str, ...]] = {
+    "/api/v1/facts": ("POST",),
+    "/api/v1/events": ("POST",),
+    "/live": ("GET", "HEAD"),
+    "/ready": ("GET", "HEAD"),
+    "/metrics": ("GET",),
+}
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    request_id: str,
+    content_type: bytes = b"application/json",
+    extra: dict[str, str] | None = None,
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    for name, value in (extra or {}).items():
+        headers.append((name.lower().encode(), value.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class IngestApp:
+    """ASGI app owning one worker's spool, key cache, limiter and series catalog."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.spool: SpoolWriter | None = None
+        self._spool_lock_fd: int | None = None
+        self.keys = KeyStore(settings.keys_db)
+        self.auth = Authenticator(self.keys, settings.key_refresh_seconds)
+        self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        self.catalog: SeriesCatalog | None = None
+
+    # --- lifecycle ----------------------------------------------------------
+    def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        if s.bootstrap_key is not None:
+            self.keys.register(s.bootstrap_key.get_secret_value(), s.bootstrap_tenant)
+        spool_dir, self._spool_lock_fd = claim_spool_dir(s.spool_dir)
+        self.spool = SpoolWriter(
+            spool_dir,
+            segment_max_age_seconds=s.segment_max_age_seconds,
+            segment_max_bytes=s.segment_max_bytes,
+            high_water_bytes=s.spool_high_water_bytes,
+            min_free_bytes=s.spool_min_free_bytes,
+        )
+        report = self.spool.open()
+        self.catalog = SeriesCatalog(s.catalog_db, s.max_series_per_service)
+        log.info(
+            "ingest worker ready",
+            extra={"fields": {"spool": str(spool_dir), "recovery": repr(report)}},
+        )
+
+    def stop(self) -> None:
+        """Seal the spool so every acknowledged fact is in a sealed segment."""
+        if self.spool is not None:
+            self.spool.close()
+        if self.catalog is not None:
+            self.catalog.close()
+        if self._spool_lock_fd is not None:
+            os.close(self._spool_lock_fd)
+            self._spool_lock_fd = None
+        log.info("ingest worker stopped; spool sealed")
+
+    # --- ASGI ---------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.start()
+                except Exception as e:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        headers = _headers(scope)
+        given = headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        path = scope["path"]
+        route = path if path in _ROUTES else "other"
+        status = 500
+        try:
+            status, body, content_type, extra = await self._dispatch(
+                scope, receive, headers, request_id
+            )
+        except GravixError as e:
+            status, body, content_type = e.status, _json.encode(error_body(e, request_id)), None
+            extra = e.headers()
+            if isinstance(e, InvalidFacts):
+                metrics.INGESTION_REJECTED_ITEMS.labels(route).inc(len(e.items))
+            self._log_rejection(scope, e)
+        except Exception:
+            log.exception("unexpected error", extra={"fields": {"path": path}})
+            err = GravixError("internal error; the request was not acknowledged")
+            status, body, content_type, extra = (
+                500,
+                _json.encode(error_body(err, request_id)),
+                None,
+                {},
+            )
+        try:
+            await _respond(
+                send, status, body, request_id, content_type or b"application/json", extra
+            )
+        finally:
+            metrics.INGESTION_REQUESTS.labels(str(status), route).inc()
+            metrics.INGESTION_LATENCY.labels(route).observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    def _log_rejection(self, scope: Scope, err: GravixError) -> None:
+        level = logging.WARNING if err.status >= 500 else logging.INFO
+        log.log(
+            level,
+            "request rejected",
+            extra={
+                "fields": {
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": err.status,
+                    "code": err.code,
+                    "field": err.field,
+                    "reason": err.message,
+                }
+            },
+        )
+
+    async def _dispatch(
+        self, scope: Scope, receive: Receive, headers: dict[str, str], request_id: str
+    ) -> tuple[int, bytes, bytes | None, dict[str, str]]:
+        path, method = scope["path"], scope["method"]
+        allowed = _ROUTES.get(path)
+        if allowed is None:
+            raise NotFound(f"no route {path}")
+        if method not in allowed:
+            raise MethodNotAllowed(f"{method} is not allowed on {path}; use {', '.join(allowed)}")
+        if path == "/live":
+            return 200, b'{"status":"live"}', None, {}
+        if path == "/ready":
+            return self._ready()
+        if path == "/metrics":
+            self._refresh_gauges()
+            return 200, generate_latest(), CONTENT_TYPE_LATEST.encode(), {}
+        return await self._ingest(path, receive, headers, request_id)
+
+    def _ready(self) -> tuple[int, bytes, bytes | None, dict[str, str]]:
+        if self.spool is not None and self.spool.healthy:
+            return 200, b'{"status":"ready"}', None, {}
+        raise ServiceUnavailable(
+            "not ready: the spool is not writable or is above its high-water mark",
+            code="not_ready",
+            retry_after=5,
+        )
+
+    def _refresh_gauges(self) -> None:
+        if self.spool is not None:
+            stats = self.spool.stats()
+            metrics.SPOOL_BYTES.set(stats.bytes)
+            metrics.SPOOL_PENDING_SEGMENTS.set(stats.pending_segments)
+
+    async def _ingest(
+        self, path: str, receive: Receive, headers: dict[str, str], request_id: str
+    ) -> tuple[int, bytes, bytes | None, dict[str, str]]:
+        s = self.settings
+        principal = self.auth.authenticate(
+            presented_key(headers.get("authorization"), headers.get("x-api-key"))
+        )
+        self.limiter.check(principal.key_id)
+        kind = media_type(headers.get("content-type"))
+        declared = headers.get("content-length")
+        raw = await read_body(
+            receive, int(declared) if declared and declared.isdigit() else None, s.max_body_bytes
+        )
+        body = decompress(raw, headers.get("content-encoding"), s.max_body_bytes)
+        limits = Limits(
+            now_ms=int(time.time() * 1000),
+            raw_retention_days=s.raw_retention_days,
+            max_future_seconds=s.max_future_seconds,
+            max_batch_items=s.max_batch_items,
+        )
+        if self.spool is None or self.catalog is None:
+            raise ServiceUnavailable("starting up", retry_after=1)
+        batch = SpoolBatch(tenant=principal.tenant, received_ms=limits.now_ms)
+        if path == "/api/v1/facts":
+            batch.facts = decode_facts(body, kind, limits)
+            self.catalog.admit(principal.tenant, batch.facts)
+            count, label = len(batch.facts), "fact"
+        else:
+            batch.events = decode_events(body, kind, limits)
+            count, label = len(batch.events), "event"
+        await self.spool.append(encode_batch(batch))
+        metrics.INGESTION_FACTS.labels(label).inc(count)
+        return 202, _json.encode({"accepted": count, "request_id": request_id}), None, {}

@@ -1,0 +1,126 @@
+"""Running the intake app under uvicorn, with one or several worker processes.
+
+With ``workers > 1`` the parent binds the socket, forks the workers (each runs
+its own uvicorn server on the shared socket and claims its own spool
+directory), forwards SIGTERM/SIGINT to them and restarts a worker that dies
+unexpectedly. Nothing but the listening socket is shared between workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+import uvicorn
+
+from gravix.config import Settings
+from gravix.errors import ConfigError
+from gravix.ingest.app import IngestApp
+from gravix.logs import configure_logging
+
+log = logging.getLogger("gravix.server")
+STARTUP_FAILURE = 3
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run_worker(settings: Settings, sock: socket.socket) -> int:
+    config = uvicorn.Config(
+        IngestApp(settings),
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
+        log_config=None,
+        access_log=False,
+        http="httptools",
+        loop="uvloop",
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the stop signal once it has shut down, so that the
+    # process dies of it; a graceful stop is a success here, so the re-raised
+    # signal lands on a handler that ignores it and the exit code is 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    server.run(sockets=[sock])
+    return 0 if server.started else STARTUP_FAILURE
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror}") from e
+    host, port = sock.getsockname()[:2]
+    url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+    print(f"Gravix listening on {url} (data dir {settings.data_dir})", flush=True)
+    log.info("listening", extra={"fields": {"url": url, "workers": settings.workers}})
+    if settings.workers == 1:
+        return _run_worker(settings, sock)
+    return _supervise(settings, sock)
+
+
+def _supervise(settings: Settings, sock: socket.socket) -> int:
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = STARTUP_FAILURE
+            try:
+                code = _run_worker(settings, sock)
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        children[pid] = slot
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for slot in range(settings.workers):
+        spawn(slot)
+    code = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        if pid not in children:
+            continue
+        slot = children.pop(pid)
+        exit_code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            code = code or max(exit_code, 0)
+            continue
+        if exit_code == STARTUP_FAILURE:
+            log.error("worker failed to start; stopping", extra={"fields": {"slot": slot}})
+            stop(signal.SIGTERM, None)
+            code = STARTUP_FAILURE
+            continue
+        log.warning("worker died; restarting", extra={"fields": {"slot": slot, "exit": exit_code}})
+        time.sleep(0.5)
+        spawn(slot)
+    return code

@@ -1,0 +1,140 @@
+"""Real `gravix serve` processes on 127.0.0.1 for crash and fault tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from gravix.ingest.segment import scan_segment
+from gravix.schema import SpoolBatch, decode_batch
+
+_LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+class ServerProcess:
+    """One `gravix serve` child process; the port is chosen by the OS."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.extra_env = env or {}
+        self.workers = workers
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.log_path = (log_dir or data_dir.parent) / f"{data_dir.name}-server.log"
+
+    def start(self, ready_timeout: float = 30.0) -> ServerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
+        env.update(
+            GRAVIX_RATE_LIMIT_PER_SECOND="100000",
+            GRAVIX_RATE_LIMIT_BURST="100000",
+            GRAVIX_SPOOL_MIN_FREE_BYTES="0",
+            GRAVIX_NODE_ID="test-node",
+        )
+        env.update(self.extra_env)
+        log = self.log_path.open("a")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gravix.cli",
+                "serve",
+                "--port",
+                "0",
+                "--data-dir",
+                str(self.data_dir),
+                "--workers",
+                str(self.workers),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+        )
+        log.close()
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = _LISTENING.search(line)
+        if not match:
+            self.proc.kill()
+            self.wait(10)
+            raise AssertionError(f"server did not start: {line!r}\n{self.log_tail()}")
+        self.url = match.group(1)
+        self.wait_ready(ready_timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready in {timeout} s\n{self.log_tail()}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        code = self.proc.wait(timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.wait(10)
+
+
+def spooled_batches(spool_root: Path) -> Iterator[SpoolBatch]:
+    """Every valid record in every segment (open or sealed) under ``spool_root``.
+
+    Quarantined originals are skipped: their valid records were copied into a
+    new sealed segment during recovery.
+    """
+    for path in sorted(spool_root.rglob("*")):
+        if path.suffix in (".seg", ".open") and "quarantine" not in path.parts:
+            for record in scan_segment(path).records:
+                yield decode_batch(record.payload)
+
+
+def spooled_event_ids(spool_root: Path) -> list[str]:
+    return [f.event_id for b in spooled_batches(spool_root) for f in b.facts]
