@@ -1,0 +1,245 @@
+"""``gravix demo``: a server with synthetic traffic, for ``make demo``.
+
+Creates a key for tenant ``demo``, starts ``gravix serve`` as a child process
+(its output goes to ``<data-dir>/server.log``), waits for ``/ready``, prints
+how to reach it, then runs the load generator in this process until
+Ctrl-C/SIGTERM, and finally stops the server with SIGTERM so it seals its
+spool. Acknowledged fact ids are appended to ``<data-dir>/acked.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+import httpx
+from rich.console import Console
+from rich.text import Text
+
+from gravix.config import load_settings
+from gravix.errors import GravixError
+
+TENANT = "demo"
+READY_TIMEOUT_SECONDS = 20.0
+STOP_TIMEOUT_SECONDS = 30.0
+# Shown off in the demo: an error spike on checkout, a latency regression on search.
+DEMO_SPIKES = ("checkout:POST:/checkout", "payments:POST:/payments")
+DEMO_SLOWS = ("search:GET:/search",)
+_LISTENING = "Gravix listening on "
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived before the load generator took over signal handling."""
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _client_host(host: str) -> str:
+    """Where a client connects to reach a server listening on ``host``."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _listening_url(log: Path) -> str | None:
+    """The URL ``gravix serve`` announced once bound (it knows the port when ``--port 0``)."""
+    for line in _tail(log, 200).splitlines():
+        if line.startswith(_LISTENING):
+            url = line[len(_LISTENING) :].split(" ", 1)[0]
+            scheme, _, rest = url.partition("://")
+            host, _, port = rest.rpartition(":")
+            return f"{scheme}://{_client_host(host.strip('[]'))}:{port}"
+    return None
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> str:
+    """Poll ``/ready`` until 200; the server's URL, or GravixError with its log tail."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    with httpx.Client(timeout=1.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            code = proc.poll()
+            if code is not None:
+                raise _failed(f"gravix serve exited with code {code} before it was ready", log)
+            # Only once our server has bound its socket: something else may
+            # already answer on that port (then our server fails to bind).
+            url = _listening_url(log)
+            try:
+                if url and client.get(f"{url}/ready").status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    raise _failed(f"gravix serve was not ready within {READY_TIMEOUT_SECONDS:.0f} s", log)
+
+
+def _failed(message: str, log: Path) -> GravixError:
+    tail = _tail(log)
+    if tail:
+        Console(stderr=True).print(
+            f"--- last lines of {log} ---\n{tail}\n---", markup=False, highlight=False
+        )
+    return GravixError(f"{message} (server log: {log})")
+
+
+def curl_example(url: str, key: str) -> str:
+    """A shell command posting one fact (with a fresh id and timestamp) to ``url``."""
+    fact = (
+        """{"event_id":"curl-'"$(date +%s)"'","timestamp":'"$(date +%s000)"',"""
+        """"service":"checkout","method":"GET","path":"/cart/{cart_id}","status":200,"""
+        """"latency_ms":12.5,"env":"prod"}"""
+    )
+    return (
+        f"curl -sS {url}/api/v1/facts \\\n"
+        f"  -H 'Authorization: Bearer {key}' \\\n"
+        "  -H 'Content-Type: application/json' \\\n"
+        f"  -d '[{fact}]'"
+    )
+
+
+def _banner(console: Console, url: str, key: str, data_dir: Path) -> None:
+    curl = curl_example(url, key)
+    rows = (
+        ("URL", url),
+        ("tenant", TENANT),
+        ("API key", key),
+        ("", "(the only login for now: there is no dashboard yet)"),
+        ("metrics", f"{url}/metrics"),
+        ("data dir", str(data_dir)),
+        ("", "server.log: the server's output; acked.log: every acknowledged fact id"),
+    )
+    console.rule("[bold green]Gravix demo is running")
+    for label, value in rows:
+        style = "dim" if not label else ""
+        # soft_wrap: long values (the key, the curl line) stay copyable in one piece.
+        console.print(Text.assemble((f"{label:<9}", "bold"), (value, style)), soft_wrap=True)
+    console.print(Text("\nSend a fact yourself:", style="bold"))
+    console.print(Text(curl), soft_wrap=True)
+    console.print(
+        Text(
+            f"\nSynthetic traffic: 5xx spikes on {', '.join(DEMO_SPIKES)}; latency "
+            f"regression on {', '.join(DEMO_SLOWS)}. Ctrl-C stops everything."
+        )
+    )
+    console.rule()
+
+
+@contextmanager
+def _server(data_dir: Path, host: str, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``gravix serve`` as a child; on exit it gets SIGTERM and time to seal its spool."""
+    command = [
+        sys.executable, "-m", "gravix.cli", "serve",
+        "--data-dir", str(data_dir), "--host", host, "--port", str(port),
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        # A session of its own, so a Ctrl-C in the terminal reaches only the
+        # demo, which then stops the server after the load generator.
+        proc = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        _stop_server(proc)
+
+
+class _Watchdog:
+    """Ends the load generator (by SIGTERM to this process) if the server dies."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.exit_code: int | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="demo-watchdog", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.5):
+            code = self.proc.poll()
+            if code is not None:
+                self.exit_code = code
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _stop_server(proc: subprocess.Popen[bytes]) -> None:
+    console = Console(stderr=True)
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(STOP_TIMEOUT_SECONDS)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt, _Stopped):
+        console.print("server did not stop in time; killing it", highlight=False)
+        proc.kill()
+        proc.wait()
+        return
+    if proc.returncode != 0:
+        console.print(f"server exited with code {proc.returncode}", highlight=False)
+    else:
+        console.print("server stopped; its spool is sealed", highlight=False)
+
+
+def run_demo(data_dir: Path, host: str = "127.0.0.1", port: int = 8080, rate: float = 50.0) -> int:
+    """Serve and send demo traffic until Ctrl-C/SIGTERM; returns the exit code."""
+    from gravix.ingest.keys import KeyStore
+    from gravix.loadgen.sender import LoadgenOptions, run_loadgen
+
+    settings = load_settings(None, data_dir=data_dir)
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _, key = KeyStore(settings.keys_db).create(TENANT, "gravix demo")
+    log = data_dir / "server.log"
+    ack_log = data_dir / "acked.log"
+    console = Console()
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        with _server(data_dir, host, port, log) as proc:
+            console.print(f"starting gravix serve on {host}:{port} (log: {log}) ...")
+            url = _wait_ready(proc, log)
+            _banner(console, url, key, data_dir)
+            watchdog = _Watchdog(proc)
+            options = LoadgenOptions(
+                url=url,
+                key=key,
+                rate=rate,
+                ack_log=ack_log,
+                spikes=list(DEMO_SPIKES),
+                slows=list(DEMO_SLOWS),
+            )
+            stats = run_loadgen(options)
+            watchdog.stop()
+            print(stats.summary(), flush=True)
+            if watchdog.exit_code is not None:
+                raise _failed(f"gravix serve exited with code {watchdog.exit_code}", log)
+            if stats.fatal:
+                raise GravixError(stats.fatal)
+    except (_Stopped, KeyboardInterrupt):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
