@@ -29,10 +29,12 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         workers: int = 1,
         log_dir: Path | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.extra_env = env or {}
         self.workers = workers
+        self.prefix = prefix or []  # e.g. strace with fault injection
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.log_path = (log_dir or data_dir.parent) / f"{data_dir.name}-server.log"
@@ -49,6 +51,7 @@ class ServerProcess:
         log = self.log_path.open("a")
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 sys.executable,
                 "-m",
                 "gravix.cli",
