@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 from gravix.errors import InvalidFacts, ItemError, ServiceUnavailable
@@ -47,20 +47,23 @@ class SeriesCatalog:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(_SCHEMA)
         self._lock = threading.Lock()
-        self._known: set[tuple[str, SeriesKey]] = set()
+        self._known: dict[str, set[SeriesKey]] = {}
 
     def close(self) -> None:
         self._conn.close()
 
-    def admit(self, tenant: str, facts: Iterable[RequestFact]) -> None:
+    def admit(self, tenant: str, facts: Sequence[RequestFact]) -> None:
         """Record new series; raise InvalidFacts naming the facts over the cap."""
+        known = self._known.setdefault(tenant, set())
+        # The hot path: a set difference, no per-fact Python branching.
+        fresh = {(f.service, f.method, f.path, f.env or "", f.version or "") for f in facts} - known
+        if not fresh:
+            return
         new: dict[SeriesKey, int] = {}
         for index, fact in enumerate(facts):
             key = series_key(fact)
-            if (tenant, key) not in self._known and key not in new:
+            if key in fresh and key not in new:
                 new[key] = index
-        if not new:
-            return
         with self._lock:
             try:
                 self._admit_new(tenant, new)
@@ -122,4 +125,4 @@ class SeriesCatalog:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._known.update((tenant, key) for key in new)
+        self._known.setdefault(tenant, set()).update(new)
