@@ -7,7 +7,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import httpx
 
 from gravix.ingest.segment import scan_segment
 from gravix.schema import SpoolBatch, decode_batch
+from tests.factories import fact
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
 
@@ -127,17 +130,77 @@ class ServerProcess:
             self.wait(10)
 
 
+class Sender:
+    """Threads posting batches; remembers the event ids of every 2xx."""
+
+    def __init__(self, url: str, key: str, threads: int = 4, batch: int = 20) -> None:
+        self.url, self.key, self.batch = url, key, batch
+        self.acked: list[str] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def __enter__(self) -> Sender:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+
+    def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        with httpx.Client(timeout=5, headers=headers) as client:
+            while not self._stop.is_set():
+                ids = [uuid.uuid4().hex for _ in range(self.batch)]
+                try:
+                    r = client.post(
+                        f"{self.url}/api/v1/facts", json=[fact(event_id=i) for i in ids]
+                    )
+                except httpx.HTTPError:
+                    self.errors += 1
+                    time.sleep(0.01)
+                    continue
+                if r.status_code == 202:
+                    with self._lock:
+                        self.acked.extend(ids)
+
+
+def _segment_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        if path.suffix in suffixes and "quarantine" not in path.parts:
+            yield path
+
+
 def spooled_batches(spool_root: Path) -> Iterator[SpoolBatch]:
     """Every valid record in every segment (open or sealed) under ``spool_root``.
 
     Quarantined originals are skipped: their valid records were copied into a
     new sealed segment during recovery.
     """
-    for path in sorted(spool_root.rglob("*")):
-        if path.suffix in (".seg", ".open") and "quarantine" not in path.parts:
-            for record in scan_segment(path).records:
-                yield decode_batch(record.payload)
+    for path in _segment_files(spool_root, (".seg", ".open")):
+        for record in scan_segment(path).records:
+            yield decode_batch(record.payload)
 
 
 def spooled_event_ids(spool_root: Path) -> list[str]:
     return [f.event_id for b in spooled_batches(spool_root) for f in b.facts]
+
+
+def stored_batches(store_root: Path) -> Iterator[SpoolBatch]:
+    """Every record of every uploaded object in a local object store."""
+    for path in _segment_files(store_root, (".gvx",)):
+        for record in scan_segment(path).records:
+            yield decode_batch(record.payload)
+
+
+def durable_event_ids(data_dir: Path) -> list[str]:
+    """Fact ids on disk anywhere: still in the spool, or uploaded to the local store."""
+    stored = [f.event_id for b in stored_batches(data_dir / "store") for f in b.facts]
+    return spooled_event_ids(data_dir / "spool") + stored

@@ -100,7 +100,7 @@ def test_unknown_file_setting_is_an_error(tmp_path: Path) -> None:
 
 def test_every_setting_is_documented() -> None:
     text = DOC.read_text()
-    documented = set(re.findall(r"^\| `([a-z_]+)` \| `GRAVIX_([A-Z_]+)` \|", text, re.M))
+    documented = set(re.findall(r"^\| `([a-z0-9_]+)` \| `GRAVIX_([A-Z0-9_]+)` \|", text, re.M))
     expected = {(name, name.upper()) for name in Settings.model_fields}
     assert expected - documented == set(), "add these settings to docs/configuration.md"
     assert documented - expected == set(), "docs/configuration.md lists settings that are gone"

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gravix.config import Settings, load_settings
-from gravix.errors import GravixError
+from gravix.errors import ConfigError, GravixError
 
 app = typer.Typer(
     name="gravix",
@@ -66,7 +66,7 @@ def serve(
     config: ConfigOpt = None,
 ) -> None:
     """Run Gravix: intake, spool and (later) the rest of the pipeline, in one process."""
-    from gravix.ingest.server import serve as run
+    from gravix.server import serve as run
 
     settings = _settings(config, host=host, port=port, workers=workers, data_dir=data_dir)
     raise typer.Exit(run(settings))
@@ -208,6 +208,44 @@ def demo(
     from gravix.demo import run_demo
 
     raise typer.Exit(run_demo(data_dir, host, port, rate))
+
+
+@app.command()
+@friendly
+def upload(
+    once: Annotated[
+        bool, typer.Option("--once", help="One pass over every spool no server owns, then exit.")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Ship sealed spool segments to the object store (`gravix serve` does this itself)."""
+    from rich.progress import Progress
+
+    from gravix.server import object_store
+    from gravix.storage.backlog import pending_segments, upload_spools_once
+
+    if not once:
+        raise ConfigError("only `gravix upload --once` exists: `gravix serve` uploads continuously")
+    settings = _settings(config, data_dir=data_dir)
+    store = object_store(settings)
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("uploading segments", total=pending_segments(settings.spool_dir))
+        report = upload_spools_once(
+            settings.spool_dir,
+            store,
+            settings.node_id,
+            progress=lambda _name, _size: bar.advance(task),
+        )
+    shipped = sum(len(p.uploaded) for p in report.passes.values())
+    size = sum(p.bytes for p in report.passes.values())
+    err_console.print(f"uploaded {shipped} segments ({size} bytes) to {store.url}")
+    for name in report.skipped:
+        err_console.print(f"skipped spool {name}: a running server owns it and uploads it")
+    for name in report.failed:
+        err_console.print(f"[red]spool {name}:[/red] {report.passes[name].error}", soft_wrap=True)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

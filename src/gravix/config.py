@@ -122,6 +122,35 @@ class Settings(BaseSettings):
         description="Intake answers 503 when the spool's file system has less free space.",
     )
 
+    # --- object store and uploader -----------------------------------------
+    object_store_url: str = Field(
+        "",
+        description=(
+            "Where raw facts go: empty for `<data_dir>/store`, `file:///path`, "
+            "or `s3://bucket/prefix`."
+        ),
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 API endpoint for MinIO or other S3-compatible stores."
+    )
+    s3_region: str | None = Field(None, description="S3 region (AWS default chain if unset).")
+    s3_path_style: bool = Field(
+        False, description="Path-style S3 addressing (MinIO and most self-hosted stores)."
+    )
+    s3_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, description="S3 connect and read timeout of one request."
+    )
+    uploader_enabled: bool = Field(
+        True,
+        description="Run the uploader inside `gravix serve` (off: `gravix upload --once` ships).",
+    )
+    upload_interval_seconds: float = Field(
+        1.0, gt=0, le=3600, description="How often the uploader looks for sealed segments."
+    )
+    upload_backoff_max_seconds: float = Field(
+        60.0, gt=0, description="Longest wait between upload retries while the store fails."
+    )
+
     # --- secrets (environment or .env only) ---------------------------------
     bootstrap_key: SecretStr | None = Field(
         None,
@@ -129,6 +158,12 @@ class Settings(BaseSettings):
             "Secret. An ingest key (`gvx_...`) registered at start for tenant "
             "`bootstrap_tenant`; for containers where `gravix keys create` cannot run first."
         ),
+    )
+    s3_access_key_id: SecretStr | None = Field(
+        None, description="Secret. S3 access key; unset uses AWS_ACCESS_KEY_ID and the AWS chain."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="Secret. S3 secret key; unset uses AWS_SECRET_ACCESS_KEY and the chain."
     )
     bootstrap_tenant: str = Field(
         "default",

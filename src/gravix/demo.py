@@ -101,6 +101,9 @@ def _failed(message: str, log: Path) -> GravixError:
     return GravixError(f"{message} (server log: {log})")
 
 
+DEMO_SEGMENT_SECONDS = 10
+
+
 def curl_example(url: str, key: str) -> str:
     """A shell command posting one fact (with a fresh id and timestamp) to ``url``."""
     fact = (
@@ -126,6 +129,12 @@ def _banner(console: Console, url: str, key: str, data_dir: Path) -> None:
         ("metrics", f"{url}/metrics"),
         ("data dir", str(data_dir)),
         ("", "server.log: the server's output; acked.log: every acknowledged fact id"),
+        ("store", str(data_dir / "store" / "raw")),
+        (
+            "",
+            f"spool segments are sealed every {DEMO_SEGMENT_SECONDS} s and shipped here "
+            "(upload_segments_total in /metrics)",
+        ),
     )
     console.rule("[bold green]Gravix demo is running")
     for label, value in rows:
@@ -150,12 +159,14 @@ def _server(data_dir: Path, host: str, port: int, log: Path) -> Iterator[subproc
         sys.executable, "-m", "gravix.cli", "serve",
         "--data-dir", str(data_dir), "--host", host, "--port", str(port),
     ]  # fmt: skip
+    # Short segments, so facts visibly move from the spool to the store.
+    env = {"GRAVIX_SEGMENT_MAX_AGE_SECONDS": str(DEMO_SEGMENT_SECONDS), **os.environ}
     with log.open("wb") as out:
         # A session of its own, so a Ctrl-C in the terminal reaches only the
         # demo, which then stops the server after the load generator.
         proc = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, env=env,
         )  # fmt: skip
     try:
         yield proc

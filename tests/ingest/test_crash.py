@@ -3,59 +3,16 @@
 from __future__ import annotations
 
 import random
-import threading
 import time
-import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.factories import fact
-from tests.procs import ServerProcess, spooled_event_ids
+from tests.procs import Sender, ServerProcess, durable_event_ids
 
 TRIALS = 20
 
 pytestmark = pytest.mark.slow
-
-
-class Sender:
-    """Threads posting batches; remembers the event ids of every 2xx."""
-
-    def __init__(self, url: str, key: str, threads: int = 4, batch: int = 20) -> None:
-        self.url, self.key, self.batch = url, key, batch
-        self.acked: list[str] = []
-        self.errors = 0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
-
-    def __enter__(self) -> Sender:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(10)
-
-    def _run(self) -> None:
-        headers = {"Authorization": f"Bearer {self.key}"}
-        with httpx.Client(timeout=5, headers=headers) as client:
-            while not self._stop.is_set():
-                ids = [uuid.uuid4().hex for _ in range(self.batch)]
-                try:
-                    r = client.post(
-                        f"{self.url}/api/v1/facts", json=[fact(event_id=i) for i in ids]
-                    )
-                except httpx.HTTPError:
-                    self.errors += 1
-                    time.sleep(0.01)
-                    continue
-                if r.status_code == 202:
-                    with self._lock:
-                        self.acked.extend(ids)
 
 
 def test_kill_9_during_load_loses_nothing(tmp_path: Path, tenant_key_factory) -> None:  # type: ignore[no-untyped-def]
@@ -73,7 +30,7 @@ def test_kill_9_during_load_loses_nothing(tmp_path: Path, tenant_key_factory) ->
     assert len(acked) > TRIALS * 20, "the load did not get going"
     with ServerProcess(data_dir) as final:  # recovers the last trial
         assert final.terminate() == 0
-    stored = spooled_event_ids(data_dir / "spool")
+    stored = durable_event_ids(data_dir)
     missing = set(acked) - set(stored)
     assert not missing, f"{len(missing)} acknowledged facts lost"
     assert not list((data_dir / "spool").rglob("*.open"))

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.factories import fact
-from tests.procs import ServerProcess, spooled_event_ids
+from tests.procs import ServerProcess, durable_event_ids
 
 pytestmark = pytest.mark.slow
 TMPFS_BYTES = 6 * 1024 * 1024
@@ -87,5 +87,5 @@ def test_disk_full_gives_503_and_recovers(
         assert httpx.get(f"{server.url}/ready").status_code == 200
         client.close()
         assert server.terminate() == 0
-    missing = set(acked) - set(spooled_event_ids(data_dir / "spool"))
+    missing = set(acked) - set(durable_event_ids(data_dir))
     assert not missing, f"{len(missing)} acknowledged facts lost"

@@ -15,7 +15,7 @@ import pytest
 
 from gravix.ingest.segment import scan_segment
 from tests.factories import fact
-from tests.procs import ServerProcess, spooled_event_ids
+from tests.procs import ServerProcess, durable_event_ids
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,8 @@ def test_server_starts_on_torn_and_corrupt_segments(
     key = tenant_key_factory(data_dir)
     rng = random.Random(7)
     for trial in range(5):
-        env = {"GRAVIX_SEGMENT_MAX_BYTES": "8192"}
+        # The uploader is off: this test damages segments while they are still local.
+        env = {"GRAVIX_SEGMENT_MAX_BYTES": "8192", "GRAVIX_UPLOADER_ENABLED": "false"}
         with ServerProcess(data_dir, env=env) as server:
             _post_batches(server.url, key, f"t{trial}", 20)
             assert server.terminate() == 0
@@ -72,12 +73,13 @@ def test_server_starts_on_torn_and_corrupt_segments(
             .decode_batch(record.payload)
             .facts
         }
-        with ServerProcess(data_dir) as server:  # starts and gets ready by itself
+        no_upload = {"GRAVIX_UPLOADER_ENABLED": "false"}
+        with ServerProcess(data_dir, env=no_upload) as server:  # starts and gets ready itself
             assert httpx.get(f"{server.url}/ready").status_code == 200
             assert server.terminate() == 0
         quarantined = list((data_dir / "spool" / "w0" / "quarantine").iterdir())
         assert victims[1] in {p.name for p in quarantined}
-        assert expected <= set(spooled_event_ids(data_dir / "spool"))
+        assert expected <= set(durable_event_ids(data_dir))
         shutil.rmtree(data_dir / "spool" / "w0" / "quarantine")
 
 
@@ -102,7 +104,8 @@ def test_fsync_error_is_503_then_a_new_segment(tmp_path: Path, tenant_key_factor
         "-e",
         "inject=fsync:error=EIO:when=40",
     ]
-    server = ServerProcess(data_dir, prefix=prefix, log_dir=tmp_path)
+    no_upload = {"GRAVIX_UPLOADER_ENABLED": "false"}
+    server = ServerProcess(data_dir, env=no_upload, prefix=prefix, log_dir=tmp_path)
     with server:
         acked, codes = _post_batches(server.url, key, "eio", 60)
         assert 503 in codes, "the injected fsync error did not surface"
@@ -117,4 +120,4 @@ def test_fsync_error_is_503_then_a_new_segment(tmp_path: Path, tenant_key_factor
         assert server.wait(30) == 0
     # The segment whose fsync failed was sealed and a new one took the rest.
     assert len(_segments(data_dir)) >= 2
-    assert set(acked) <= set(spooled_event_ids(data_dir / "spool"))
+    assert set(acked) <= set(durable_event_ids(data_dir))

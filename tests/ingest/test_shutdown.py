@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tests.factories import fact
-from tests.procs import ServerProcess, spooled_event_ids
+from tests.procs import ServerProcess, durable_event_ids
 
 
 def _slow_post(url: str, key: str, body: bytes, pause: float) -> tuple[int, dict[str, Any]]:
@@ -69,7 +69,7 @@ def test_in_flight_requests_finish_and_are_durable(tmp_path: Path, tenant_key_fa
         assert server.wait(30) == 0
     assert refused
     assert [status for status, _ in results] == [202] * len(ids)
-    stored = spooled_event_ids(data_dir / "spool")
+    stored = durable_event_ids(data_dir)
     assert set(ids) <= set(stored)
     assert not list((data_dir / "spool").rglob("*.open")), "spool was not sealed"
 
@@ -87,4 +87,4 @@ def test_several_workers_each_own_a_spool(tmp_path: Path, tenant_key_factory: An
         assert server.terminate() == 0
     spools = sorted(p.name for p in (data_dir / "spool").iterdir() if p.is_dir())
     assert spools == ["w0", "w1"]
-    assert set(acked) <= set(spooled_event_ids(data_dir / "spool"))
+    assert set(acked) <= set(durable_event_ids(data_dir))

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import time
-import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, Protocol
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -86,11 +86,30 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
+class WorkerService(Protocol):
+    """Work a worker process runs beside intake on its own spool (the uploader).
+
+    ``start`` runs once the spool is open; ``stop`` once it is sealed, so a
+    service can ship the last segment. ``status`` feeds the ``/ready`` body.
+    """
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+ServiceFactory = Callable[[SpoolWriter], WorkerService]
+
+
 class IngestApp:
     """ASGI app owning one worker's spool, key cache, limiter and series catalog."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, services: Sequence[ServiceFactory] = ()) -> None:
         self.settings = settings
+        self._service_factories = list(services)
+        self.services: list[WorkerService] = []
         self.spool: SpoolWriter | None = None
         self._spool_lock_fd: int | None = None
         self.keys = KeyStore(settings.keys_db)
@@ -114,6 +133,9 @@ class IngestApp:
         )
         report = self.spool.open()
         self.catalog = SeriesCatalog(s.catalog_db, s.max_series_per_service)
+        self.services = [factory(self.spool) for factory in self._service_factories]
+        for service in self.services:
+            service.start()
         log.info(
             "ingest worker ready",
             extra={"fields": {"spool": str(spool_dir), "recovery": repr(report)}},
@@ -123,6 +145,8 @@ class IngestApp:
         """Seal the spool so every acknowledged fact is in a sealed segment."""
         if self.spool is not None:
             self.spool.close()
+        for service in self.services:
+            service.stop()
         if self.catalog is not None:
             self.catalog.close()
         if self._spool_lock_fd is not None:
@@ -157,7 +181,10 @@ class IngestApp:
         started = time.perf_counter()
         headers = _headers(scope)
         given = headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+        # Not uuid4: its os.urandom call releases the GIL on every request, which
+        # wakes the spool writer early and shrinks group commits (bench/README.md).
+        # `random` is reseeded in each forked worker.
+        request_id = given if _REQUEST_ID_RE.match(given) else f"{random.getrandbits(128):032x}"
         token = request_id_var.set(request_id)
         path = scope["path"]
         route = path if path in _ROUTES else "other"
@@ -227,7 +254,10 @@ class IngestApp:
 
     def _ready(self) -> tuple[int, bytes, bytes | None, dict[str, str]]:
         if self.spool is not None and self.spool.healthy:
-            return 200, b'{"status":"ready"}', None, {}
+            body: dict[str, Any] = {"status": "ready"}
+            for service in self.services:
+                body.update(service.status())
+            return 200, _json.encode(body), None, {}
         raise ServiceUnavailable(
             "not ready: the spool is not writable or is above its high-water mark",
             code="not_ready",

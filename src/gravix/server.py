@@ -1,4 +1,7 @@
-"""Running the intake app under uvicorn, with one or several worker processes.
+"""`gravix serve`: the composition root that runs every stage in one process.
+
+Each worker process runs the intake app under uvicorn and, beside it, the
+uploader on the worker's own spool (later stages plug in here too).
 
 With ``workers > 1`` the parent binds the socket, forks the workers (each runs
 its own uvicorn server on the shared socket and claims its own spool
@@ -20,8 +23,12 @@ import uvicorn
 
 from gravix.config import Settings
 from gravix.errors import ConfigError
-from gravix.ingest.app import IngestApp
+from gravix.ingest.app import IngestApp, ServiceFactory, WorkerService
+from gravix.ingest.spool import SpoolWriter
 from gravix.logs import configure_logging
+from gravix.storage.base import ObjectStore
+from gravix.storage.factory import open_store
+from gravix.storage.uploader import Uploader
 
 log = logging.getLogger("gravix.server")
 STARTUP_FAILURE = 3
@@ -37,9 +44,41 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def object_store(settings: Settings) -> ObjectStore:
+    """The object store the settings name (made per process: clients are not fork-safe)."""
+    secret = settings.s3_secret_access_key
+    key_id = settings.s3_access_key_id
+    return open_store(
+        settings.object_store_url,
+        data_dir=settings.data_dir,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        path_style=settings.s3_path_style,
+        access_key_id=key_id.get_secret_value() if key_id else None,
+        secret_access_key=secret.get_secret_value() if secret else None,
+        connect_timeout=settings.s3_timeout_seconds,
+        read_timeout=settings.s3_timeout_seconds,
+    )
+
+
+def worker_services(settings: Settings) -> list[ServiceFactory]:
+    """What runs beside intake in every worker, on that worker's spool."""
+
+    def uploader(spool: SpoolWriter) -> WorkerService:
+        return Uploader(
+            spool,
+            object_store(settings),
+            settings.node_id,
+            interval=settings.upload_interval_seconds,
+            backoff_max=settings.upload_backoff_max_seconds,
+        )
+
+    return [uploader] if settings.uploader_enabled else []
+
+
 def _run_worker(settings: Settings, sock: socket.socket) -> int:
     config = uvicorn.Config(
-        IngestApp(settings),
+        IngestApp(settings, worker_services(settings)),
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
         log_config=None,

@@ -1,0 +1,143 @@
+"""The uploader on a real spool and a real local store: verified before deleted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from gravix.ingest.segment import read_segment
+from gravix.ingest.spool import SpoolWriter
+from gravix.schema import RequestFact, SpoolBatch, decode_batch, encode_batch
+from gravix.storage.base import ObjectInfo, StoreUnavailable
+from gravix.storage.keys import validate_key
+from gravix.storage.local import LocalObjectStore
+from gravix.storage.uploader import Uploader, object_key
+from tests.factories import fact
+
+
+def batch(tenant: str, *ids: str) -> bytes:
+    facts = [msgspec.convert(fact(event_id=i), RequestFact) for i in ids]
+    return encode_batch(SpoolBatch(tenant=tenant, received_ms=1, facts=facts))
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[SpoolWriter]:
+    writer = SpoolWriter(tmp_path / "spool" / "w0", min_free_bytes=0)
+    writer.open()
+    yield writer
+    writer.close()
+
+
+def sealed(spool: SpoolWriter, *payloads: bytes) -> Path:
+    for payload in payloads:
+        spool.append_blocking(payload)
+    spool.seal_now()
+    return spool.sealed_segments()[-1]
+
+
+def stored_ids(store: LocalObjectStore) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for info in store.list("raw/"):
+        path = store.root / info.key
+        for payload in read_segment(path):
+            b = decode_batch(payload)
+            out.setdefault(b.tenant, []).extend(f.event_id for f in b.facts)
+    return out
+
+
+class FlakyStore(LocalObjectStore):
+    """A local store that fails the next ``fail`` puts, or lies in ``head``."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.fail = 0
+        self.lie = False
+        self.puts = 0
+
+    def put(self, key: str, data: bytes) -> ObjectInfo:
+        self.puts += 1
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailable("injected outage")
+        return super().put(key, data)
+
+    def head(self, key: str) -> ObjectInfo:
+        info = super().head(key)
+        return ObjectInfo(info.key, info.size - 1, info.sha256) if self.lie else info
+
+
+def test_segment_is_split_per_tenant_and_deleted_after_upload(
+    spool: SpoolWriter, tmp_path: Path
+) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    segment = sealed(spool, batch("acme", "a1", "a2"), batch("globex", "g1"), batch("acme", "a3"))
+    report = Uploader(spool, store, "node-1").run_once()
+    assert report.uploaded == [segment.name] and report.objects == 2
+    assert not segment.exists()
+    assert stored_ids(store) == {"acme": ["a1", "a2", "a3"], "globex": ["g1"]}
+    keys = sorted(info.key for info in store.list())
+    assert keys == sorted(object_key(t, "node-1", "w0", segment.name) for t in ("acme", "globex"))
+    assert all(k.startswith(("raw/tenant=acme/date=", "raw/tenant=globex/date=")) for k in keys)
+
+
+def test_failed_upload_keeps_the_segment_and_retries_with_backoff(
+    spool: SpoolWriter, tmp_path: Path
+) -> None:
+    store = FlakyStore(tmp_path / "store")
+    first = sealed(spool, batch("acme", "x1"))
+    second = sealed(spool, batch("acme", "x2"))
+    uploader = Uploader(spool, store, "node-1", interval=1.0, backoff_max=30)
+    store.fail = 1
+    report = uploader.run_once()
+    assert report.failed == first.name and report.uploaded == []
+    assert first.exists() and second.exists()  # the pass stops: oldest first
+    assert uploader.failures == 1 and uploader.status()["object_store"] == "unreachable"
+    assert 1.0 <= uploader.next_delay() <= 2.0
+    store.fail = 3
+    for _ in range(3):
+        uploader.run_once()
+    assert 1.0 <= uploader.next_delay() <= 16.0 and uploader.failures == 4
+    report = uploader.run_once()
+    assert report.uploaded == [first.name, second.name]
+    assert uploader.failures == 0 and uploader.next_delay() == 1.0
+    assert stored_ids(store) == {"acme": ["x1", "x2"]}
+
+
+def test_unverified_upload_is_not_deleted(spool: SpoolWriter, tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "store")
+    store.lie = True
+    segment = sealed(spool, batch("acme", "v1"))
+    report = Uploader(spool, store, "node-1").run_once()
+    assert report.failed == segment.name and "did not verify" in (report.error or "")
+    assert segment.exists()
+
+
+def test_retry_after_lost_delete_overwrites_instead_of_duplicating(
+    spool: SpoolWriter, tmp_path: Path
+) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    segment = sealed(spool, batch("acme", "d1"), batch("globex", "d2"))
+    data = segment.read_bytes()
+    Uploader(spool, store, "node-1").run_once()
+    # As if the process died after the puts but before the local delete.
+    segment.write_bytes(data)
+    spool2 = SpoolWriter(spool.directory.parent / "w0", min_free_bytes=0)
+    spool.close()
+    spool2.open()
+    try:
+        Uploader(spool2, store, "node-1").run_once()
+    finally:
+        spool2.close()
+    assert len(list(store.list())) == 2
+    assert stored_ids(store) == {"acme": ["d1"], "globex": ["d2"]}
+
+
+def test_object_keys_are_deterministic_and_valid() -> None:
+    name = "1763805600123-0a1b2c3d.seg"
+    key = object_key("acme", "node-1", "w0", name)
+    assert key == "raw/tenant=acme/date=2025-11-22/hour=10/node-1-w0-1763805600123-0a1b2c3d.gvx"
+    assert validate_key(key) == key
+    assert object_key("acme", "node-1", "w0", name) == key
