@@ -32,6 +32,7 @@ from gravix.storage.uploader import Uploader
 
 log = logging.getLogger("gravix.server")
 STARTUP_FAILURE = 3
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -88,6 +89,10 @@ def _run_worker(settings: Settings, sock: socket.socket) -> int:
         server_header=False,
     )
     server = uvicorn.Server(config)
+    # The spool writer thread needs the GIL for a moment after each fsync; with
+    # the default 5 ms switch interval it waits behind the busy event loop for
+    # that long, and every acknowledgement with it (bench/README.md).
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     # uvicorn re-raises the stop signal once it has shut down, so that the
     # process dies of it; a graceful stop is a success here, so the re-raised
     # signal lands on a handler that ignores it and the exit code is 0.

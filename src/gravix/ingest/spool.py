@@ -89,6 +89,35 @@ class _Append:
     future: Future[None]
 
 
+class _LoopGroup:
+    """The appends of one event-loop iteration: one hand-off in, one wake-up back.
+
+    Only the writer thread resolves the appends' futures, and the callbacks are
+    attached before the group is queued, so ``_left`` needs no lock.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: list[_Append] = []
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._left = 0
+
+    def seal(self) -> list[_Append]:
+        self._left = len(self.items)
+        for item in self.items:
+            item.future.add_done_callback(self._resolved)
+        return self.items
+
+    def _resolved(self, _future: Future[None]) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self.loop.call_soon_threadsafe(self._finish)
+
+    def _finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 @dataclass(slots=True)
 class _Control:
     kind: Literal["seal", "stop"]
@@ -118,7 +147,7 @@ class SpoolWriter:
         self.min_free_bytes = min_free_bytes
         self._ids = SegmentIdGenerator()
         self._queue: queue.SimpleQueue[_Append | list[_Append] | _Control] = queue.SimpleQueue()
-        self._pending: list[_Append] = []  # appends of this event-loop iteration
+        self._group: _LoopGroup | None = None  # appends of this event-loop iteration
         self._thread: threading.Thread | None = None
         # Guards the fields below, shared by request threads, the uploader and the writer.
         self._lock = threading.Lock()
@@ -183,9 +212,7 @@ class SpoolWriter:
             self._closed = True
             thread = self._thread
             if first and thread is not None:
-                if self._pending:  # admitted before close: committed, not dropped
-                    self._queue.put(self._pending)
-                    self._pending = []
+                self._hand_over_group()  # admitted before close: committed, not dropped
                 self._queue.put(_Control("stop", Future()))
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -205,15 +232,21 @@ class SpoolWriter:
         """Return once ``payload`` is fsynced; raise ServiceUnavailable otherwise.
 
         Appends made during one event-loop iteration reach the writer thread as
-        one group with one wake-up. Waking the writer per request let it grab
-        the GIL and commit after only 1-3 records, so each request paid for most
-        of an fsync (bench/README.md); grouped, they share it.
+        one group with one wake-up, and the group comes back with one wake-up
+        of the loop. Waking the writer per request let it grab the GIL and
+        commit after only 1-3 records, so each request paid for most of an
+        fsync (bench/README.md); grouped, they share it.
         """
-        await asyncio.wrap_future(self._submit(payload, defer=True))
+        future, group = self._submit(payload, asyncio.get_running_loop())
+        assert group is not None
+        # Shielded: the group's future is shared, and one cancelled request
+        # (a client gone) must not cancel the wait of the others.
+        await asyncio.shield(group.done)
+        future.result()  # this payload's own outcome: a commit can fail for a part
 
     def append_blocking(self, payload: bytes, timeout: float | None = None) -> None:
         """:meth:`append` for threads: block until fsynced, or raise."""
-        future = self._submit(payload)
+        future, _ = self._submit(payload)
         try:
             future.result(timeout)
         except TimeoutError:
@@ -225,7 +258,9 @@ class SpoolWriter:
                 retry_after=RETRY_AFTER_SECONDS,
             ) from None
 
-    def _submit(self, payload: bytes, defer: bool = False) -> Future[None]:
+    def _submit(
+        self, payload: bytes, loop: asyncio.AbstractEventLoop | None = None
+    ) -> tuple[Future[None], _LoopGroup | None]:
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise PayloadTooLarge(f"a spool record holds at most {MAX_PAYLOAD_BYTES} bytes")
         size = record_size(len(payload))
@@ -234,20 +269,26 @@ class SpoolWriter:
             future: Future[None] = Future()
             self._queued_bytes += size
             # Queued under the lock so that nothing lands behind close()'s stop marker.
-            if not defer:
+            if loop is None:
                 self._queue.put(_Append(payload, future))
-            else:
-                self._pending.append(_Append(payload, future))
-                if len(self._pending) == 1:
-                    asyncio.get_running_loop().call_soon(self._flush_pending)
-        return future
+                return future, None
+            group = self._group
+            if group is None:
+                group = self._group = _LoopGroup(loop)
+                loop.call_soon(self._flush_group)
+            group.items.append(_Append(payload, future))
+        return future, group
 
-    def _flush_pending(self) -> None:
+    def _flush_group(self) -> None:
         """Hand this loop iteration's appends to the writer in one go."""
         with self._lock:
-            group, self._pending = self._pending, []
-            if group:
-                self._queue.put(group)
+            self._hand_over_group()
+
+    def _hand_over_group(self) -> None:
+        """Caller holds the lock."""
+        group, self._group = self._group, None
+        if group is not None and group.items:
+            self._queue.put(group.seal())
 
     def _admit(self) -> None:
         """Refuse before touching disk. Caller holds the lock."""
