@@ -19,6 +19,7 @@ import pytest
 from gravix.ingest.segment import FILE_HEADER
 from gravix.schema import decode_batch
 from tests import s3server
+from tests.factories import fact
 from tests.faultproxy import FaultProxy
 from tests.procs import Sender, ServerProcess
 
@@ -158,4 +159,37 @@ def test_kill_9_during_uploads(tmp_path: Path, s3_endpoint: Any, tenant_key_fact
         wait_drained(data_dir)
         assert final.terminate() == 0
     assert len(acked) > 1000
+    assert_exactly_once(acked, store_id_counts(s3_endpoint))
+
+
+def test_long_outage_fills_the_spool_then_503_then_recovers(
+    tmp_path: Path, s3_endpoint: Any, tenant_key_factory: Any
+) -> None:
+    data_dir = tmp_path / "data"
+    key = tenant_key_factory(data_dir)
+    env = {**s3_env(*s3_endpoint), "GRAVIX_SPOOL_HIGH_WATER_BYTES": str(256 * 1024)}
+    acked: list[str] = []
+    s3_endpoint.stop()
+    with ServerProcess(data_dir, env=env) as server:
+        client = httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        url = f"{server.url}/api/v1/facts"
+        for n in range(2000):  # about 10 kB a batch: the mark is reached well before
+            ids = [f"hw-{n}-{i}" for i in range(20)]
+            r = client.post(url, json=[fact(event_id=i) for i in ids])
+            if r.status_code != 202:
+                break
+            acked.extend(ids)
+        assert r.status_code == 503, "intake never pushed back"
+        assert r.json()["error"]["code"] == "spool_full"
+        assert int(r.headers["retry-after"]) >= 1
+        assert httpx.get(f"{server.url}/ready").status_code == 503
+        s3_endpoint.start()
+        wait_drained(data_dir)
+        deadline = time.monotonic() + 20
+        while client.post(url, json=fact(event_id="after")).status_code != 202:
+            assert time.monotonic() < deadline, "intake did not resume after the drain"
+            time.sleep(0.2)
+        acked.append("after")
+        client.close()
+        assert server.terminate() == 0
     assert_exactly_once(acked, store_id_counts(s3_endpoint))
