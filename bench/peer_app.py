@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import random
 import socket
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,10 @@ import uvicorn
 
 from gravix.config import Settings
 from gravix.errors import GravixError, MethodNotAllowed, NotFound, error_body
-from gravix.ingest.body import decompress, media_type, read_body
+from gravix.ingest.app import intake_limits
+from gravix.ingest.body import read_request_body
 from gravix.ingest.keys import Authenticator, KeyStore, presented_key
-from gravix.schema import Limits, decode_facts
+from gravix.schema import decode_facts
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -98,19 +98,8 @@ class PeerApp:
         self.auth.authenticate(
             presented_key(headers.get("authorization"), headers.get("x-api-key"))
         )
-        kind = media_type(headers.get("content-type"))
-        declared = headers.get("content-length")
-        raw = await read_body(
-            receive, int(declared) if declared and declared.isdigit() else None, s.max_body_bytes
-        )
-        body = decompress(raw, headers.get("content-encoding"), s.max_body_bytes)
-        limits = Limits(
-            now_ms=int(time.time() * 1000),
-            raw_retention_days=s.raw_retention_days,
-            max_future_seconds=s.max_future_seconds,
-            max_batch_items=s.max_batch_items,
-        )
-        facts = decode_facts(body, kind, limits)
+        body, kind = await read_request_body(receive, headers, s.max_body_bytes)
+        facts = decode_facts(body, kind, intake_limits(s))
         return 202, _json.encode({"accepted": len(facts), "request_id": request_id})
 
 

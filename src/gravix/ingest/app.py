@@ -36,7 +36,7 @@ from gravix.errors import (
     error_body,
 )
 from gravix.ingest import metrics
-from gravix.ingest.body import decompress, media_type, read_body
+from gravix.ingest.body import read_request_body
 from gravix.ingest.keys import Authenticator, KeyStore, presented_key
 from gravix.ingest.ratelimit import RateLimiter
 from gravix.ingest.series import SeriesCatalog
@@ -84,6 +84,16 @@ async def _respond(
         headers.append((name.lower().encode(), value.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def intake_limits(settings: Settings) -> Limits:
+    """The validation limits of a batch arriving now."""
+    return Limits(
+        now_ms=int(time.time() * 1000),
+        raw_retention_days=settings.raw_retention_days,
+        max_future_seconds=settings.max_future_seconds,
+        max_batch_items=settings.max_batch_items,
+    )
 
 
 class WorkerService(Protocol):
@@ -278,18 +288,8 @@ class IngestApp:
             presented_key(headers.get("authorization"), headers.get("x-api-key"))
         )
         self.limiter.check(principal.key_id)
-        kind = media_type(headers.get("content-type"))
-        declared = headers.get("content-length")
-        raw = await read_body(
-            receive, int(declared) if declared and declared.isdigit() else None, s.max_body_bytes
-        )
-        body = decompress(raw, headers.get("content-encoding"), s.max_body_bytes)
-        limits = Limits(
-            now_ms=int(time.time() * 1000),
-            raw_retention_days=s.raw_retention_days,
-            max_future_seconds=s.max_future_seconds,
-            max_batch_items=s.max_batch_items,
-        )
+        body, kind = await read_request_body(receive, headers, s.max_body_bytes)
+        limits = intake_limits(s)
         if self.spool is None or self.catalog is None:
             raise ServiceUnavailable("starting up", retry_after=1)
         batch = SpoolBatch(tenant=principal.tenant, received_ms=limits.now_ms)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import zlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import zstandard
@@ -48,6 +48,18 @@ async def read_body(receive: Receive, declared_length: int | None, limit: int) -
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_request_body(
+    receive: Receive, headers: Mapping[str, str], limit: int
+) -> tuple[bytes, str]:
+    """The decompressed body and its bare media type, within ``limit`` bytes."""
+    kind = media_type(headers.get("content-type"))
+    declared = headers.get("content-length")
+    raw = await read_body(
+        receive, int(declared) if declared and declared.isdigit() else None, limit
+    )
+    return decompress(raw, headers.get("content-encoding"), limit), kind
 
 
 def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
