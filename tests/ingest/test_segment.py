@@ -158,8 +158,9 @@ def test_file_header(tmp_path: Path) -> None:
 def test_read_segment_rejects_a_torn_tail(tmp_path: Path) -> None:
     data = segment_bytes([b"hello", b"world"])
     path = write(tmp_path, data[:-2])
+    # The whole segment is checked before the first payload is handed out, so a
+    # reader never acts on part of a damaged segment.
     reader = read_segment(path)
-    assert next(reader) == b"hello"
     with pytest.raises(CorruptSegment, match="truncated record payload"):
         next(reader)
 

@@ -299,30 +299,41 @@ def scan_segment(path: Path) -> ScanResult:
     return ScanResult(path, size, records, torn_tail, corrupt)
 
 
+def read_records(path: Path) -> tuple[bytes, list[tuple[int, int]]]:
+    """A sealed segment's bytes and the ``[start, end)`` span of each record, in order.
+
+    Every record is checked; raises :class:`CorruptSegment` on the first one
+    that fails a checksum or is cut short. A span covers the record's header and
+    payload, so ``data[start:end]`` is the record exactly as stored.
+    """
+    data = path.read_bytes()
+    view = memoryview(data)
+    if data[:FILE_HEADER_SIZE] != FILE_HEADER:
+        raise CorruptSegment(path, 0, "bad file header")
+    spans: list[tuple[int, int]] = []
+    offset = FILE_HEADER_SIZE
+    while offset < len(data):
+        if len(data) - offset < RECORD_HEADER_SIZE:
+            raise CorruptSegment(path, offset, "truncated record header")
+        magic, length, payload_crc, header_crc = _HEADER.unpack_from(data, offset)
+        if magic != RECORD_MAGIC or zlib.crc32(view[offset : offset + 12]) != header_crc:
+            raise CorruptSegment(path, offset, "bad record header")
+        end = offset + RECORD_HEADER_SIZE + length
+        if end > len(data):
+            raise CorruptSegment(path, offset, "truncated record payload")
+        if zlib.crc32(view[offset + RECORD_HEADER_SIZE : end]) != payload_crc:
+            raise CorruptSegment(path, offset, "payload checksum mismatch")
+        spans.append((offset, end))
+        offset = end
+    return data, spans
+
+
 def read_segment(path: Path) -> Iterator[bytes]:
     """Yield the payloads of a sealed segment, in order.
 
-    Raises :class:`CorruptSegment` on the first record that fails a checksum or is
-    cut short; the payloads yielded before it are valid.
+    Raises :class:`CorruptSegment` (before yielding anything) if any record
+    fails a checksum or is cut short.
     """
-    with path.open("rb") as f:
-        header = f.read(FILE_HEADER_SIZE)
-        if header != FILE_HEADER:
-            raise CorruptSegment(path, 0, "bad file header")
-        offset = FILE_HEADER_SIZE
-        while True:
-            record_header = f.read(RECORD_HEADER_SIZE)
-            if not record_header:
-                return
-            if len(record_header) < RECORD_HEADER_SIZE:
-                raise CorruptSegment(path, offset, "truncated record header")
-            magic, length, payload_crc, header_crc = _HEADER.unpack(record_header)
-            if magic != RECORD_MAGIC or zlib.crc32(record_header[:12]) != header_crc:
-                raise CorruptSegment(path, offset, "bad record header")
-            payload = f.read(length)
-            if len(payload) < length:
-                raise CorruptSegment(path, offset, "truncated record payload")
-            if zlib.crc32(payload) != payload_crc:
-                raise CorruptSegment(path, offset, "payload checksum mismatch")
-            yield payload
-            offset += RECORD_HEADER_SIZE + length
+    data, spans = read_records(path)
+    for start, end in spans:
+        yield data[start + RECORD_HEADER_SIZE : end]

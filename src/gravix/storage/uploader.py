@@ -22,7 +22,6 @@ the next pass waits with exponential backoff and jitter.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import threading
@@ -36,7 +35,12 @@ from typing import Any, Protocol
 import msgspec
 
 from gravix.errors import GravixError
-from gravix.ingest.segment import FILE_HEADER, encode_record, read_segment, segment_created_ms
+from gravix.ingest.segment import (
+    FILE_HEADER,
+    RECORD_HEADER_SIZE,
+    read_records,
+    segment_created_ms,
+)
 from gravix.ingest.spool import SpoolStats
 from gravix.storage import metrics
 from gravix.storage.base import ObjectStore
@@ -80,11 +84,22 @@ def object_key(tenant: str, node_id: str, worker: str, segment_name: str) -> str
 
 
 def split_by_tenant(path: Path) -> dict[str, bytes]:
-    """One segment-format object body per tenant found in the sealed segment."""
-    records: dict[str, list[bytes]] = {}
-    for payload in read_segment(path):
-        records.setdefault(_tenant_of(payload).tenant, []).append(encode_record(payload))
-    return {tenant: FILE_HEADER + b"".join(parts) for tenant, parts in records.items()}
+    """One segment-format object body per tenant found in the sealed segment.
+
+    With one tenant (the common case) the body is the segment file itself.
+    """
+    data, spans = read_records(path)
+    view = memoryview(data)
+    by_tenant: dict[str, list[tuple[int, int]]] = {}
+    for start, end in spans:
+        tenant = _tenant_of(view[start + RECORD_HEADER_SIZE : end]).tenant
+        by_tenant.setdefault(tenant, []).append((start, end))
+    if len(by_tenant) == 1:
+        return {next(iter(by_tenant)): data}
+    return {
+        tenant: FILE_HEADER + b"".join(view[start:end] for start, end in parts)
+        for tenant, parts in by_tenant.items()
+    }
 
 
 @dataclass
@@ -174,8 +189,7 @@ class Uploader:
         size = 0
         for tenant, body in sorted(bodies.items()):
             key = object_key(tenant, self.node_id, self.worker, path.name)
-            self.store.put(key, body)
-            self._verify(key, body)
+            self._verify(key, len(body), self.store.put(key, body).sha256)
             size += len(body)
         # Every object is verified: only now may the local copy go.
         self.spool.remove_segment(path)
@@ -185,13 +199,13 @@ class Uploader:
         metrics.UPLOAD_BYTES.inc(size)
         return len(bodies), size
 
-    def _verify(self, key: str, body: bytes) -> None:
+    def _verify(self, key: str, size: int, sha256: str | None) -> None:
+        """Read back what the store holds: the size and SHA-256 ``put`` sent."""
         info = self.store.head(key)
-        digest = hashlib.sha256(body).hexdigest()
-        if info.size != len(body) or (info.sha256 is not None and info.sha256 != digest):
+        if info.size != size or (None not in (info.sha256, sha256) and info.sha256 != sha256):
             raise GravixError(
                 f"upload of {key} did not verify: stored {info.size} bytes sha256 "
-                f"{info.sha256}, expected {len(body)} bytes sha256 {digest}"
+                f"{info.sha256}, sent {size} bytes sha256 {sha256}"
             )
 
     def _failed(self, path: Path, error: Exception, report: PassReport) -> None:
