@@ -1,5 +1,46 @@
-"""``python -m bench`` (what ``make bench`` runs): the ingest benchmark."""
+"""``python -m bench`` (what ``make bench`` runs): every benchmark, ingest then upload.
 
-from bench.ingest import main
+``python -m bench ingest [options]`` or ``python -m bench upload [options]`` runs
+one; ``--help`` after the name lists its options. Options given without a name
+go to the ingest benchmark, as before there was a second one; upload then runs
+with its defaults.
+"""
 
-raise SystemExit(main())
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from bench import ingest, upload
+
+BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
+    "ingest": ingest.main,
+    "upload": upload.main,
+}
+USAGE = """\
+usage: python -m bench [ingest|upload] [options]
+
+  python -m bench                   ingest, then upload (both with their defaults)
+  python -m bench ingest [options]  durable ingest beside a non-durable peer
+  python -m bench upload [options]  spool upload beside a plain copy of the files
+  python -m bench NAME --help       the options of one benchmark
+
+Results: bench/README.md; raw figures in bench/results/<name>-<UTC time>.json.
+"""
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in BENCHMARKS:
+        return BENCHMARKS[argv[0]](argv[1:])
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0
+    if argv and not argv[0].startswith("-"):
+        print(f"{USAGE}\nbench: error: no benchmark named {argv[0]!r}", file=sys.stderr)
+        return 2
+    # Run them all; one failing does not skip the other, but fails the command.
+    codes = [ingest.main(argv), upload.main([])]
+    return max(codes)
+
+
+raise SystemExit(main(sys.argv[1:]))
