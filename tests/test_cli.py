@@ -38,3 +38,34 @@ def test_user_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     assert unknown.exit_code == 2 and "no key" in unknown.stderr
     bad_config = runner.invoke(app, ["keys", "list", "--config", str(tmp_path / "missing.toml")])
     assert bad_config.exit_code == 2 and "does not exist" in bad_config.stderr
+
+
+def test_serve_refuses_a_bad_store_url_in_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["serve", "--data-dir", str(tmp_path)], env={"GRAVIX_OBJECT_STORE_URL": "ftp://x"}
+    )
+    assert result.exit_code == 2
+    assert "unknown scheme" in result.stderr and "Traceback" not in result.output
+
+
+def test_upload_once_ships_orphaned_spools_and_reports_what_it_cannot(tmp_path: Path) -> None:
+    import msgspec
+
+    from gravix.ingest.spool import SpoolWriter
+    from gravix.schema import RequestFact, SpoolBatch, encode_batch
+    from tests.factories import fact
+
+    good = SpoolBatch("acme", 1, facts=[msgspec.convert(fact(), RequestFact)])
+    for name, payload in (("w0", encode_batch(good)), ("w1", b"not a batch")):
+        spool = SpoolWriter(tmp_path / "spool" / name, min_free_bytes=0)
+        spool.open()
+        spool.append_blocking(payload)
+        spool.close()
+    result = runner.invoke(app, ["upload", "--once", "--data-dir", str(tmp_path)])
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code == 1, result.output
+    assert "uploaded 1 segments" in result.stderr
+    assert "unreadable" in result.stderr
+    assert not list((tmp_path / "spool" / "w0").glob("*.seg"))
+    assert list((tmp_path / "spool" / "w1").glob("*.seg"))  # kept, never deleted
+    assert list((tmp_path / "store" / "raw" / "tenant=acme").rglob("*.gvx"))

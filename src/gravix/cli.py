@@ -244,7 +244,10 @@ def upload(
         err_console.print(f"skipped spool {name}: a running server owns it and uploads it")
     for name in report.failed:
         err_console.print(f"[red]spool {name}:[/red] {report.passes[name].error}", soft_wrap=True)
-    if report.failed:
+    unreadable = [(n, seg) for n, p in report.passes.items() for seg in p.unreadable]
+    for name, segment in unreadable:
+        err_console.print(f"[red]spool {name}:[/red] {segment} is unreadable; kept, not uploaded")
+    if report.failed or unreadable:
         raise typer.Exit(1)
 
 

@@ -104,6 +104,7 @@ def _run_worker(settings: Settings, sock: socket.socket) -> int:
 
 def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    object_store(settings)  # a bad store URL or a missing extra: one line now, not per worker
     configure_logging(settings.log_level, settings.log_format)
     try:
         sock = bind(settings.host, settings.port)

@@ -111,6 +111,7 @@ class PassReport:
     bytes: int = 0
     failed: str | None = None  # the segment the pass stopped at
     error: str | None = None
+    unreadable: list[str] = field(default_factory=list)  # kept locally, skipped
 
 
 class Uploader:
@@ -158,6 +159,7 @@ class Uploader:
             try:
                 objects, size = self._upload_segment(path)
             except _Corrupt:
+                report.unreadable.append(path.name)
                 continue
             except (GravixError, OSError) as e:
                 self._failed(path, e, report)
@@ -180,7 +182,10 @@ class Uploader:
             bodies = split_by_tenant(path)
         except FileNotFoundError:
             return 0, 0  # removed meanwhile (another pass or `gravix upload --once`)
-        except GravixError as e:  # CorruptSegment: kept for recovery at next start
+        except (GravixError, msgspec.DecodeError) as e:
+            # CorruptSegment, or a record that is not a batch: keep the segment
+            # for a human (recovery quarantines a corrupt one at the next
+            # start) rather than block the backlog behind it.
             if path.name not in self._corrupt_seen:
                 self._corrupt_seen.add(path.name)
                 metrics.UPLOAD_CORRUPT.inc()
