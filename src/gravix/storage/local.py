@@ -184,6 +184,8 @@ class LocalObjectStore:
         here = directory
         while not here.is_dir():
             if here.exists() or here.is_symlink():
+                if here.is_dir():  # a concurrent writer made it since the check above
+                    break
                 if here.is_relative_to(self.root) and here != self.root:
                     raise self._folder_clash(key, here)
                 raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(here))
