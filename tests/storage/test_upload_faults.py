@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from gravix.ingest.segment import FILE_HEADER
+from gravix.ingest.segment import RECORD_HEADER_SIZE, record_spans
 from gravix.schema import decode_batch
 from tests import s3server
 from tests.factories import fact
@@ -42,27 +42,16 @@ def s3_env(endpoint_url: str, bucket: str) -> dict[str, str]:
     }
 
 
-def _records(body: bytes) -> list[bytes]:
-    """Payloads of a segment-format object (the spool's record layout)."""
-    import struct
-    import zlib
-
-    assert body.startswith(FILE_HEADER)
-    out, pos = [], len(FILE_HEADER)
-    while pos < len(body):
-        magic, length, crc, _hcrc = struct.unpack_from("<4sIII", body, pos)
-        payload = body[pos + 16 : pos + 16 + length]
-        assert magic == b"GVXR" and zlib.crc32(payload) == crc
-        out.append(payload)
-        pos += 16 + length
-    return out
+def _records(key: str, body: bytes) -> list[bytes]:
+    """Payloads of a segment-format object, checked by the spool's own reader."""
+    return [body[start + RECORD_HEADER_SIZE : end] for start, end in record_spans(body, key)]
 
 
 def store_id_counts(s3: Any) -> collections.Counter[str]:
     store = s3.store(PREFIX)
     counts: collections.Counter[str] = collections.Counter()
     for info in store.list("raw/"):
-        for payload in _records(store.get(info.key)):
+        for payload in _records(info.key, store.get(info.key)):
             counts.update(f.event_id for f in decode_batch(payload).facts)
     return counts
 

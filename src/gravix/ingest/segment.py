@@ -307,6 +307,12 @@ def read_records(path: Path) -> tuple[bytes, list[tuple[int, int]]]:
     payload, so ``data[start:end]`` is the record exactly as stored.
     """
     data = path.read_bytes()
+    return data, record_spans(data, path)
+
+
+def record_spans(data: bytes, path: Path | str) -> list[tuple[int, int]]:
+    """The checked record spans of segment-format ``data`` (a file or an uploaded object)."""
+    path = Path(path)
     view = memoryview(data)
     if data[:FILE_HEADER_SIZE] != FILE_HEADER:
         raise CorruptSegment(path, 0, "bad file header")
@@ -325,7 +331,7 @@ def read_records(path: Path) -> tuple[bytes, list[tuple[int, int]]]:
             raise CorruptSegment(path, offset, "payload checksum mismatch")
         spans.append((offset, end))
         offset = end
-    return data, spans
+    return spans
 
 
 def read_segment(path: Path) -> Iterator[bytes]:
