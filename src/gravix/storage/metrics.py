@@ -25,7 +25,7 @@ UPLOAD_OLDEST_PENDING_AGE = Gauge(
 )
 UPLOAD_CORRUPT = Counter(
     "upload_corrupt_segments_total",
-    "Sealed segments that failed their checksum when read for upload (kept locally).",
+    "Sealed segments unreadable when read for upload (kept locally, skipped).",
 )
 OBJECT_STORE_UP = Gauge(
     "object_store_up", "1 when the last object store operation succeeded, else 0."
