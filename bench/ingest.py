@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import check_tools, run_paced, run_wrk, write_wrk_script
-from bench.machine import describe_machine, probe_fsync
+from bench.machine import describe_machine, probe_fsync, publish_results
 from bench.servers import (
     REPO,
     BenchError,
@@ -412,16 +412,5 @@ def main(argv: list[str] | None = None) -> int:
         "runs": bench.runs,
         "table": table,
     }
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print()
-    print(table)
-    print()
-    m = machine
-    print(
-        f"machine: {m['cpu_model']}, nproc {m['nproc']}, {m['kernel']}, Python {m['python']}, "
-        f"data dir on {m['data_dir_filesystem']} (10 kB append + fsync: p50 "
-        f"{m['fsync_probe']['p50_ms']:.2f} ms, p99 {m['fsync_probe']['p99_ms']:.2f} ms); "
-        f"load average at start {m['load_average_at_start']}"
-    )
-    print(f"raw results: {out} ({seconds:.0f} s)")
+    publish_results(out, result, table, machine, "data dir", seconds)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -129,3 +130,26 @@ def describe_machine(data_dir: Path) -> dict[str, Any]:
         "packages": {p: metadata.version(p) for p in packages},
         "gravix_revision": _git_revision(),
     }
+
+
+def publish_results(
+    out: Path,
+    result: dict[str, Any],
+    table: str,
+    machine: dict[str, Any],
+    where: str,
+    seconds: float,
+) -> None:
+    """Write the raw JSON and print the table and the machine line (every benchmark)."""
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print(table)
+    print()
+    m = machine
+    print(
+        f"machine: {m['cpu_model']}, nproc {m['nproc']}, {m['kernel']}, Python {m['python']}, "
+        f"{where} on {m['data_dir_filesystem']} (10 kB append + fsync: p50 "
+        f"{m['fsync_probe']['p50_ms']:.2f} ms, p99 {m['fsync_probe']['p99_ms']:.2f} ms); "
+        f"load average at start {m['load_average_at_start']}"
+    )
+    print(f"raw results: {out} ({seconds:.0f} s)")
