@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.fleet import SERVICES, fleet_fact
 from bench.load import check_tools, run_paced, run_wrk, write_wrk_script
 from bench.machine import describe_machine, probe_fsync, publish_results
 from bench.servers import (
@@ -53,37 +54,14 @@ GOALS = {"batch_ratio": 0.7, "p99_ms": 10.0, "single_ratio": 0.9}
 RESULTS_DIR = REPO / "bench" / "results"
 CONTENDED_BELOW = 0.9
 
-_SERVICES = {
-    "checkout": [("POST", "/cart/{id}/pay"), ("GET", "/cart/{id}"), ("PUT", "/cart/{id}/items")],
-    "search": [("GET", "/search"), ("GET", "/suggest")],
-    "users": [("GET", "/users/{id}"), ("PATCH", "/users/{id}"), ("POST", "/login")],
-    "catalog": [("GET", "/products/{id}"), ("GET", "/products")],
-    "payments": [("POST", "/charges"), ("GET", "/charges/{id}")],
-}
-_STATUSES = (200, 200, 200, 200, 201, 204, 304, 400, 404, 500)
-
 
 def make_facts(count: int, timestamp_ms: int, seed: int = 7) -> list[dict[str, Any]]:
     """``count`` valid facts of a small fleet, all stamped ``timestamp_ms``."""
     rng = random.Random(seed)
-    facts = []
-    for i in range(count):
-        service = rng.choice(sorted(_SERVICES))
-        method, path = rng.choice(_SERVICES[service])
-        facts.append(
-            {
-                "event_id": f"bench-{i:05d}",
-                "timestamp": timestamp_ms,
-                "service": service,
-                "method": method,
-                "path": path,
-                "status": rng.choice(_STATUSES),
-                "latency_ms": round(rng.lognormvariate(3, 1), 3),
-                "env": rng.choice(("prod", "prod", "staging")),
-                "version": rng.choice(("v41", "v42")),
-            }
-        )
-    return facts
+    return [
+        fleet_fact(rng, rng.choice(sorted(SERVICES)), f"bench-{i:05d}", timestamp_ms)
+        for i in range(count)
+    ]
 
 
 def _median_of(runs: list[dict[str, Any]], key: str) -> float:

@@ -47,6 +47,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.fleet import SERVICES, fleet_fact
 from bench.machine import describe_machine, probe_fsync, publish_results
 from bench.servers import REPO, BenchError
 from gravix.ingest.segment import SEALED_SUFFIX
@@ -78,15 +79,6 @@ PEER_LABELS = {
 }
 TARGET_LABELS = {"local": "local store", "s3": "loopback S3 (moto)"}
 
-_SERVICES = {
-    "checkout": [("POST", "/cart/{id}/pay"), ("GET", "/cart/{id}"), ("PUT", "/cart/{id}/items")],
-    "search": [("GET", "/search"), ("GET", "/suggest")],
-    "users": [("GET", "/users/{id}"), ("PATCH", "/users/{id}"), ("POST", "/login")],
-    "catalog": [("GET", "/products/{id}"), ("GET", "/products")],
-    "payments": [("POST", "/charges"), ("GET", "/charges/{id}")],
-}
-_STATUSES = (200, 200, 200, 200, 201, 204, 304, 400, 404, 500)
-
 
 @dataclass(frozen=True, slots=True)
 class Case:
@@ -101,23 +93,14 @@ class Case:
 
 
 def _facts(rng: random.Random, service: str, now_ms: int) -> list[RequestFact]:
-    facts = []
-    for _ in range(BATCH):
-        method, path = rng.choice(_SERVICES[service])
-        facts.append(
-            RequestFact(
-                event_id=f"{rng.getrandbits(128):032x}",
-                timestamp=now_ms - rng.randrange(5_000),
-                service=service,
-                method=method,
-                path=path,
-                status=rng.choice(_STATUSES),
-                latency_ms=round(rng.lognormvariate(3, 1), 3),
-                env=rng.choice(("prod", "prod", "staging")),
-                version=rng.choice(("v41", "v42")),
+    return [
+        RequestFact(
+            **fleet_fact(
+                rng, service, f"{rng.getrandbits(128):032x}", now_ms - rng.randrange(5_000)
             )
         )
-    return facts
+        for _ in range(BATCH)
+    ]
 
 
 def make_payloads(total_bytes: int, tenants: list[str], seed: int = 11) -> list[bytes]:
@@ -128,7 +111,7 @@ def make_payloads(total_bytes: int, tenants: list[str], seed: int = 11) -> list[
     uploader never looks inside a fact; intake does not deduplicate either).
     """
     rng = random.Random(seed)
-    services = sorted(_SERVICES)
+    services = sorted(SERVICES)
     now_ms = int(time.time() * 1000)
     pool = [_facts(rng, services[n % len(services)], now_ms) for n in range(DISTINCT_BATCHES)]
     payloads: list[bytes] = []
