@@ -258,7 +258,6 @@ class IngestApp:
         if path == "/ready":
             return self._ready()
         if path == "/metrics":
-            self._refresh_gauges()
             return 200, generate_latest(), CONTENT_TYPE_LATEST.encode(), {}
         return await self._ingest(path, receive, headers, request_id)
 
@@ -273,12 +272,6 @@ class IngestApp:
             code="not_ready",
             retry_after=5,
         )
-
-    def _refresh_gauges(self) -> None:
-        if self.spool is not None:
-            stats = self.spool.stats()
-            metrics.SPOOL_BYTES.set(stats.bytes)
-            metrics.SPOOL_PENDING_SEGMENTS.set(stats.pending_segments)
 
     async def _ingest(
         self, path: str, receive: Receive, headers: dict[str, str], request_id: str
