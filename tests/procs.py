@@ -200,7 +200,22 @@ def stored_batches(store_root: Path) -> Iterator[SpoolBatch]:
             yield decode_batch(record.payload)
 
 
+def archived_event_ids(store_dir: Path) -> list[str]:
+    """Fact ids the rollup has folded into the raw archive of a local store."""
+    import pyarrow.parquet as pq
+
+    return [
+        event_id
+        for path in sorted(store_dir.glob("archive/*/*/*/facts.parquet"))
+        for event_id in pq.read_table(path, columns=["event_id"])["event_id"].to_pylist()
+    ]
+
+
 def durable_event_ids(data_dir: Path) -> list[str]:
-    """Fact ids on disk anywhere: still in the spool, or uploaded to the local store."""
+    """Fact ids on disk anywhere: in the spool, uploaded, or rolled up into the archive.
+
+    An id can be both in a raw object and in the archive for a moment (the
+    rollup deletes raw objects only after publishing the archive).
+    """
     stored = [f.event_id for b in stored_batches(data_dir / "store") for f in b.facts]
-    return spooled_event_ids(data_dir / "spool") + stored
+    return spooled_event_ids(data_dir / "spool") + stored + archived_event_ids(data_dir / "store")

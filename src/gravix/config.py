@@ -151,6 +151,53 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Longest wait between upload retries while the store fails."
     )
 
+    # --- rollup -------------------------------------------------------------
+    rollup_enabled: bool = Field(
+        True, description="Run the rollup inside `gravix serve` (off: `gravix rollup` from cron)."
+    )
+    rollup_interval_seconds: float = Field(
+        60.0, gt=0, le=3600, description="How often `gravix serve` rolls up new raw facts."
+    )
+    rollup_lease_seconds: float = Field(
+        600.0,
+        ge=5,
+        description="A rollup lock not renewed for this long belongs to a dead run and is taken.",
+    )
+    rollup_memory_limit: str = Field(
+        "1GB",
+        pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="DuckDB memory limit of one rollup; beyond it DuckDB spills to disk.",
+    )
+    rollup_threads: int = Field(
+        0, ge=0, le=256, description="DuckDB threads of one rollup (0: one per core)."
+    )
+    rollup_chunk_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Raw objects folded per step; bounds the rollup's memory for a big backlog.",
+    )
+
+    # --- retention ------------------------------------------------------------
+    retention_enabled: bool = Field(
+        True, description="Apply retention once a day inside `gravix serve`."
+    )
+    minute_retention_days: int = Field(
+        396, ge=1, description="Days of minute metrics kept (13 months)."
+    )
+    hour_retention_days: int = Field(
+        1096, ge=0, description="Days of hourly metrics kept (3 years); 0 keeps them forever."
+    )
+    day_retention_days: int = Field(
+        0, ge=0, description="Days of daily metrics kept; 0 keeps them forever."
+    )
+    tenant_retention: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description=(
+            'Per-tenant overrides, e.g. `{"acme": {"raw_retention_days": 7}}`; '
+            "keys are the four `*_retention_days` settings."
+        ),
+    )
+
     # --- secrets (environment or .env only) ---------------------------------
     bootstrap_key: SecretStr | None = Field(
         None,

@@ -1,0 +1,1 @@
+"""Rollup: raw facts -> deduplicated archive and minute, hourly and daily metrics."""

@@ -1,0 +1,164 @@
+"""The rollup's arithmetic, as DuckDB SQL: dedup, minute buckets, tiers.
+
+Every function here takes the name of a relation (a table, a view, a
+registered Arrow table or a ``read_parquet(...)`` call) and returns a SQL
+query, so the same statements run over Arrow tables in memory (the rollup),
+over Parquet files (re-rollups) and over NDJSON (the benchmark).
+
+Facts in the raw archive have :data:`ARCHIVE_COLUMNS`; metric rows of every
+tier have :data:`METRIC_COLUMNS` (docs/data-model.md). Timestamps are
+handled as epoch milliseconds (``BIGINT``) inside the SQL and become Parquet
+timestamps only when written, so no statement depends on a time zone.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import duckdb
+
+from gravix.rollup import sketch
+
+MINUTE_MS: Final = 60_000
+
+# The raw archive: one row per deduplicated fact.
+ARCHIVE_COLUMNS: Final = (
+    "event_id",  # VARCHAR, unique within a (tenant, hour) archive
+    "timestamp_ms",  # BIGINT, when the request happened (epoch ms)
+    "service",
+    "method",
+    "path",
+    "status",  # SMALLINT
+    "latency_us",  # BIGINT, microseconds
+    "env",  # VARCHAR or NULL
+    "version",  # VARCHAR or NULL
+    "received_ms",  # BIGINT, when Gravix accepted it
+)
+SERIES: Final = ("service", "method", "path", "env", "version")
+_SERIES = ", ".join(SERIES)
+# NULLS FIRST everywhere: the same order on every engine, so rows are stable.
+_SERIES_ORDER = ", ".join(f"{c} NULLS FIRST" for c in SERIES)
+
+METRIC_COLUMNS: Final = (
+    "bucket_ms",  # BIGINT start of the minute / hour / day (written as a timestamp)
+    *SERIES,
+    "requests",  # BIGINT
+    "errors",  # BIGINT, status 500-599
+    "client_errors",  # BIGINT, status 400-499
+    "status_counts",  # MAP(SMALLINT, BIGINT)
+    "latency_sum_us",  # BIGINT
+    "latency_max_us",  # BIGINT
+    "latency_sketch",  # MAP(INTEGER, BIGINT), see gravix.rollup.sketch
+)
+
+
+def connect(
+    memory_limit: str = "1GB", threads: int = 0, temp_dir: str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the rollup's limits."""
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    if temp_dir:
+        con.execute("SET temp_directory = ?", [temp_dir])
+    # Output order is fixed by ORDER BY; insertion order is not needed and
+    # costs memory on big inputs.
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def dedup_sql(source: str) -> str:
+    """The facts of ``source``, one per event_id, sorted for the archive.
+
+    Of several facts with one event_id (a client retry, or a segment stored
+    twice) the one Gravix accepted first is kept; full ties are broken by
+    every other column, so the choice never depends on input order.
+    """
+    cols = ", ".join(ARCHIVE_COLUMNS)
+    return f"""
+        SELECT {cols} FROM {source}
+        QUALIFY row_number() OVER (
+            PARTITION BY event_id
+            ORDER BY received_ms, timestamp_ms, service, method, path, status, latency_us,
+                     env NULLS FIRST, version NULLS FIRST
+        ) = 1
+        ORDER BY timestamp_ms, event_id
+    """
+
+
+def minute_sql(source: str) -> str:
+    """Minute metric rows of the (deduplicated) facts in ``source``."""
+    key = sketch.key_sql("(CAST(latency_us AS DOUBLE) / 1000.0)")
+    return f"""
+        SELECT
+            timestamp_ms // {MINUTE_MS} * {MINUTE_MS} AS bucket_ms, {_SERIES},
+            count(*) AS requests,
+            count(*) FILTER (WHERE status >= 500) AS errors,
+            count(*) FILTER (WHERE status >= 400 AND status < 500) AS client_errors,
+            CAST(histogram(status) AS MAP(SMALLINT, BIGINT)) AS status_counts,
+            CAST(sum(latency_us) AS BIGINT) AS latency_sum_us,
+            max(latency_us) AS latency_max_us,
+            CAST(histogram({key}) AS MAP(INTEGER, BIGINT)) AS latency_sketch
+        FROM {source}
+        GROUP BY ALL
+        ORDER BY bucket_ms, {_SERIES_ORDER}
+    """
+
+
+def tier_sql(source: str, step_ms: int) -> str:
+    """Metric rows of ``source`` (any tier) merged into buckets of ``step_ms``.
+
+    Counts and sums add, maxima take the max, maps add key by key, so an
+    hour built from its minutes equals an hour built from its facts.
+    """
+    return f"""
+        WITH base AS (
+            SELECT *, dense_rank() OVER (ORDER BY b, {_SERIES_ORDER}) AS gid
+            FROM (SELECT bucket_ms // {step_ms} * {step_ms} AS b, * EXCLUDE (bucket_ms)
+                  FROM {source})
+        ),
+        totals AS (
+            SELECT gid, any_value(b) AS bucket_ms,
+                   {", ".join(f"any_value({c}) AS {c}" for c in SERIES)},
+                   CAST(sum(requests) AS BIGINT) AS requests,
+                   CAST(sum(errors) AS BIGINT) AS errors,
+                   CAST(sum(client_errors) AS BIGINT) AS client_errors,
+                   CAST(sum(latency_sum_us) AS BIGINT) AS latency_sum_us,
+                   max(latency_max_us) AS latency_max_us
+            FROM base GROUP BY gid
+        ),
+        {_merged_map_cte("statuses", "status_counts", "SMALLINT")},
+        {_merged_map_cte("sketches", "latency_sketch", "INTEGER")}
+        SELECT t.bucket_ms, {", ".join(f"t.{c}" for c in SERIES)},
+               t.requests, t.errors, t.client_errors, s.status_counts,
+               t.latency_sum_us, t.latency_max_us, k.latency_sketch
+        FROM totals t JOIN statuses s USING (gid) JOIN sketches k USING (gid)
+        ORDER BY t.bucket_ms, {", ".join(f"t.{c} NULLS FIRST" for c in SERIES)}
+    """
+
+
+def _merged_map_cte(name: str, column: str, key_type: str) -> str:
+    return f"""{name} AS (
+            SELECT gid, map(list(k ORDER BY k), list(n ORDER BY k)) AS {column}
+            FROM (
+                SELECT gid, k, CAST(sum(n) AS BIGINT) AS n
+                FROM (SELECT gid, unnest(map_keys({column})) AS k,
+                             unnest(map_values({column})) AS n FROM base)
+                GROUP BY gid, k
+            )
+            GROUP BY gid
+        )"""
+
+
+def events_dedup_sql(source: str) -> str:
+    """Service events of ``source``, one per event_id, in time order."""
+    return f"""
+        SELECT event_id, timestamp_ms, service, kind, message, version, received_ms
+        FROM {source}
+        QUALIFY row_number() OVER (
+            PARTITION BY event_id
+            ORDER BY received_ms, timestamp_ms, service, kind, message, version NULLS FIRST
+        ) = 1
+        ORDER BY timestamp_ms, event_id
+    """

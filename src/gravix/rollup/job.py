@@ -1,0 +1,396 @@
+"""RollupJob: pending raw objects -> raw archive + minute, hourly and daily tiers.
+
+One pass, per tenant, under that tenant's lease lock (:mod:`.lock`):
+
+1. list the tenant's pending raw objects (``raw/...gvx``) and take them in
+   chunks of at most ``chunk_bytes``;
+2. for every event hour a chunk touches: read that hour's archive, add the
+   new facts, deduplicate by event_id, and replace the archive and the
+   hour's minute metrics (a late fact simply makes its hour recomputed);
+3. for every day touched: rebuild the hourly and daily tiers of that day
+   from its minute files, and fold new service events into the day's events;
+4. only then delete the chunk's raw objects.
+
+Every Parquet object is replaced whole in one step (``ObjectStore.put`` is
+atomic), and the raw objects go last, so a run killed anywhere leaves
+complete old or complete new files, and the next run redoes the rest: dedup
+makes folding the same raw object twice a no-op. A re-run over the same
+input writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from gravix.rollup import aggregate, layout, parquet
+from gravix.rollup import metrics as m
+from gravix.rollup.facts import EVENT_SCHEMA, FACT_SCHEMA, RawBatch, UnreadableObject
+from gravix.rollup.lock import LeaseLock, LockHeld
+from gravix.storage.base import ObjectInfo, ObjectNotFound, ObjectStore
+from gravix.storage.uploader import OBJECT_SUFFIX
+
+log = logging.getLogger("gravix.rollup")
+
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+@dataclass
+class TenantReport:
+    """What one pass did for one tenant."""
+
+    tenant: str
+    objects: int = 0
+    facts_in: int = 0
+    events_in: int = 0
+    late_facts: int = 0
+    rows_out: int = 0
+    hours: list[int] = field(default_factory=list)  # hour starts recomputed, epoch ms
+    unreadable: list[str] = field(default_factory=list)
+    newest_fact_ms: int | None = None
+
+
+@dataclass
+class RollupReport:
+    """What one pass did: per tenant, plus the tenants another run held."""
+
+    tenants: dict[str, TenantReport] = field(default_factory=dict)
+    busy: dict[str, str] = field(default_factory=dict)  # tenant -> "already running" message
+    seconds: float = 0.0
+
+    @property
+    def facts_in(self) -> int:
+        return sum(t.facts_in for t in self.tenants.values())
+
+    @property
+    def rows_out(self) -> int:
+        return sum(t.rows_out for t in self.tenants.values())
+
+
+class RollupJob:
+    """Rolls up raw facts of one object store; safe to run anywhere, any number of times."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        lease_seconds: float = 600.0,
+        memory_limit: str = "1GB",
+        threads: int = 0,
+        chunk_bytes: int = 64 * 1024 * 1024,
+        temp_dir: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self.memory_limit, self.threads, self.temp_dir = memory_limit, threads, temp_dir
+        self.chunk_bytes = chunk_bytes
+        self.clock = clock
+        self._newest_fact_ms = 0
+
+    # --- discovery ------------------------------------------------------------
+    def pending(self, tenant: str | None = None) -> list[ObjectInfo]:
+        """Raw objects not yet rolled up, in key order."""
+        prefix = layout.tenant_prefix(layout.RAW, tenant) if tenant else layout.RAW
+        return [info for info in self.store.list(prefix) if info.key.endswith(OBJECT_SUFFIX)]
+
+    def tenants(self, *areas: str) -> list[str]:
+        """Tenants with objects under the given areas (default: pending raw objects)."""
+        found: set[str] = set()
+        for area in areas or (layout.RAW,):
+            for info in self.store.list(area):
+                part = layout.parse_key(info.key)
+                if part is not None:
+                    found.add(part.tenant)
+        return sorted(found)
+
+    # --- the pass ---------------------------------------------------------------
+    def run(
+        self,
+        tenant: str | None = None,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        progress: Progress | None = None,
+    ) -> RollupReport:
+        """Roll up pending objects (and, with a range, recompute its archived hours).
+
+        Tenants whose lock another live run holds are skipped and listed in
+        ``report.busy``; any other failure raises after the lock is released.
+        """
+        started = time.monotonic()
+        report = RollupReport()
+        backfill = since_ms is not None or until_ms is not None
+        areas = (layout.RAW, layout.ARCHIVE) if backfill else (layout.RAW,)
+        pending_total = 0
+        for name in [tenant] if tenant else self.tenants(*areas):
+            try:
+                with LeaseLock(self.store, name, self.lease_seconds, self.clock) as lock:
+                    tenant_report, pending = self._run_tenant(
+                        lock, name, since_ms, until_ms, backfill, progress
+                    )
+            except LockHeld as e:
+                m.ROLLUP_RUNS.labels("busy").inc()
+                report.busy[name] = str(e)
+                continue
+            except Exception:
+                m.ROLLUP_RUNS.labels("failure").inc()
+                raise
+            m.ROLLUP_RUNS.labels("success").inc()
+            pending_total += pending
+            report.tenants[name] = tenant_report
+        report.seconds = time.monotonic() - started
+        m.ROLLUP_DURATION.observe(report.seconds)
+        m.ROLLUP_LAST_SUCCESS.set(self.clock())
+        m.ROLLUP_PENDING_OBJECTS.set(pending_total)
+        return report
+
+    def _run_tenant(
+        self,
+        lock: LeaseLock,
+        tenant: str,
+        since_ms: int | None,
+        until_ms: int | None,
+        backfill: bool,
+        progress: Progress | None,
+    ) -> tuple[TenantReport, int]:
+        report = TenantReport(tenant)
+        state = self.read_state(tenant)
+        watermark = state.get("newest_fact_ms")
+        con = aggregate.connect(self.memory_limit, self.threads, self.temp_dir)
+        try:
+            objects = self.pending(tenant)
+            chunks = list(_chunks(objects, self.chunk_bytes))
+            for done, chunk in enumerate(chunks):
+                self._fold_chunk(con, lock, tenant, chunk, watermark, report)
+                if progress:
+                    progress(f"{tenant}: pending objects", done + 1, len(chunks))
+            if backfill:
+                self._recompute(con, lock, tenant, since_ms, until_ms, report, progress)
+        finally:
+            con.close()
+        left = len(report.unreadable)
+        if report.newest_fact_ms is None:
+            report.newest_fact_ms = watermark
+        elif watermark is not None:
+            report.newest_fact_ms = max(report.newest_fact_ms, watermark)
+        self._write_state(tenant, report)
+        return report, left
+
+    def _fold_chunk(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        lock: LeaseLock,
+        tenant: str,
+        chunk: list[ObjectInfo],
+        watermark: int | None,
+        report: TenantReport,
+    ) -> None:
+        lock.renew_if_due()
+        raw = RawBatch()
+        taken: list[str] = []
+        for info in chunk:
+            try:
+                data = self.store.get(info.key)
+            except ObjectNotFound:
+                continue  # folded and deleted by a run before us
+            try:
+                raw.add_object(tenant, info.key, data)
+            except UnreadableObject as e:
+                m.ROLLUP_UNREADABLE.inc()
+                report.unreadable.append(info.key)
+                log.error("unreadable raw object kept", extra={"fields": {"error": str(e)}})
+                continue
+            taken.append(info.key)
+        facts, events = raw.fact_table(), raw.event_table()
+        report.objects += len(taken)
+        report.facts_in += facts.num_rows
+        report.events_in += events.num_rows
+        m.ROLLUP_FACTS_IN.inc(facts.num_rows)
+        if facts.num_rows:
+            newest = pc.max(facts["timestamp_ms"]).as_py()
+            report.newest_fact_ms = max(report.newest_fact_ms or newest, newest)
+            if watermark is not None:
+                minute = aggregate.MINUTE_MS
+                cutoff = watermark // minute * minute + minute
+                late = pc.sum(pc.less(facts["timestamp_ms"], cutoff)).as_py() or 0
+                report.late_facts += late
+                m.ROLLUP_LATE_FACTS.inc(late)
+        days: set[int] = set()
+        for hour_ms, part in _split(facts, layout.HOUR_MS):
+            lock.renew_if_due()
+            self._fold_hour(con, tenant, hour_ms, part, report)
+            days.add(layout.day_start(hour_ms))
+        for day_ms, part in _split(events, layout.DAY_MS):
+            self._fold_events(con, tenant, day_ms, part)
+        for day_ms in sorted(days):
+            lock.renew_if_due()
+            self._publish_tiers(con, tenant, day_ms, report)
+        lock.renew_if_due()
+        for key in taken:
+            self.store.delete(key)
+
+    def _recompute(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        lock: LeaseLock,
+        tenant: str,
+        since_ms: int | None,
+        until_ms: int | None,
+        report: TenantReport,
+        progress: Progress | None,
+    ) -> None:
+        hours = []
+        for info in self.store.list(layout.tenant_prefix(layout.ARCHIVE, tenant)):
+            part = layout.parse_key(info.key)
+            if part is None or part.hour is None:
+                continue
+            start = part.start_ms
+            if (since_ms is None or start + layout.HOUR_MS > since_ms) and (
+                until_ms is None or start < until_ms
+            ):
+                hours.append(start)
+        days: set[int] = set()
+        for done, hour_ms in enumerate(sorted(hours)):
+            lock.renew_if_due()
+            archive = parquet.decode(self.store.get(layout.archive_key(tenant, hour_ms)))
+            self._publish_minutes(con, tenant, hour_ms, archive, report)
+            days.add(layout.day_start(hour_ms))
+            if progress:
+                progress(f"{tenant}: hours", done + 1, len(hours))
+        for day_ms in sorted(days):
+            lock.renew_if_due()
+            self._publish_tiers(con, tenant, day_ms, report)
+
+    # --- one partition at a time ------------------------------------------------
+    def _fold_hour(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        tenant: str,
+        hour_ms: int,
+        new: pa.Table,
+        report: TenantReport,
+    ) -> None:
+        key = layout.archive_key(tenant, hour_ms)
+        old = self._read_table(key, FACT_SCHEMA)
+        both = pa.concat_tables([old, new.cast(FACT_SCHEMA)])
+        con.register("fold_input", both)
+        try:
+            archive = con.sql(aggregate.dedup_sql("fold_input")).to_arrow_table()
+        finally:
+            con.unregister("fold_input")
+        self.store.put(key, parquet.encode(archive.cast(FACT_SCHEMA)))
+        self._publish_minutes(con, tenant, hour_ms, archive, report)
+
+    def _publish_minutes(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        tenant: str,
+        hour_ms: int,
+        archive: pa.Table,
+        report: TenantReport,
+    ) -> None:
+        con.register("archive_hour", archive)
+        try:
+            minutes = con.sql(aggregate.minute_sql("archive_hour")).to_arrow_table()
+        finally:
+            con.unregister("archive_hour")
+        self.store.put(layout.metrics_key("1m", tenant, hour_ms), parquet.encode(minutes))
+        report.hours.append(hour_ms)
+        self._count_rows(report, minutes.num_rows)
+
+    def _publish_tiers(
+        self, con: duckdb.DuckDBPyConnection, tenant: str, day_ms: int, report: TenantReport
+    ) -> None:
+        prefix = layout.metrics_key("1m", tenant, day_ms).rsplit("/hour=", 1)[0] + "/"
+        tables = [parquet.decode(self.store.get(info.key)) for info in self.store.list(prefix)]
+        if not tables:
+            return
+        con.register("day_minutes", pa.concat_tables(tables))
+        try:
+            hourly = con.sql(aggregate.tier_sql("day_minutes", layout.HOUR_MS)).to_arrow_table()
+            con.register("day_hours", hourly)
+            daily = con.sql(aggregate.tier_sql("day_hours", layout.DAY_MS)).to_arrow_table()
+        finally:
+            con.unregister("day_minutes")
+            con.unregister("day_hours")
+        self.store.put(layout.metrics_key("1h", tenant, day_ms), parquet.encode(hourly))
+        self.store.put(layout.metrics_key("1d", tenant, day_ms), parquet.encode(daily))
+        self._count_rows(report, hourly.num_rows + daily.num_rows)
+
+    def _fold_events(
+        self, con: duckdb.DuckDBPyConnection, tenant: str, day_ms: int, new: pa.Table
+    ) -> None:
+        key = layout.events_key(tenant, day_ms)
+        both = pa.concat_tables([self._read_table(key, EVENT_SCHEMA), new.cast(EVENT_SCHEMA)])
+        con.register("events_input", both)
+        try:
+            events = con.sql(aggregate.events_dedup_sql("events_input")).to_arrow_table()
+        finally:
+            con.unregister("events_input")
+        self.store.put(key, parquet.encode(events.cast(EVENT_SCHEMA)))
+
+    def _read_table(self, key: str, schema: pa.Schema) -> pa.Table:
+        try:
+            return parquet.decode(self.store.get(key)).cast(schema)
+        except ObjectNotFound:
+            return schema.empty_table()
+
+    @staticmethod
+    def _count_rows(report: TenantReport, rows: int) -> None:
+        report.rows_out += rows
+        m.ROLLUP_ROWS_OUT.inc(rows)
+
+    # --- state (freshness for the query layer) ---------------------------------
+    def read_state(self, tenant: str) -> dict[str, Any]:
+        """What the last successful rollup of ``tenant`` recorded ({} if none)."""
+        try:
+            state = json.loads(self.store.get(layout.state_key(tenant)))
+        except (ObjectNotFound, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def _write_state(self, tenant: str, report: TenantReport) -> None:
+        state = {
+            "tenant": tenant,
+            "last_success_ms": int(self.clock() * 1000),
+            "newest_fact_ms": report.newest_fact_ms,
+            "facts_in": report.facts_in,
+            "late_facts": report.late_facts,
+            "rows_out": report.rows_out,
+            "unreadable_objects": report.unreadable,
+        }
+        self.store.put(layout.state_key(tenant), json.dumps(state, sort_keys=True).encode())
+        if report.newest_fact_ms is not None:
+            self._newest_fact_ms = max(self._newest_fact_ms, report.newest_fact_ms)
+            m.ROLLUP_NEWEST_FACT.set(self._newest_fact_ms / 1000)
+
+
+def _chunks(objects: Iterable[ObjectInfo], limit: int) -> Iterator[list[ObjectInfo]]:
+    chunk: list[ObjectInfo] = []
+    size = 0
+    for info in objects:
+        if chunk and size + info.size > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(info)
+        size += info.size
+    if chunk:
+        yield chunk
+
+
+def _split(table: pa.Table, step_ms: int) -> Iterator[tuple[int, pa.Table]]:
+    """Rows of ``table`` grouped by ``timestamp_ms`` floored to ``step_ms``."""
+    if table.num_rows == 0:
+        return
+    starts = pc.multiply(pc.divide(table["timestamp_ms"], step_ms), step_ms)
+    for start in sorted(pc.unique(starts).to_pylist()):
+        yield start, table.filter(pc.equal(starts, start))

@@ -1,0 +1,128 @@
+"""Where the rollup reads and writes in the object store (docs/data-model.md).
+
+All keys are Hive-style partitions so that DuckDB, Spark and Trino read the
+folders as tables as they are::
+
+    raw/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/<node>-<worker>-<segment>.gvx
+        pending raw facts and events, written by the uploader; partitioned
+        by the time the segment was *created*, not by event time; the
+        rollup deletes each one once it is folded into the archive
+    archive/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/facts.parquet
+        raw archive: every deduplicated fact of that event hour
+    events/tenant=<t>/date=<YYYY-MM-DD>/events.parquet
+        every deduplicated service event (deploys, incidents) of that day
+    metrics_1m/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/metrics.parquet
+    metrics_1h/tenant=<t>/date=<YYYY-MM-DD>/metrics.parquet
+    metrics_1d/tenant=<t>/date=<YYYY-MM-DD>/metrics.parquet
+        the minute, hourly and daily tiers (one row shape)
+    _locks/rollup/tenant=<t>/<generation>.lock
+        the lease lock of one tenant's rollup (:mod:`gravix.rollup.lock`)
+    _state/rollup/tenant=<t>.json
+        what the last successful rollup of a tenant saw (freshness)
+
+Dates and hours are UTC. Each Parquet object is replaced whole, in one step,
+so a reader sees either the complete old or the complete new file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Final, Literal
+
+Tier = Literal["1m", "1h", "1d"]
+TIERS: Final[tuple[Tier, ...]] = ("1m", "1h", "1d")
+
+RAW: Final = "raw/"
+ARCHIVE: Final = "archive/"
+EVENTS: Final = "events/"
+LOCKS: Final = "_locks/rollup/"
+STATE: Final = "_state/rollup/"
+HOUR_MS: Final = 3_600_000
+DAY_MS: Final = 86_400_000
+
+_PARTITION = re.compile(
+    r"^(?P<area>[a-z0-9_]+)/tenant=(?P<tenant>[a-z0-9][a-z0-9-]*)/date=(?P<date>\d{4}-\d{2}-\d{2})/"
+    r"(?:hour=(?P<hour>\d{2})/)?(?P<name>[^/]+)$"
+)
+
+
+def metrics_prefix(tier: Tier) -> str:
+    return f"metrics_{tier}/"
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """One object's place: area (``archive``, ``metrics_1m``...), tenant, date, hour."""
+
+    area: str
+    tenant: str
+    day: date
+    hour: int | None
+    name: str
+
+    @property
+    def start_ms(self) -> int:
+        start = datetime(self.day.year, self.day.month, self.day.day, tzinfo=UTC)
+        if self.hour is not None:
+            start += timedelta(hours=self.hour)
+        return int(start.timestamp() * 1000)
+
+
+def parse_key(key: str) -> Partition | None:
+    """The partition of a key laid out as above; None for any other key."""
+    match = _PARTITION.match(key)
+    if match is None:
+        return None
+    try:
+        day = date.fromisoformat(match["date"])
+    except ValueError:
+        return None
+    hour = int(match["hour"]) if match["hour"] is not None else None
+    if hour is not None and hour > 23:
+        return None
+    return Partition(match["area"], match["tenant"], day, hour, match["name"])
+
+
+def _day_hour(hour_ms: int) -> tuple[str, str]:
+    moment = datetime.fromtimestamp(hour_ms / 1000, UTC)
+    return f"{moment:%Y-%m-%d}", f"{moment:%H}"
+
+
+def hour_start(ms: int) -> int:
+    return ms - ms % HOUR_MS
+
+
+def day_start(ms: int) -> int:
+    return ms - ms % DAY_MS
+
+
+def archive_key(tenant: str, hour_ms: int) -> str:
+    day, hour = _day_hour(hour_ms)
+    return f"{ARCHIVE}tenant={tenant}/date={day}/hour={hour}/facts.parquet"
+
+
+def events_key(tenant: str, day_ms: int) -> str:
+    day, _ = _day_hour(day_ms)
+    return f"{EVENTS}tenant={tenant}/date={day}/events.parquet"
+
+
+def metrics_key(tier: Tier, tenant: str, start_ms: int) -> str:
+    day, hour = _day_hour(start_ms)
+    if tier == "1m":
+        return f"{metrics_prefix(tier)}tenant={tenant}/date={day}/hour={hour}/metrics.parquet"
+    return f"{metrics_prefix(tier)}tenant={tenant}/date={day}/metrics.parquet"
+
+
+def tenant_prefix(area: str, tenant: str) -> str:
+    """``area`` is a prefix such as :data:`RAW` or :func:`metrics_prefix`."""
+    return f"{area}tenant={tenant}/"
+
+
+def lock_prefix(tenant: str) -> str:
+    return f"{LOCKS}tenant={tenant}/"
+
+
+def state_key(tenant: str) -> str:
+    return f"{STATE}tenant={tenant}.json"

@@ -1,0 +1,84 @@
+"""Helpers to put raw objects into a store exactly as the uploader writes them."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from gravix.ingest.segment import FILE_HEADER, encode_record
+from gravix.rollup.job import RollupJob
+from gravix.schema.model import RequestFact, ServiceEvent
+from gravix.schema.spool import SpoolBatch, encode_batch
+from gravix.storage.local import LocalObjectStore
+
+HOUR = 3_600_000
+T0 = 1_763_798_400_000  # 2025-11-22T08:00:00Z, an hour start
+_names = itertools.count()
+
+
+def raw_object(
+    tenant: str, batches: Iterable[tuple[int, list[dict[str, Any]], list[dict[str, Any]]]]
+) -> bytes:
+    """A segment-format object of ``(received_ms, facts, events)`` batches."""
+    records = []
+    for received_ms, facts, events in batches:
+        batch = SpoolBatch(
+            tenant=tenant,
+            received_ms=received_ms,
+            facts=[msgspec.convert(f, RequestFact) for f in facts],
+            events=[msgspec.convert(e, ServiceEvent) for e in events],
+        )
+        records.append(encode_record(encode_batch(batch)))
+    return FILE_HEADER + b"".join(records)
+
+
+def put_raw(
+    store: Any,
+    tenant: str,
+    facts: list[dict[str, Any]],
+    events: list[dict[str, Any]] | None = None,
+    received_ms: int | None = None,
+    created_ms: int = T0,
+) -> str:
+    """Store one raw object of one batch; returns its key."""
+    from datetime import UTC, datetime
+
+    received = received_ms if received_ms is not None else created_ms
+    created = datetime.fromtimestamp(created_ms / 1000, UTC)
+    key = (
+        f"raw/tenant={tenant}/date={created:%Y-%m-%d}/hour={created:%H}/"
+        f"node-w0-{created_ms}-{next(_names):08x}.gvx"
+    )
+    store.put(key, raw_object(tenant, [(received, facts, events or [])]))
+    return key
+
+
+def fact(i: int, **overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "event_id": f"ev-{i}",
+        "timestamp": T0 + i * 1000,
+        "service": "checkout",
+        "method": "POST",
+        "path": "/cart/{id}/pay",
+        "status": 200,
+        "latency_ms": 12.5,
+        "env": "prod",
+        "version": "v42",
+    }
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalObjectStore:
+    return LocalObjectStore(tmp_path / "store")
+
+
+@pytest.fixture
+def job(store: LocalObjectStore) -> RollupJob:
+    return RollupJob(store, memory_limit="256MB", threads=2)
