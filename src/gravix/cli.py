@@ -251,6 +251,132 @@ def upload(
         raise typer.Exit(1)
 
 
+def _when(value: str | None, name: str) -> int | None:
+    """Epoch ms of an ISO 8601 date or time (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name}: {value!r} is not an ISO 8601 date or time (2026-11-22 or 2026-11-22T10:00)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@app.command()
+@friendly
+def rollup(
+    tenant: Annotated[
+        str | None, typer.Option(help="Only this tenant (default: every one).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--from", help="Backfill: also recompute archived hours from this time."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--to", help="Backfill: ... up to this time (exclusive).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Roll raw facts up into minute, hourly and daily metrics, once (for cron).
+
+    Exit codes: 0 done; 75 another run holds a tenant's lock ("already
+    running"; the other tenants were still rolled up); 1 some raw objects
+    are unreadable (kept, skipped) or the store failed; 2 bad options.
+    """
+    from rich.progress import Progress
+
+    from gravix.rollup.lock import ALREADY_RUNNING_EXIT
+    from gravix.rollup.service import rollup_job
+    from gravix.server import object_store
+    from gravix.storage.base import StoreUnavailable
+
+    since_ms, until_ms = _when(since, "--from"), _when(until, "--to")
+    if since_ms is not None and until_ms is not None and since_ms >= until_ms:
+        raise ConfigError("--from must be before --to")
+    settings = _settings(config, data_dir=data_dir)
+    job = rollup_job(settings, object_store(settings))
+    with Progress(console=err_console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        try:
+            report = job.run(tenant, since_ms=since_ms, until_ms=until_ms, progress=progress)
+        except StoreUnavailable as e:
+            err_console.print(f"[red]error:[/red] {e.message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+    for name, result in report.tenants.items():
+        err_console.print(
+            f"tenant {name}: {result.objects} raw objects, {result.facts_in} facts "
+            f"({result.late_facts} late), {len(result.hours)} hours recomputed, "
+            f"{result.rows_out} metric rows written",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for key in result.unreadable:
+            err_console.print(f"[red]unreadable raw object kept:[/red] {key}", soft_wrap=True)
+    for message in report.busy.values():
+        err_console.print(f"[yellow]{message}[/yellow]", soft_wrap=True, highlight=False)
+    if report.busy:
+        raise typer.Exit(ALREADY_RUNNING_EXIT)
+    if any(result.unreadable for result in report.tenants.values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def retention(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
+    tenant: Annotated[
+        str | None, typer.Option(help="Only this tenant (default: every tenant).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Delete partitions older than the retention policy (`gravix serve` does this daily)."""
+    from gravix.rollup.retention import apply_retention
+    from gravix.server import object_store
+    from gravix.storage.base import StoreUnavailable
+
+    settings = _settings(config, data_dir=data_dir)
+    store = object_store(settings)
+    try:
+        report = apply_retention(store, settings, dry_run=dry_run, tenant=tenant, progress=print)
+    except StoreUnavailable as e:
+        err_console.print(f"[red]error:[/red] {e.message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if report.skipped_clock:
+        now, last = (
+            datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            for ms in (report.reference_ms, report.last_run_ms or 0)
+        )
+        err_console.print(
+            f"nothing deleted: the clock ({now} UTC) is behind the last retention run "
+            f"({last} UTC); it may have jumped backwards",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    for key in report.skipped:
+        err_console.print(f"left alone (not a partition key): {key}", markup=False, soft_wrap=True)
+    verb = "would delete" if dry_run else "deleted"
+    err_console.print(
+        f"{verb} {len(report.deleted)} objects ({report.kept} kept) in {store.url}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def main() -> None:
     try:
         app()

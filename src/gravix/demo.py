@@ -101,6 +101,7 @@ def _failed(message: str, log: Path) -> GravixError:
     return GravixError(f"{message} (server log: {log})")
 
 
+DEMO_ROLLUP_SECONDS = 15
 DEMO_SEGMENT_SECONDS = 10
 
 
@@ -159,8 +160,13 @@ def _server(data_dir: Path, host: str, port: int, log: Path) -> Iterator[subproc
         sys.executable, "-m", "gravix.cli", "serve",
         "--data-dir", str(data_dir), "--host", host, "--port", str(port),
     ]  # fmt: skip
-    # Short segments, so facts visibly move from the spool to the store.
-    env = {"GRAVIX_SEGMENT_MAX_AGE_SECONDS": str(DEMO_SEGMENT_SECONDS), **os.environ}
+    # Short segments and frequent rollups, so facts visibly move from the spool
+    # to the store and become minute metrics within a minute.
+    env = {
+        "GRAVIX_SEGMENT_MAX_AGE_SECONDS": str(DEMO_SEGMENT_SECONDS),
+        "GRAVIX_ROLLUP_INTERVAL_SECONDS": str(DEMO_ROLLUP_SECONDS),
+        **os.environ,
+    }
     with log.open("wb") as out:
         # A session of its own, so a Ctrl-C in the terminal reaches only the
         # demo, which then stops the server after the load generator.

@@ -1,7 +1,8 @@
 """`gravix serve`: the composition root that runs every stage in one process.
 
 Each worker process runs the intake app under uvicorn and, beside it, the
-uploader on the worker's own spool (later stages plug in here too).
+uploader on the worker's own spool; the worker owning spool ``w0`` also runs
+the rollup (every minute) and retention (every day).
 
 With ``workers > 1`` the parent binds the socket, forks the workers (each runs
 its own uvicorn server on the shared socket and claims its own spool
@@ -26,6 +27,7 @@ from gravix.errors import ConfigError
 from gravix.ingest.app import IngestApp, ServiceFactory, WorkerService
 from gravix.ingest.spool import SpoolWriter
 from gravix.logs import configure_logging
+from gravix.rollup.service import RollupService
 from gravix.storage.base import ObjectStore
 from gravix.storage.factory import open_store
 from gravix.storage.uploader import Uploader
@@ -74,7 +76,14 @@ def worker_services(settings: Settings) -> list[ServiceFactory]:
             backoff_max=settings.upload_backoff_max_seconds,
         )
 
-    return [uploader] if settings.uploader_enabled else []
+    def rollup(spool: SpoolWriter) -> WorkerService:
+        # One rollup thread per node: in the worker that owns spool w0.
+        return RollupService(settings, object_store(settings), active=spool.directory.name == "w0")
+
+    services: list[ServiceFactory] = [uploader] if settings.uploader_enabled else []
+    if settings.rollup_enabled or settings.retention_enabled:
+        services.append(rollup)
+    return services
 
 
 def _run_worker(settings: Settings, sock: socket.socket) -> int:

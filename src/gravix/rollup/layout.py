@@ -19,6 +19,8 @@ folders as tables as they are::
         the lease lock of one tenant's rollup (:mod:`gravix.rollup.lock`)
     _state/rollup/tenant=<t>.json
         what the last successful rollup of a tenant saw (freshness)
+    _state/retention.json
+        when retention last ran (a clock behind it deletes nothing)
 
 Dates and hours are UTC. Each Parquet object is replaced whole, in one step,
 so a reader sees either the complete old or the complete new file.

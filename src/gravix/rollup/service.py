@@ -1,0 +1,106 @@
+"""The rollup (every minute) and retention (every day) inside `gravix serve`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from gravix.config import Settings
+from gravix.rollup.job import RollupJob
+from gravix.storage.base import ObjectStore
+
+log = logging.getLogger("gravix.rollup")
+RETENTION_INTERVAL_SECONDS = 86_400.0
+
+
+def rollup_job(settings: Settings, store: ObjectStore) -> RollupJob:
+    """A RollupJob configured by the settings."""
+    temp = settings.data_dir / "tmp" / "rollup"
+    temp.mkdir(parents=True, exist_ok=True)
+    return RollupJob(
+        store,
+        lease_seconds=settings.rollup_lease_seconds,
+        memory_limit=settings.rollup_memory_limit,
+        threads=settings.rollup_threads,
+        chunk_bytes=settings.rollup_chunk_bytes,
+        temp_dir=str(temp),
+    )
+
+
+class RollupService:
+    """A thread running the rollup every interval and retention once a day.
+
+    Several workers or nodes may each run one: the per-tenant lease lock lets
+    one of them work on a tenant at a time, the others skip it.
+    """
+
+    def __init__(self, settings: Settings, store: ObjectStore, *, active: bool = True) -> None:
+        self.settings, self.store, self.active = settings, store, active
+        self.job = rollup_job(settings, store)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_retention = 0.0
+        self.last_error: str | None = None
+        self.last_success: float | None = None
+        self.last_report: dict[str, Any] = {}
+
+    def start(self) -> None:
+        if not self.active:
+            return
+        self._thread = threading.Thread(target=self._loop, name="gravix-rollup", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.settings.shutdown_grace_seconds + 5)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "active": self.active,
+            "last_success": self.last_success,
+            "last_error": self.last_error,
+            "last_report": self.last_report,
+        }
+
+    def run_once(self) -> None:
+        """One rollup pass, then retention if a day has passed; never raises."""
+        if self.settings.rollup_enabled:
+            try:
+                report = self.job.run()
+            except Exception as e:  # the next pass retries; the error is in status and logs
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.exception("rollup failed")
+            else:
+                self.last_error = None
+                self.last_success = time.time()
+                self.last_report = {
+                    "facts_in": report.facts_in,
+                    "rows_out": report.rows_out,
+                    "busy": sorted(report.busy),
+                    "seconds": round(report.seconds, 3),
+                }
+                if report.facts_in:
+                    log.info("rollup", extra={"fields": self.last_report})
+        if self.settings.retention_enabled and (
+            time.monotonic() - self._last_retention >= RETENTION_INTERVAL_SECONDS
+            or not self._last_retention
+        ):
+            self._last_retention = time.monotonic()
+            self._retention()
+
+    def _retention(self) -> None:
+        from gravix.rollup.retention import apply_retention
+
+        try:
+            report = apply_retention(self.store, self.settings)
+        except Exception:
+            log.exception("retention failed")
+            return
+        log.info("retention", extra={"fields": {"deleted": len(report.deleted)}})
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.rollup_interval_seconds):
+            self.run_once()
