@@ -127,6 +127,19 @@ def test_late_facts_recompute_their_hour(store: LocalObjectStore, job: RollupJob
     assert day["requests"] == 16
 
 
+def test_late_facts_for_an_hour_past_raw_retention_add_to_its_minutes(
+    store: LocalObjectStore, job: RollupJob
+) -> None:
+    put_raw(store, "acme", [fact(i, timestamp=T0 + i * MINUTE) for i in range(3)])
+    job.run()
+    store.delete(layout.archive_key("acme", T0))  # what retention does after 30 days
+    put_raw(store, "acme", [fact(100, timestamp=T0 + 30)], created_ms=T0 + 40 * 24 * HOUR)
+    job.run()
+    assert [r["requests"] for r in tier_rows(store, "1m")] == [2, 1, 1]
+    assert sum(r["requests"] for r in tier_rows(store, "1d")) == 4
+    assert not store.exists(layout.archive_key("acme", T0))
+
+
 def test_tenants_are_kept_apart(store: LocalObjectStore, job: RollupJob) -> None:
     put_raw(store, "acme", [fact(i) for i in range(3)])
     put_raw(store, "globex", [fact(i) for i in range(7)])

@@ -287,8 +287,33 @@ class RollupJob:
             archive = con.sql(aggregate.dedup_sql("fold_input")).to_arrow_table()
         finally:
             con.unregister("fold_input")
+        minutes_key = layout.metrics_key("1m", tenant, hour_ms)
+        if old.num_rows == 0 and self.store.exists(minutes_key):
+            # Minutes without an archive: retention already dropped this hour's
+            # raw facts. Recomputing from the late facts alone would erase the
+            # minutes, so add the late facts to them instead (no archive kept).
+            self._add_to_minutes(con, minutes_key, archive, report)
+            return
         self.store.put(key, parquet.encode(archive.cast(FACT_SCHEMA)))
         self._publish_minutes(con, tenant, hour_ms, archive, report)
+
+    def _add_to_minutes(
+        self, con: duckdb.DuckDBPyConnection, key: str, facts: pa.Table, report: TenantReport
+    ) -> None:
+        con.register("late_facts", facts)
+        try:
+            late = con.sql(aggregate.minute_sql("late_facts")).to_arrow_table()
+            con.register(
+                "late_minutes", pa.concat_tables([parquet.decode(self.store.get(key)), late])
+            )
+            minutes = con.sql(
+                aggregate.tier_sql("late_minutes", aggregate.MINUTE_MS)
+            ).to_arrow_table()
+        finally:
+            con.unregister("late_facts")
+            con.unregister("late_minutes")
+        self.store.put(key, parquet.encode(minutes))
+        self._count_rows(report, minutes.num_rows)
 
     def _publish_minutes(
         self,
