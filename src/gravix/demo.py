@@ -136,6 +136,12 @@ def _banner(console: Console, url: str, key: str, data_dir: Path) -> None:
             f"spool segments are sealed every {DEMO_SEGMENT_SECONDS} s and shipped here "
             "(upload_segments_total in /metrics)",
         ),
+        ("rollup", str(data_dir / "store" / "metrics_1m")),
+        (
+            "",
+            f"minute metrics in Parquet, rolled up every {DEMO_ROLLUP_SECONDS} s "
+            "(docs/data-model.md shows how to read them)",
+        ),
     )
     console.rule("[bold green]Gravix demo is running")
     for label, value in rows:
