@@ -165,9 +165,9 @@ class RollupJob:
         report = TenantReport(tenant)
         state = self.read_state(tenant)
         watermark = state.get("newest_fact_ms")
+        objects = self.pending(tenant)
         con = aggregate.connect(self.memory_limit, self.threads, self.temp_dir)
         try:
-            objects = self.pending(tenant)
             chunks = list(_chunks(objects, self.chunk_bytes))
             for done, chunk in enumerate(chunks):
                 self._fold_chunk(con, lock, tenant, chunk, watermark, report)
@@ -177,13 +177,12 @@ class RollupJob:
                 self._recompute(con, lock, tenant, since_ms, until_ms, report, progress)
         finally:
             con.close()
-        left = len(report.unreadable)
         if report.newest_fact_ms is None:
             report.newest_fact_ms = watermark
         elif watermark is not None:
             report.newest_fact_ms = max(report.newest_fact_ms, watermark)
         self._write_state(tenant, report)
-        return report, left
+        return report, len(objects)
 
     def _fold_chunk(
         self,

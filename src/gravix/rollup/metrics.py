@@ -27,7 +27,7 @@ ROLLUP_ROWS_OUT = Counter(
     "rollup_rows_out_total", "Metric rows written, all tiers (minute, hourly, daily)."
 )
 ROLLUP_PENDING_OBJECTS = Gauge(
-    "rollup_pending_objects", "Raw objects in the store waiting for the rollup, at the last pass."
+    "rollup_pending_objects", "Raw objects waiting for the rollup when the last pass began."
 )
 ROLLUP_UNREADABLE = Counter(
     "rollup_unreadable_objects_total",
