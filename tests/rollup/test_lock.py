@@ -31,7 +31,22 @@ def test_one_holder_at_a_time(store: LocalObjectStore) -> None:
     first.release()
     with LeaseLock(store, "acme", 60, clock):
         pass
-    assert [i.key for i in store.list(lock_prefix("acme"))] == []
+    # Released generations stay, marked expired; only the newest is kept.
+    [released] = [i.key for i in store.list(lock_prefix("acme"))]
+    assert json.loads(store.get(released))["expires_ms"] == 0
+
+
+def test_a_run_that_stalled_past_its_lease_learns_it_lost_the_lock(
+    store: LocalObjectStore,
+) -> None:
+    clock = Clock()
+    stalled = LeaseLock(store, "acme", 10, clock)
+    stalled.acquire()
+    clock.now += 20
+    with LeaseLock(store, "acme", 10, clock):
+        pass  # took the expired lock, worked, released
+    with pytest.raises(LockLost):
+        stalled.renew_if_due()
 
 
 def test_an_expired_lease_is_taken_over_and_the_old_holder_loses(store: LocalObjectStore) -> None:

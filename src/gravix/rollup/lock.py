@@ -17,8 +17,9 @@ store (a hard link) as on S3 (``If-None-Match``):
   (:data:`ALREADY_RUNNING_EXIT`).
 
 The holder renews by publishing the next generation itself before the lease
-runs out, and releases by deleting its own generation. Older generations
-are pruned by whoever takes the lock. A run whose renewal loses the race has
+runs out, and releases by rewriting its own generation as expired (never by
+deleting it, so generation numbers only grow). Older generations are pruned
+by whoever takes the lock next. A run whose renewal loses the race has
 lost the lock and must stop before publishing anything else.
 """
 
@@ -130,7 +131,7 @@ class LeaseLock:
                 process = str(body.get("process", ""))
                 return _Generation(numbers[-1], owner, expires, process), numbers
             except ObjectNotFound:
-                numbers.pop()  # released meanwhile
+                numbers.pop()  # pruned meanwhile by a newer holder
             except (ValueError, KeyError, TypeError):
                 # An unreadable lock body (a hand edit): treat as expired.
                 return _Generation(numbers[-1], "unknown", 0), numbers
@@ -182,8 +183,12 @@ class LeaseLock:
         self.store.delete(self._key(old))
 
     def release(self) -> None:
+        # Mark the generation expired rather than deleting it: numbers then
+        # only grow, so a run that stalled past its lease can never re-create a
+        # number someone else already used, and its renewal fails as it must.
         if self.generation is not None:
-            self.store.delete(self._key(self.generation))
+            body = json.dumps({"owner": self.owner, "expires_ms": 0, "process": ""})
+            self.store.put(self._key(self.generation), body.encode())
             self.generation = None
 
     def __enter__(self) -> Self:
