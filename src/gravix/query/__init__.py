@@ -1,0 +1,1 @@
+"""Query: the semantic layer (metrics x dimensions x time) and its engines."""

@@ -1,0 +1,154 @@
+"""The semantic layer on DuckDB over real rollup output, against exact answers."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import msgspec
+import pytest
+
+from gravix.errors import BadRequest
+from gravix.query.compile import segments
+from gravix.query.engine import DuckDBEngine
+from gravix.query.spec import Query, decode_query, plan
+from gravix.rollup import sketch
+from gravix.rollup.job import RollupJob
+from gravix.storage.local import LocalObjectStore
+from tests.rollup.conftest import HOUR, T0, fact, put_raw
+
+DAY = 24 * HOUR
+MINUTE = 60_000
+START = T0 - T0 % DAY  # a day start
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[LocalObjectStore, list[dict[str, Any]]]:
+    rng = random.Random(11)
+    facts = []
+    for i in range(6000):
+        service = rng.choice(["checkout", "search"])
+        facts.append(
+            fact(
+                i,
+                timestamp=START + rng.randrange(3 * DAY),
+                service=service,
+                path=rng.choice(["/a", "/b/{id}"]),
+                status=rng.choice([200, 200, 200, 404, 500]),
+                latency_ms=round(rng.lognormvariate(3, 1), 3),
+            )
+        )
+    store = LocalObjectStore(tmp_path_factory.mktemp("q") / "store")
+    for n in range(0, len(facts), 1000):
+        put_raw(store, "acme", facts[n : n + 1000], received_ms=START + n)
+    put_raw(store, "globex", [fact(99_999, timestamp=START + 5)])
+    RollupJob(store).run()
+    return store, facts
+
+
+def query(**body: Any) -> Query:
+    body["from"] = body.pop("from_")
+    return msgspec.convert(body, Query)
+
+
+def ask(store: LocalObjectStore, now: int, **body: Any) -> list[dict[str, Any]]:
+    p = plan(query(**body), now_ms=now)
+    rows: list[dict[str, Any]] = DuckDBEngine(store).run("acme", p).to_pylist()
+    return rows
+
+
+def exact(facts: list[dict[str, Any]], start: int, end: int, **match: Any) -> list[dict[str, Any]]:
+    return [
+        f for f in facts
+        if start <= f["timestamp"] < end and all(f[k] == v for k, v in match.items())
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (START, START + 3 * DAY),  # whole days: the daily tier
+        (START + 90 * MINUTE, START + 2 * DAY + 7 * MINUTE),  # minutes, hours and days
+        (START + 5 * MINUTE, START + 50 * MINUTE),  # minutes only
+    ],
+)
+def test_totals_and_percentiles_equal_exact_answers(
+    world: tuple[LocalObjectStore, list[dict[str, Any]]], start: int, end: int
+) -> None:
+    store, facts = world
+    rows = ask(
+        store, end, metrics=["requests", "errors", "error_rate", "p50", "p95", "p99",
+                             "max_latency", "avg_latency"],
+        dimensions=["service"], from_=start, to=end, grain="all",
+    )  # fmt: skip
+    assert [r["service"] for r in rows] == ["checkout", "search"]
+    for row in rows:
+        mine = exact(facts, start, end, service=row["service"])
+        assert row["requests"] == len(mine)
+        assert row["errors"] == sum(f["status"] >= 500 for f in mine)
+        assert row["error_rate"] == pytest.approx(row["errors"] / len(mine))
+        latencies = [round(f["latency_ms"] * 1000) / 1000 for f in mine]
+        for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+            want = sketch.exact_quantile(latencies, q)
+            assert want is not None
+            assert abs(row[name] - want) <= sketch.ALPHA * want * (1 + 1e-9)
+        assert row["max_latency"] == pytest.approx(max(latencies))
+        assert row["avg_latency"] == pytest.approx(sum(latencies) / len(latencies))
+
+
+def test_a_time_series_uses_the_cheapest_tiers(
+    world: tuple[LocalObjectStore, list[dict[str, Any]]],
+) -> None:
+    store, facts = world
+    start, end = START + 30 * MINUTE, START + 3 * DAY
+    p = plan(query(metrics=["requests"], from_=start, to=end, grain="1h"), now_ms=end)
+    tiers = {s[0] for s in segments(p)}
+    assert "1d" not in tiers and "1h" in tiers  # a 1h grain can use hours, not days
+    rows = ask(store, end, metrics=["requests", "throughput"], from_=start, to=end, grain="1h")
+    assert rows[0]["time"] == START  # whole buckets: the range starts on the hour
+    for row in rows:
+        want = len(exact(facts, row["time"], row["time"] + HOUR))
+        assert row["requests"] == want
+        assert row["throughput"] == pytest.approx(want / 3600)
+
+
+def test_status_breakdown_and_top_n(world: tuple[LocalObjectStore, list[dict[str, Any]]]) -> None:
+    store, facts = world
+    end = START + 3 * DAY
+    rows = ask(store, end, metrics=["requests"], dimensions=["status"], from_=START, to=end,
+               grain="all", filters=[{"dimension": "service", "values": ["search"]}])  # fmt: skip
+    mine = exact(facts, START, end, service="search")
+    assert {r["status"]: r["requests"] for r in rows} == {
+        s: sum(f["status"] == s for f in mine) for s in (200, 404, 500)
+    }
+    top = ask(store, end, metrics=["errors"], dimensions=["service", "path"], from_=START,
+              to=end, grain="all", order=[{"by": "errors"}], limit=2)  # fmt: skip
+    assert len(top) == 2 and top[0]["errors"] >= top[1]["errors"]
+
+
+def test_tenants_never_mix(world: tuple[LocalObjectStore, list[dict[str, Any]]]) -> None:
+    store, _ = world
+    p = plan(query(metrics=["requests"], from_=START, to=START + DAY, grain="all"), START + DAY)
+    [row] = DuckDBEngine(store).run("globex", p).to_pylist()
+    assert row["requests"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"metrics": ["p90"], "from": "now-1h"}', "metrics[0]"),
+        (b'{"metrics": ["p95"], "dimensions": ["host"], "from": "now-1h"}', "dimensions[0]"),
+        (b'{"metrics": ["p95"], "dimensions": ["status"], "from": "now-1h"}', "metrics[0]"),
+        (b'{"metrics": ["errors"], "from": "now-1h", "to": "now-2h"}', "from"),
+        (b'{"metrics": ["errors"], "from": "yesterday"}', "from"),
+        (b'{"metrics": ["errors"], "from": "now-30d", "grain": "1m"}', "grain"),
+        (b'{"metrics": ["errors"], "from": "now-1h", "tenant": "globex"}', "tenant"),
+        (b'{"metrics": ["errors"], "from": "now-1h", "compare": "yesterday"}', "compare"),
+    ],
+)
+def test_bad_queries_name_the_field(body: bytes, field: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        plan(decode_query(body), now_ms=T0)
+    assert caught.value.field == field
