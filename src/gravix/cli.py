@@ -29,6 +29,10 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Manage ingest API keys (stored as hashes only).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+users_app = typer.Typer(
+    help="Manage dashboard users (scrypt password hashes).", no_args_is_help=True
+)
+app.add_typer(users_app, name="users")
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,6 +120,66 @@ def keys_revoke(
     settings = _settings(config, data_dir=data_dir)
     key = KeyStore(settings.keys_db).revoke(key_id)
     err_console.print(f"revoked key {key.id} of tenant {key.tenant}")
+
+
+def _new_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password: str = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+PasswordStdinOpt = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+]
+
+
+@users_app.command("create")
+@friendly
+def users_create(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    tenant: Annotated[str, typer.Option(help="The only tenant this user sees.")],
+    role: Annotated[str, typer.Option(help="viewer or admin.")] = "viewer",
+    password_stdin: PasswordStdinOpt = False,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a user (the password is asked for, or read with --password-stdin)."""
+    from gravix.api.users import UserStore
+
+    settings = _settings(config, data_dir=data_dir)
+    user = UserStore(settings.users_db).create(name, tenant, role, _new_password(password_stdin))
+    err_console.print(f"created {user.role} {user.name} of tenant {user.tenant}", highlight=False)
+
+
+@users_app.command("set-password")
+@friendly
+def users_set_password(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    password_stdin: PasswordStdinOpt = False,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Set a user's password."""
+    from gravix.api.users import UserStore
+
+    settings = _settings(config, data_dir=data_dir)
+    UserStore(settings.users_db).set_password(name, _new_password(password_stdin))
+    err_console.print(f"password of {name} changed", highlight=False)
+
+
+@users_app.command("list")
+@friendly
+def users_list(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
+    """List users (never their password hashes)."""
+    from gravix.api.users import UserStore
+
+    settings = _settings(config, data_dir=data_dir)
+    table = Table("name", "tenant", "role", "created")
+    for user in UserStore(settings.users_db).list():
+        created = datetime.fromtimestamp(user.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(user.name, user.tenant, user.role, created)
+    Console().print(table)
 
 
 @app.command()

@@ -243,6 +243,10 @@ class Settings(BaseSettings):
         return self.data_dir / "keys.db"
 
     @property
+    def users_db(self) -> Path:
+        return self.data_dir / "users.db"
+
+    @property
     def catalog_db(self) -> Path:
         return self.data_dir / "catalog.db"
 

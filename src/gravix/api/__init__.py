@@ -1,0 +1,1 @@
+"""API: the query HTTP API, users, sessions and tokens."""
