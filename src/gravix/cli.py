@@ -29,6 +29,11 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Manage ingest API keys (stored as hashes only).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+tokens_app = typer.Typer(
+    help="Manage query API tokens (gvq_..., for scripts; stored as hashes only).",
+    no_args_is_help=True,
+)
+app.add_typer(tokens_app, name="tokens")
 users_app = typer.Typer(
     help="Manage dashboard users (scrypt password hashes).", no_args_is_help=True
 )
@@ -120,6 +125,53 @@ def keys_revoke(
     settings = _settings(config, data_dir=data_dir)
     key = KeyStore(settings.keys_db).revoke(key_id)
     err_console.print(f"revoked key {key.id} of tenant {key.tenant}")
+
+
+@tokens_app.command("create")
+@friendly
+def tokens_create(
+    tenant: Annotated[str, typer.Option(help="The only tenant the token can query.")],
+    label: Annotated[str, typer.Option(help="A note to recognise the token by.")] = "",
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a query API token; it is printed once and stored only as a hash."""
+    from gravix.api.auth import token_store
+
+    settings = _settings(config, data_dir=data_dir)
+    token, secret = token_store(settings.tokens_db).create(tenant, label)
+    err_console.print(f"created token {token.id} for tenant {token.tenant}; store it now:")
+    print(secret)
+
+
+@tokens_app.command("list")
+@friendly
+def tokens_list(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
+    """List query API tokens (ids, tenants, state): never the secrets."""
+    from gravix.api.auth import token_store
+
+    settings = _settings(config, data_dir=data_dir)
+    table = Table("id", "tenant", "label", "created", "state")
+    for token in token_store(settings.tokens_db).list():
+        created = datetime.fromtimestamp(token.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        state = "active" if token.active else "revoked"
+        table.add_row(token.id, token.tenant, token.label, created, state)
+    Console().print(table)
+
+
+@tokens_app.command("revoke")
+@friendly
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="The id from `tokens list`.")],
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Revoke a query API token; servers refuse it within seconds."""
+    from gravix.api.auth import token_store
+
+    settings = _settings(config, data_dir=data_dir)
+    token = token_store(settings.tokens_db).revoke(token_id)
+    err_console.print(f"revoked token {token.id} of tenant {token.tenant}")
 
 
 def _new_password(password_stdin: bool) -> str:

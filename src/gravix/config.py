@@ -247,6 +247,10 @@ class Settings(BaseSettings):
         return self.data_dir / "users.db"
 
     @property
+    def tokens_db(self) -> Path:
+        return self.data_dir / "tokens.db"
+
+    @property
     def catalog_db(self) -> Path:
         return self.data_dir / "catalog.db"
 

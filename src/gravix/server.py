@@ -22,6 +22,7 @@ import time
 
 import uvicorn
 
+from gravix.api.app import create_api
 from gravix.config import Settings
 from gravix.errors import ConfigError
 from gravix.ingest.app import IngestApp, ServiceFactory, WorkerService
@@ -88,7 +89,11 @@ def worker_services(settings: Settings) -> list[ServiceFactory]:
 
 def _run_worker(settings: Settings, sock: socket.socket) -> int:
     config = uvicorn.Config(
-        IngestApp(settings, worker_services(settings)),
+        IngestApp(
+            settings,
+            worker_services(settings),
+            fallback=create_api(settings, object_store(settings)),
+        ),
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
         log_config=None,

@@ -116,8 +116,15 @@ ServiceFactory = Callable[[SpoolWriter], WorkerService]
 class IngestApp:
     """ASGI app owning one worker's spool, key cache, limiter and series catalog."""
 
-    def __init__(self, settings: Settings, services: Sequence[ServiceFactory] = ()) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        services: Sequence[ServiceFactory] = (),
+        fallback: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
+    ) -> None:
         self.settings = settings
+        # Requests that are not intake routes (the query API, the dashboard).
+        self.fallback = fallback
         self._service_factories = list(services)
         self.services: list[WorkerService] = []
         self.spool: SpoolWriter | None = None
@@ -169,7 +176,11 @@ class IngestApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
-            await self._http(scope, receive, send)
+            allowed = _ROUTES.get(scope["path"])
+            if self.fallback is not None and (allowed is None or scope["method"] not in allowed):
+                await self.fallback(scope, receive, send)
+            else:
+                await self._http(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

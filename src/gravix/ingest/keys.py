@@ -29,7 +29,14 @@ from pathlib import Path
 
 from gravix.errors import BadRequest, NotFound, Unauthorized
 
-KEY_RE = re.compile(r"^gvx_([a-z2-7]{12})_([A-Za-z0-9_-]{43})$")
+INGEST_PREFIX = "gvx"  # ingest keys; query API tokens use "gvq" (gravix.api.tokens)
+
+
+def key_pattern(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"^{prefix}_([a-z2-7]{{12}})_([A-Za-z0-9_-]{{43}})$")
+
+
+KEY_RE = key_pattern(INGEST_PREFIX)
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Compared against when the key id is unknown, so that a miss costs the same
 # hash-and-compare as a hit (no timing oracle on which ids exist).
@@ -74,18 +81,25 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
 
 
-def new_key() -> tuple[str, str]:
+def new_key(prefix: str = INGEST_PREFIX) -> tuple[str, str]:
     """A fresh (key id, full key)."""
     key_id = base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()[:12]
     secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii").rstrip("=")
-    return key_id, f"gvx_{key_id}_{secret}"
+    return key_id, f"{prefix}_{key_id}_{secret}"
 
 
 class KeyStore:
-    """The SQLite table of key hashes: used by the CLI and by servers."""
+    """The SQLite table of key hashes: used by the CLI and by servers.
 
-    def __init__(self, path: Path) -> None:
+    ``prefix`` tells the kind of key: ``gvx`` ingest keys (``keys.db``) or
+    ``gvq`` query API tokens (``tokens.db``); a key of one kind never passes
+    for the other.
+    """
+
+    def __init__(self, path: Path, prefix: str = INGEST_PREFIX) -> None:
         self.path = path
+        self.prefix = prefix
+        self.pattern = key_pattern(prefix)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -107,12 +121,12 @@ class KeyStore:
                 "letter or digit",
                 field="tenant",
             )
-        key_id, key = new_key()
+        key_id, key = new_key(self.prefix)
         return self._insert(key_id, key, tenant, label), key
 
     def register(self, key: str, tenant: str, label: str = "bootstrap") -> ApiKey:
         """Store a key chosen outside Gravix (``GRAVIX_BOOTSTRAP_KEY``); idempotent."""
-        match = KEY_RE.match(key)
+        match = self.pattern.match(key)
         if not match:
             raise BadRequest(
                 "a key must look like gvx_<12 chars a-z2-7>_<43 chars base64url>; "
@@ -188,7 +202,7 @@ class Authenticator:
             raise Unauthorized(
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
             )
-        match = KEY_RE.match(presented)
+        match = self.store.pattern.match(presented)
         entry = self._current().get(match[1]) if match else None
         expected = entry[0] if entry else _DUMMY_DIGEST
         # Constant-time comparison of the digests, done even for unknown ids.

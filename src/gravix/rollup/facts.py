@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from gravix.ingest.segment import RECORD_HEADER_SIZE, CorruptSegment, record_spans
 from gravix.rollup.aggregate import ARCHIVE_COLUMNS
-from gravix.schema.spool import decode_batch
+from gravix.schema.spool import SpoolBatch, decode_batch
 
 FACT_SCHEMA = pa.schema(
     [
@@ -63,29 +63,33 @@ class RawBatch:
         for batch in batches:
             if batch.tenant != tenant:
                 raise UnreadableObject(f"{key}: holds tenant {batch.tenant!r}, not {tenant!r}")
-        f, ev = self.facts, self.events
         for batch in batches:
-            received = batch.received_ms
-            for fact in batch.facts:
-                f["event_id"].append(fact.event_id)
-                f["timestamp_ms"].append(fact.timestamp)
-                f["service"].append(fact.service)
-                f["method"].append(fact.method)
-                f["path"].append(fact.path)
-                f["status"].append(fact.status)
-                # Gravix keeps latency to the microsecond (docs/data-model.md).
-                f["latency_us"].append(round(fact.latency_ms * 1000))
-                f["env"].append(fact.env)
-                f["version"].append(fact.version)
-                f["received_ms"].append(received)
-            for event in batch.events:
-                ev["event_id"].append(event.event_id)
-                ev["timestamp_ms"].append(event.timestamp)
-                ev["service"].append(event.service)
-                ev["kind"].append(event.kind)
-                ev["message"].append(event.message)
-                ev["version"].append(event.version)
-                ev["received_ms"].append(received)
+            self.add_batch(batch)
+
+    def add_batch(self, batch: SpoolBatch) -> None:
+        """Append the facts and events of one decoded spool batch."""
+        f, ev = self.facts, self.events
+        received = batch.received_ms
+        for fact in batch.facts:
+            f["event_id"].append(fact.event_id)
+            f["timestamp_ms"].append(fact.timestamp)
+            f["service"].append(fact.service)
+            f["method"].append(fact.method)
+            f["path"].append(fact.path)
+            f["status"].append(fact.status)
+            # Gravix keeps latency to the microsecond (docs/data-model.md).
+            f["latency_us"].append(round(fact.latency_ms * 1000))
+            f["env"].append(fact.env)
+            f["version"].append(fact.version)
+            f["received_ms"].append(received)
+        for event in batch.events:
+            ev["event_id"].append(event.event_id)
+            ev["timestamp_ms"].append(event.timestamp)
+            ev["service"].append(event.service)
+            ev["kind"].append(event.kind)
+            ev["message"].append(event.message)
+            ev["version"].append(event.version)
+            ev["received_ms"].append(received)
 
     def fact_table(self) -> pa.Table:
         return pa.Table.from_pydict(self.facts, schema=FACT_SCHEMA)

@@ -59,10 +59,12 @@ class RollupService:
 
     def status(self) -> dict[str, Any]:
         return {
-            "active": self.active,
-            "last_success": self.last_success,
-            "last_error": self.last_error,
-            "last_report": self.last_report,
+            "rollup": {
+                "active": self.active,
+                "last_success": self.last_success,
+                "last_error": self.last_error,
+                "last_report": self.last_report,
+            }
         }
 
     def run_once(self) -> None:

@@ -1,0 +1,278 @@
+"""The query HTTP API, served by `gravix serve` on the intake's port.
+
+Routes (all need a credential, see :mod:`gravix.api.auth`)::
+
+    POST /api/v1/query      a semantic query (gravix.query.spec) -> columns, rows, meta
+    GET  /api/v1/services   the caller's services seen in a range (default: 30 days)
+    GET  /api/v1/status     pipeline health: rollup, freshness, retention settings
+    GET  /api/v1/events     deploy and incident markers in a range
+
+Every error has the one JSON shape of gravix.errors with the request id;
+unknown routes are 404 and wrong methods 405, in that shape too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gravix.api.auth import Caller, TokenAuth
+from gravix.config import Settings
+from gravix.errors import (
+    BadRequest,
+    GravixError,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+    error_body,
+)
+from gravix.logs import request_id_var
+from gravix.query.service import QueryService
+from gravix.query.spec import Query, decode_query, parse_time
+from gravix.rollup import layout, parquet
+from gravix.storage.base import ObjectNotFound, ObjectStore
+
+log = logging.getLogger("gravix.api")
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_QUERY_BODY = 64 * 1024
+
+
+class QueryTimeout(GravixError):
+    status = 504
+    code = "query_timeout"
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    store: ObjectStore
+    tokens: TokenAuth
+    queries: QueryService
+    query_timeout_seconds: float = 10.0
+
+
+def _state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.gravix
+    return state
+
+
+def authenticate(request: Request) -> Caller:
+    """The caller of a request, or 401."""
+    caller = _state(request).tokens.caller(request)
+    if caller is None:
+        sessions = getattr(request.app.state, "sessions", None)
+        caller = sessions.caller(request) if sessions is not None else None
+    if caller is None:
+        raise Unauthorized("sign in, or send 'Authorization: Bearer <API token>'")
+    return caller
+
+
+async def _body(request: Request) -> bytes:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_QUERY_BODY:
+            raise BadRequest(f"a query body is at most {MAX_QUERY_BODY} bytes")
+    return body
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status, media_type="application/json")
+
+
+async def query(request: Request) -> Response:
+    caller = authenticate(request)
+    parsed = decode_query(await _body(request))
+    state = _state(request)
+    try:
+        result = await asyncio.wait_for(
+            asyncio.to_thread(state.queries.run, caller.tenant, parsed),
+            state.query_timeout_seconds,
+        )
+    except TimeoutError:
+        raise QueryTimeout(
+            f"the query took longer than {state.query_timeout_seconds:g} s; "
+            "ask for a shorter range, a coarser grain or fewer dimensions"
+        ) from None
+    return _json(result)
+
+
+def _range(request: Request, default_from: str) -> tuple[str | int, str | int]:
+    params = request.query_params
+    unknown = set(params) - {"from", "to", "service"}
+    if unknown:
+        raise BadRequest(f"unknown parameter {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
+
+    def value(name: str, default: str) -> str | int:
+        raw = params.get(name, default)
+        return int(raw) if raw.isdigit() else raw
+
+    return value("from", default_from), value("to", "now")
+
+
+async def services(request: Request) -> Response:
+    caller = authenticate(request)
+    since, until = _range(request, "now-30d")
+    q = Query(metrics=["requests", "errors"], dimensions=["service"], from_=since, to=until,
+              grain="all")  # fmt: skip
+    result = await asyncio.to_thread(_state(request).queries.run, caller.tenant, q)
+    return _json(
+        {
+            "services": [
+                {"name": row[0], "requests": row[1], "errors": row[2]} for row in result["rows"]
+            ],
+            "meta": result["meta"],
+        }
+    )
+
+
+async def events(request: Request) -> Response:
+    caller = authenticate(request)
+    since, until = _range(request, "now-7d")
+    service = request.query_params.get("service")
+    state = _state(request)
+    now = int(time.time() * 1000)
+    from_ms, to_ms = parse_time(since, "from", now), parse_time(until, "to", now)
+    if from_ms >= to_ms:
+        raise BadRequest("from must be before to", field="from")
+    if to_ms - from_ms > 400 * layout.DAY_MS:
+        raise BadRequest("the range is longer than 400 days", field="to")
+    rows = await asyncio.to_thread(_events, state.store, caller.tenant, from_ms, to_ms, service)
+    return _json({"events": rows})
+
+
+def _events(
+    store: ObjectStore, tenant: str, from_ms: int, to_ms: int, service: str | None
+) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for day in range(layout.day_start(from_ms), to_ms, layout.DAY_MS):
+        try:
+            table: pa.Table = parquet.decode(store.get(layout.events_key(tenant, day)))
+        except ObjectNotFound:
+            continue
+        for row in table.to_pylist():
+            if from_ms <= row["timestamp_ms"] < to_ms and service in (None, row["service"]):
+                found.append(
+                    {
+                        "event_id": row["event_id"],
+                        "timestamp": row["timestamp_ms"],
+                        "service": row["service"],
+                        "kind": row["kind"],
+                        "message": row["message"],
+                        "version": row["version"],
+                    }
+                )
+    return found
+
+
+async def status(request: Request) -> Response:
+    caller = authenticate(request)
+    state = _state(request)
+    rollup = await asyncio.to_thread(state.queries.rollup_state, caller.tenant)
+    s = state.settings
+    overrides = s.tenant_retention.get(caller.tenant, {})
+    return _json(
+        {
+            "tenant": caller.tenant,
+            "rollup": {
+                "last_success_ms": rollup.get("last_success_ms"),
+                "newest_fact_ms": rollup.get("newest_fact_ms"),
+                "interval_seconds": s.rollup_interval_seconds,
+                "unreadable_objects": rollup.get("unreadable_objects", []),
+            },
+            "retention_days": {
+                "raw": overrides.get("raw_retention_days", s.raw_retention_days),
+                "minute": overrides.get("minute_retention_days", s.minute_retention_days),
+                "hour": overrides.get("hour_retention_days", s.hour_retention_days),
+                "day": overrides.get("day_retention_days", s.day_retention_days),
+            },
+        }
+    )
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (or keeps a sane one sent), in the log context and reply."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID_RE.match(given) else f"{random.getrandbits(128):032x}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+def _error_response(request: Request, err: GravixError) -> Response:
+    request_id = request.scope.get("state", {}).get("request_id")
+    return JSONResponse(error_body(err, request_id), err.status, headers=err.headers())
+
+
+async def _on_gravix_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GravixError)
+    return _error_response(request, exc)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return _error_response(
+            request, MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        )
+    return _error_response(request, NotFound(f"no route {request.url.path}"))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error", extra={"fields": {"path": request.url.path}})
+    return _error_response(request, GravixError("internal error"))
+
+
+def create_api(settings: Settings, store: ObjectStore) -> ASGIApp:
+    """The API as an ASGI app (wrapped with request ids)."""
+    app = Starlette(
+        routes=[
+            Route("/api/v1/query", query, methods=["POST"]),
+            Route("/api/v1/services", services, methods=["GET"]),
+            Route("/api/v1/status", status, methods=["GET"]),
+            Route("/api/v1/events", events, methods=["GET"]),
+        ],
+        exception_handlers={
+            GravixError: _on_gravix_error,
+            HTTPException: _on_http_error,
+            Exception: _on_unexpected,
+        },
+    )
+    app.state.gravix = ApiState(
+        settings=settings,
+        store=store,
+        tokens=TokenAuth(settings.tokens_db, settings.key_refresh_seconds),
+        queries=QueryService(store, settings.spool_dir),
+    )
+    return RequestIdMiddleware(app)

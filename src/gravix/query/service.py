@@ -1,0 +1,101 @@
+"""Answer a query for a tenant: plan, engine, pending facts, comparison, freshness.
+
+A result is::
+
+    {"columns": [{"name": "time", "type": "time"}, {"name": "service", ...}, ...],
+     "rows": [[1763798400000, "checkout", 12, 0.01, 183.2], ...],
+     "compare": {"offset": "1d", "rows": [...]}        # only with "compare"
+     "meta": {"grain": "1h", "tiers": ["1m", "1h"], "from": ms, "to": ms,
+              "freshness": {"newest_fact_ms": ms | null, "last_rollup_ms": ms | null,
+                            "pending_facts_included": true}}}
+
+Times are epoch milliseconds (UTC). Comparison rows are moved forward by the
+offset, so they line up with the current rows they compare with.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from gravix.query.compile import segments
+from gravix.query.engine import DuckDBEngine, Engine
+from gravix.query.model import METRICS
+from gravix.query.pending import PendingFacts
+from gravix.query.spec import Plan, Query, plan
+from gravix.rollup import layout
+from gravix.storage.base import ObjectNotFound, ObjectStore
+
+
+class QueryService:
+    """The semantic layer's entry point, shared by the HTTP API and tests."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        spool_dir: Path | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self.store = store
+        self.engine = engine or DuckDBEngine(store)
+        self.pending = PendingFacts(store, spool_dir)
+
+    def run(self, tenant: str, query: Query, now_ms: int | None = None) -> dict[str, Any]:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        p = plan(query, now)
+        extra, newest_pending = self.pending.minute_rows(tenant)
+        table = self.engine.run(tenant, p, extra)
+        result: dict[str, Any] = {
+            "columns": _columns(p),
+            "rows": _rows(table),
+        }
+        if p.compare_ms is not None:
+            earlier = self.engine.run(tenant, p.shifted(p.compare_ms), extra)
+            rows = _rows(earlier)
+            if p.grain_ms is not None:
+                for row in rows:
+                    row[0] += p.compare_ms
+            result["compare"] = {"offset": query.compare, "offset_ms": p.compare_ms, "rows": rows}
+        state = self.rollup_state(tenant)
+        newest = max(
+            (n for n in (state.get("newest_fact_ms"), newest_pending) if n is not None),
+            default=None,
+        )
+        result["meta"] = {
+            "grain": p.grain,
+            "tiers": sorted({s[0] for s in segments(p)}),
+            "from": p.from_ms,
+            "to": p.to_ms,
+            "freshness": {
+                "newest_fact_ms": newest,
+                "last_rollup_ms": state.get("last_success_ms"),
+                "pending_facts_included": True,
+            },
+        }
+        return result
+
+    def rollup_state(self, tenant: str) -> dict[str, Any]:
+        try:
+            state = json.loads(self.store.get(layout.state_key(tenant)))
+        except (ObjectNotFound, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def plan(self, query: Query, now_ms: int | None = None) -> Plan:
+        return plan(query, now_ms)
+
+
+def _columns(p: Plan) -> list[dict[str, str]]:
+    columns = [{"name": "time", "type": "time", "unit": "ms"}] if p.grain_ms else []
+    columns += [{"name": d, "type": "integer" if d == "status" else "string"} for d in p.dimensions]
+    columns += [{"name": m, "type": "number", "unit": METRICS[m].unit} for m in p.metrics]
+    return columns
+
+
+def _rows(table: pa.Table) -> list[list[Any]]:
+    columns = [column.to_pylist() for column in table.columns]
+    return [list(row) for row in zip(*columns, strict=True)] if columns else []
