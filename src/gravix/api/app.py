@@ -30,7 +30,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gravix.api.admin import admin_routes
 from gravix.api.auth import Caller, TokenAuth
+from gravix.api.export import render
+from gravix.api.openapi import openapi_routes
+from gravix.api.sessions import session_routes
 from gravix.config import Settings
 from gravix.errors import (
     BadRequest,
@@ -108,7 +112,7 @@ async def query(request: Request) -> Response:
             f"the query took longer than {state.query_timeout_seconds:g} s; "
             "ask for a shorter range, a coarser grain or fewer dimensions"
         ) from None
-    return _json(result)
+    return render(result, request.query_params.get("format", "json"))
 
 
 def _range(request: Request, default_from: str) -> tuple[str | int, str | int]:
@@ -262,6 +266,9 @@ def create_api(settings: Settings, store: ObjectStore) -> ASGIApp:
             Route("/api/v1/services", services, methods=["GET"]),
             Route("/api/v1/status", status, methods=["GET"]),
             Route("/api/v1/events", events, methods=["GET"]),
+            *session_routes(),
+            *admin_routes(),
+            *openapi_routes(),
         ],
         exception_handlers={
             GravixError: _on_gravix_error,
