@@ -103,6 +103,14 @@ class Settings(BaseSettings):
         le=5,
         description="How often a server re-reads the key store (a revoked key dies by then).",
     )
+    session_hours: float = Field(
+        12.0, gt=0, le=720, description="A login session ends this long after sign-in."
+    )
+    login_failures_per_minute: int = Field(
+        5,
+        ge=1,
+        description="Failed logins allowed a minute per user name and per client address.",
+    )
 
     # --- spool --------------------------------------------------------------
     segment_max_age_seconds: float = Field(

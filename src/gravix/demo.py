@@ -1,8 +1,9 @@
 """``gravix demo``: a server with synthetic traffic, for ``make demo``.
 
-Creates a key for tenant ``demo``, starts ``gravix serve`` as a child process
-(its output goes to ``<data-dir>/server.log``), waits for ``/ready``, prints
-how to reach it, then runs the load generator in this process until
+Creates a key and an admin user (``admin``, with a fresh password) for tenant
+``demo``, starts ``gravix serve`` as a child process (its output goes to
+``<data-dir>/server.log``), waits for ``/ready``, prints how to reach it and
+how to log in, then runs the load generator in this process until
 Ctrl-C/SIGTERM, and finally stops the server with SIGTERM so it seals its
 spool. Acknowledged fact ids are appended to ``<data-dir>/acked.log``.
 """
@@ -10,6 +11,7 @@ spool. Acknowledged fact ids are appended to ``<data-dir>/acked.log``.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from gravix.config import load_settings
 from gravix.errors import GravixError
 
 TENANT = "demo"
+ADMIN = "admin"
 READY_TIMEOUT_SECONDS = 20.0
 STOP_TIMEOUT_SECONDS = 30.0
 # Shown off in the demo: an error spike on checkout, a latency regression on search.
@@ -120,13 +123,33 @@ def curl_example(url: str, key: str) -> str:
     )
 
 
-def _banner(console: Console, url: str, key: str, data_dir: Path) -> None:
+def demo_admin(users_db: Path) -> tuple[str, str]:
+    """The demo tenant's admin with a new random password: (name, password)."""
+    from gravix.api.users import UserStore
+
+    users = UserStore(users_db)
+    password = secrets.token_urlsafe(12)
+    existing = users.get(ADMIN)
+    if existing is None:
+        users.create(ADMIN, TENANT, "admin", password)
+    elif existing.tenant == TENANT and existing.is_admin:
+        users.set_password(ADMIN, password)  # a re-run: the old password (and sessions) end
+    else:
+        raise GravixError(
+            f"user {ADMIN!r} in {users_db} is not the demo admin; use another --data-dir"
+        )
+    return ADMIN, password
+
+
+def _banner(console: Console, url: str, key: str, data_dir: Path, login: tuple[str, str]) -> None:
     curl = curl_example(url, key)
     rows = (
         ("URL", url),
         ("tenant", TENANT),
         ("API key", key),
-        ("", "(the only login for now: there is no dashboard yet)"),
+        ("", "(sends facts; an ingest key never reads them)"),
+        ("login", f"{login[0]}  password: {login[1]}"),
+        ("", f"an admin of tenant {TENANT}: POST {url}/api/v1/login (docs/access.md)"),
         ("metrics", f"{url}/metrics"),
         ("data dir", str(data_dir)),
         ("", "server.log: the server's output; acked.log: every acknowledged fact id"),
@@ -236,6 +259,7 @@ def run_demo(data_dir: Path, host: str = "127.0.0.1", port: int = 8080, rate: fl
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     _, key = KeyStore(settings.keys_db).create(TENANT, "gravix demo")
+    login = demo_admin(settings.users_db)
     log = data_dir / "server.log"
     ack_log = data_dir / "acked.log"
     console = Console()
@@ -244,7 +268,7 @@ def run_demo(data_dir: Path, host: str = "127.0.0.1", port: int = 8080, rate: fl
         with _server(data_dir, host, port, log) as proc:
             console.print(f"starting gravix serve on {host}:{port} (log: {log}) ...")
             url = _wait_ready(proc, log)
-            _banner(console, url, key, data_dir)
+            _banner(console, url, key, data_dir, login)
             watchdog = _Watchdog(proc)
             options = LoadgenOptions(
                 url=url,

@@ -27,14 +27,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gravix.api.admin import admin_routes
 from gravix.api.auth import Caller, TokenAuth
-from gravix.api.export import render
+from gravix.api.export import check_format, render
 from gravix.api.openapi import openapi_routes
-from gravix.api.sessions import session_routes
+from gravix.api.sessions import SessionStore, session_routes
 from gravix.config import Settings
 from gravix.errors import (
     BadRequest,
@@ -100,6 +100,7 @@ def _json(data: Any, status: int = 200) -> Response:
 
 async def query(request: Request) -> Response:
     caller = authenticate(request)
+    fmt = check_format(request.query_params.get("format", "json"))
     parsed = decode_query(await _body(request))
     state = _state(request)
     try:
@@ -112,7 +113,7 @@ async def query(request: Request) -> Response:
             f"the query took longer than {state.query_timeout_seconds:g} s; "
             "ask for a shorter range, a coarser grain or fewer dimensions"
         ) from None
-    return render(result, request.query_params.get("format", "json"))
+    return render(result, fmt)
 
 
 def _range(request: Request, default_from: str) -> tuple[str | int, str | int]:
@@ -123,7 +124,7 @@ def _range(request: Request, default_from: str) -> tuple[str | int, str | int]:
 
     def value(name: str, default: str) -> str | int:
         raw = params.get(name, default)
-        return int(raw) if raw.isdigit() else raw
+        return int(raw) if raw.isascii() and raw.isdigit() else raw
 
     return value("from", default_from), value("to", "now")
 
@@ -247,10 +248,25 @@ async def _on_gravix_error(request: Request, exc: Exception) -> Response:
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        return _error_response(
+        response = _error_response(
             request, MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
         )
+        # RFC 9110: a 405 lists the allowed methods. Starlette's own Allow names only the
+        # first Route of the path, and a path may have one Route per method.
+        response.headers["Allow"] = ", ".join(_allowed_methods(request))
+        return response
     return _error_response(request, NotFound(f"no route {request.url.path}"))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    app: Starlette = request.app
+    methods = {
+        method
+        for route in app.routes
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
+        for method in route.methods or ()
+    }
+    return sorted(methods)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
@@ -282,4 +298,5 @@ def create_api(settings: Settings, store: ObjectStore) -> ASGIApp:
         tokens=TokenAuth(settings.tokens_db, settings.key_refresh_seconds),
         queries=QueryService(store, settings.spool_dir),
     )
+    app.state.sessions = SessionStore.from_settings(settings)
     return RequestIdMiddleware(app)

@@ -1,9 +1,383 @@
-"""Sessions: login, logout and the session cookie (to be built)."""
+"""Sessions: login, logout, ``/me``, the session cookie and CSRF tokens.
+
+Routes::
+
+    POST /api/v1/login    {"name", "password"} -> the user + a CSRF token; sets the cookie
+    POST /api/v1/logout   ends the session of the cookie (needs X-CSRF-Token)
+    GET  /api/v1/me       who the caller is, with the session's CSRF token
+
+The cookie is ``gravix_session=<id>; Path=/; Max-Age=...; HttpOnly;
+SameSite=Strict``, plus ``Secure`` when the request came over https as the
+server sees it (uvicorn rewrites the scheme from ``X-Forwarded-Proto`` only
+for proxies in ``FORWARDED_ALLOW_IPS``, by default 127.0.0.1 and ::1). The id
+is 32 random bytes, url-safe base64 (43 characters).
+
+CSRF: a request with the cookie and a method other than GET/HEAD/OPTIONS
+needs ``X-CSRF-Token`` equal to the session's token, which is
+``base64url(sha256("gravix csrf" NUL id))``: only someone who holds the id
+(or was told the token by login or ``/me``) has it, and it is never stored.
+Bearer-token requests need no CSRF token: browsers never add that header on
+their own. Login has no session yet, so it insists on
+``Content-Type: application/json``, which a cross-site form cannot send
+without a CORS preflight that Gravix never grants (no login CSRF).
+
+Tables in ``<data_dir>/users.db`` (beside ``users``; WAL, shared by all
+worker processes)::
+
+    sessions (id_sha256 BLOB PRIMARY KEY,   -- sha256 of the id; the id itself is never stored
+              user TEXT, password_tag BLOB, -- sha256 of the user's password hash at login
+              created_ms INTEGER, expires_ms INTEGER)
+    login_failures (key BLOB, at_ms INTEGER) -- key: sha256 of ("name" NUL name) or
+                                             -- ("addr" NUL client address)
+
+A session ends at ``expires_ms`` (``session_hours`` after login), at logout,
+or when the user's password changes (the tag no longer matches), whoever
+changed it. Each request reads the user's tenant and role afresh.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import asyncio
+import base64
+import hashlib
+import hmac
+import math
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, cast
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gravix.api.auth import Caller
+from gravix.api.users import ROLES, Role, User, UserStore
+from gravix.config import Settings
+from gravix.errors import (
+    BadRequest,
+    Forbidden,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+
+COOKIE: Final = "gravix_session"
+CSRF_HEADER: Final = "X-CSRF-Token"
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+LOGIN_WINDOW_MS: Final = 60_000
+MAX_JSON_BODY: Final = 4096
+# scrypt takes 16 MiB and ~50 ms a check; a few at a time bound the memory a
+# burst of logins can take and leave the thread pool to queries.
+SCRYPT_SLOTS: Final = 4
+_SESSION_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_ENDED: Final = "the session has ended (expired, signed out or password changed); sign in again"
+TENANT_REFUSED: Final = "the tenant comes from your credential; it cannot be named"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id_sha256 BLOB PRIMARY KEY,
+    user TEXT NOT NULL,
+    password_tag BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires_ms);
+CREATE TABLE IF NOT EXISTS login_failures (
+    key BLOB NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_key ON login_failures (key, at_ms);
+"""
+
+
+def _sha256(data: str) -> bytes:
+    return hashlib.sha256(data.encode("utf-8")).digest()
+
+
+def csrf_token(session_id: str) -> str:
+    digest = hashlib.sha256(b"gravix csrf\0" + session_id.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+class SessionStore:
+    """Sessions and login failures in SQLite; ``app.state.sessions`` of the API."""
+
+    def __init__(
+        self,
+        path: Path,
+        session_hours: float = 12.0,
+        failures_per_minute: int = 5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.users = UserStore(path)
+        self.path = path
+        self.lifetime_ms = int(session_hours * 3_600_000)
+        self.failures_per_minute = failures_per_minute
+        self.clock = clock
+        self.scrypt_slots = asyncio.Semaphore(SCRYPT_SLOTS)
+        with self._db(immediate=True) as db:
+            for statement in _SCHEMA.split(";"):
+                db.execute(statement)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionStore:
+        return cls(settings.users_db, settings.session_hours, settings.login_failures_per_minute)
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    @contextmanager
+    def _db(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection in one transaction; ``immediate`` takes the write lock at once."""
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    # --- sessions -----------------------------------------------------------
+
+    def start(self, user: User, replaces: str | None = None) -> tuple[str, int]:
+        """A new session of ``user``: (id, expires_ms). ``replaces`` (an old id) ends."""
+        session_id = secrets.token_urlsafe(32)
+        now = self._now_ms()
+        expires = now + self.lifetime_ms
+        with self._db(immediate=True) as db:
+            db.execute("DELETE FROM sessions WHERE expires_ms <= ?", (now,))
+            if replaces:
+                db.execute("DELETE FROM sessions WHERE id_sha256 = ?", (_sha256(replaces),))
+            row = db.execute("SELECT password FROM users WHERE name = ?", (user.name,)).fetchone()
+            if row is None:  # deleted between the password check and now
+                raise Unauthorized("wrong name or password")
+            db.execute(
+                "INSERT INTO sessions (id_sha256, user, password_tag, created_ms, expires_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (_sha256(session_id), user.name, _sha256(row[0]), now, expires),
+            )
+        return session_id, expires
+
+    def end(self, session_id: str) -> None:
+        with self._db(immediate=True) as db:
+            db.execute("DELETE FROM sessions WHERE id_sha256 = ?", (_sha256(session_id),))
+
+    def caller(self, request: Request) -> Caller | None:
+        """The session's caller; None without a cookie; 401 if ended; 403 without CSRF token."""
+        session_id = request.cookies.get(COOKIE)
+        if session_id is None:
+            return None
+        if not _SESSION_ID_RE.match(session_id):
+            raise Unauthorized(_ENDED)
+        with self._db() as db:
+            row = db.execute(
+                "SELECT u.name, u.tenant, u.role, u.password, s.password_tag "
+                "FROM sessions s JOIN users u ON u.name = s.user "
+                "WHERE s.id_sha256 = ? AND s.expires_ms > ? AND u.disabled_ms IS NULL",
+                (_sha256(session_id), self._now_ms()),
+            ).fetchone()
+        if row is None or not hmac.compare_digest(_sha256(row[3]), row[4]):
+            raise Unauthorized(_ENDED)
+        csrf = csrf_token(session_id)
+        if request.method not in SAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER, "").encode("latin-1")
+            if not hmac.compare_digest(sent, csrf.encode("ascii")):
+                raise Forbidden(
+                    f"a {request.method} with a session cookie needs the header "
+                    f"{CSRF_HEADER} (csrf_token from login or GET /api/v1/me)",
+                    code="csrf_failed",
+                    field=CSRF_HEADER,
+                )
+        role = cast(Role, row[2] if row[2] in ROLES else "viewer")
+        return Caller(row[1], row[0], role, "session", csrf)
+
+    # --- login failures -----------------------------------------------------
+
+    def begin_login(self, name: str, address: str) -> list[int]:
+        """Count a login attempt against ``name`` and ``address``; 429 if over the limit.
+
+        The attempt counts as a failure until :meth:`login_succeeded` removes
+        it, so guesses sent in parallel are counted too. Returns its row ids.
+        """
+        keys = (_sha256(f"name\0{name.lower()}"), _sha256(f"addr\0{address}"))
+        now = self._now_ms()
+        with self._db(immediate=True) as db:
+            db.execute("DELETE FROM login_failures WHERE at_ms <= ?", (now - LOGIN_WINDOW_MS,))
+            wait_ms = 0
+            for key in keys:
+                times = [
+                    at for (at,) in db.execute(
+                        "SELECT at_ms FROM login_failures WHERE key = ? ORDER BY at_ms", (key,)
+                    )
+                ]  # fmt: skip
+                over = len(times) - self.failures_per_minute
+                if over >= 0:
+                    # Below the limit again once the failure at index `over` is a window old.
+                    wait_ms = max(wait_ms, times[over] + LOGIN_WINDOW_MS - now)
+            if wait_ms > 0:
+                raise TooManyRequests(
+                    "too many failed logins for this name or address; try again later",
+                    retry_after=math.ceil(wait_ms / 1000),
+                )
+            ids = []
+            for key in keys:
+                cur = db.execute(
+                    "INSERT INTO login_failures (key, at_ms) VALUES (?, ?)", (key, now)
+                )
+                ids.append(cast(int, cur.lastrowid))
+        return ids
+
+    def login_succeeded(self, name: str, attempt: list[int]) -> None:
+        """Forget this attempt and the name's failures (not the address's)."""
+        with self._db(immediate=True) as db:
+            db.executemany("DELETE FROM login_failures WHERE rowid = ?", [(i,) for i in attempt])
+            db.execute(
+                "DELETE FROM login_failures WHERE key = ?", (_sha256(f"name\0{name.lower()}"),)
+            )
+
+
+# --- request helpers (shared with gravix.api.admin) --------------------------
+
+
+def sessions_of(request: Request) -> SessionStore:
+    store: SessionStore = request.app.state.sessions
+    return store
+
+
+def caller_of(request: Request) -> Caller:
+    """The caller (API token or session), or 401/403: gravix.api.app.authenticate."""
+    from gravix.api.app import authenticate  # app.py imports this module
+
+    return authenticate(request)
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status, media_type="application/json")
+
+
+def refuse_query_params(request: Request) -> None:
+    """400 for any query parameter (``?tenant=`` included) on routes that take none."""
+    for name in request.query_params:
+        message = TENANT_REFUSED if name == "tenant" else f"unknown parameter {name!r}"
+        raise BadRequest(message, field=name)
+
+
+async def read_json_object(
+    request: Request, allowed: Collection[str], *, empty_ok: bool = False
+) -> dict[str, Any]:
+    """The body as a JSON object with only ``allowed`` keys (a ``tenant`` is refused)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BODY:
+            raise PayloadTooLarge(f"the body is at most {MAX_JSON_BODY} bytes")
+    if empty_ok and not body.strip():
+        return {}
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    for key in data:
+        if key == "tenant":
+            raise BadRequest(TENANT_REFUSED, field="tenant")
+        if key not in allowed:
+            raise BadRequest(f"unknown field {key!r}", field=key)
+    return data
+
+
+def string_field(data: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = data.get(name, default)
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string", field=name)
+    return value
+
+
+# --- routes ------------------------------------------------------------------
+
+
+def _cookie(value: str, max_age: int, secure: bool) -> str:
+    cookie = f"{COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict"
+    return f"{cookie}; Secure" if secure else cookie
+
+
+def _over_tls(request: Request) -> bool:
+    return request.scope.get("scheme") == "https"
+
+
+async def login(request: Request) -> Response:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(
+            "log in with a JSON body and 'Content-Type: application/json'", field="content-type"
+        )
+    body = await read_json_object(request, ("name", "password"))
+    name, password = string_field(body, "name"), string_field(body, "password")
+    sessions = sessions_of(request)
+    address = request.client.host if request.client else ""
+    attempt = await asyncio.to_thread(sessions.begin_login, name, address)
+    async with sessions.scrypt_slots:
+        user = await asyncio.to_thread(sessions.users.authenticate, name, password)
+    if user is None:
+        raise Unauthorized("wrong name or password")
+    await asyncio.to_thread(sessions.login_succeeded, name, attempt)
+    old = request.cookies.get(COOKIE)
+    session_id, expires_ms = await asyncio.to_thread(sessions.start, user, old)
+    response = json_response(
+        {
+            "name": user.name,
+            "tenant": user.tenant,
+            "role": user.role,
+            "csrf_token": csrf_token(session_id),
+            "expires_ms": expires_ms,
+        }
+    )
+    max_age = sessions.lifetime_ms // 1000
+    response.headers.append("set-cookie", _cookie(session_id, max_age, _over_tls(request)))
+    return response
+
+
+async def logout(request: Request) -> Response:
+    caller = caller_of(request)  # as everywhere: 401 when ended, 403 without the CSRF token
+    if caller.via != "session":
+        raise BadRequest(
+            "logout ends a session; an API token is revoked with DELETE /api/v1/tokens/{id}"
+        )
+    await asyncio.to_thread(sessions_of(request).end, request.cookies[COOKIE])
+    response = Response(status_code=204)
+    response.headers.append("set-cookie", _cookie("", 0, _over_tls(request)))
+    return response
+
+
+async def me(request: Request) -> Response:
+    caller = caller_of(request)
+    refuse_query_params(request)
+    return json_response(
+        {
+            "name": caller.name,
+            "tenant": caller.tenant,
+            "role": caller.role,
+            "via": caller.via,
+            "csrf_token": caller.csrf,
+        }
+    )
 
 
 def session_routes() -> list[BaseRoute]:
-    return []
+    return [
+        Route("/api/v1/login", login, methods=["POST"]),
+        Route("/api/v1/logout", logout, methods=["POST"]),
+        Route("/api/v1/me", me, methods=["GET"]),
+    ]

@@ -115,11 +115,11 @@ class UserStore:
             db.close()
 
     def create(self, name: str, tenant: str, role: str, password: str) -> User:
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             raise BadRequest(
                 "a user name is lower-case letters, digits and . _ @ -, up to 64", field="name"
             )
-        if not TENANT_RE.match(tenant):
+        if not TENANT_RE.fullmatch(tenant):
             raise BadRequest("not a valid tenant name", field="tenant")
         if role not in ROLES:
             raise BadRequest(f"role must be one of {', '.join(ROLES)}", field="role")

@@ -115,7 +115,7 @@ class KeyStore:
 
     def create(self, tenant: str, label: str = "") -> tuple[ApiKey, str]:
         """Create a key for ``tenant``; the full key is returned once, never stored."""
-        if not TENANT_RE.match(tenant):
+        if not TENANT_RE.fullmatch(tenant):
             raise BadRequest(
                 "tenant must be 1-63 characters of a-z, 0-9 and '-', starting with a "
                 "letter or digit",
@@ -126,7 +126,7 @@ class KeyStore:
 
     def register(self, key: str, tenant: str, label: str = "bootstrap") -> ApiKey:
         """Store a key chosen outside Gravix (``GRAVIX_BOOTSTRAP_KEY``); idempotent."""
-        match = self.pattern.match(key)
+        match = self.pattern.fullmatch(key)
         if not match:
             raise BadRequest(
                 "a key must look like gvx_<12 chars a-z2-7>_<43 chars base64url>; "
@@ -202,7 +202,7 @@ class Authenticator:
             raise Unauthorized(
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
             )
-        match = self.store.pattern.match(presented)
+        match = self.store.pattern.fullmatch(presented)
         entry = self._current().get(match[1]) if match else None
         expected = entry[0] if entry else _DUMMY_DIGEST
         # Constant-time comparison of the digests, done even for unknown ids.

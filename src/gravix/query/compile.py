@@ -65,8 +65,8 @@ def compile_sql(plan: Plan) -> str:
     status_filters = [_filter_sql(f, "status") for f in plan.filters if f.dimension == "status"]
     keys = ["t", *dims]
     key_list = ", ".join(keys)
-    where = " AND ".join(["bucket_ms >= {from_ms}", "bucket_ms < {to_ms}", *series_filters])
-    where = where.format(from_ms=plan.from_ms, to_ms=plan.to_ms)
+    bounds = [f"bucket_ms >= {plan.from_ms}", f"bucket_ms < {plan.to_ms}"]
+    where = " AND ".join([*bounds, *series_filters])
     if by_status:
         # One row per status code: counts only (the spec refuses latency here).
         exploded = f"""
@@ -104,9 +104,12 @@ def compile_sql(plan: Plan) -> str:
     join = ""
     if percentiles:
         join = "LEFT JOIN percentiles p USING (" + key_list + ")"
+    natural = [name for name, _ in columns if name in ("time", *dims)]
+    asked = [f"{o.by} {'DESC' if o.desc else 'ASC'} NULLS LAST" for o in plan.order]
+    # Time and dimensions break ties, so equal values come back in a stable order.
     order = ", ".join(
-        f"{o.by} {'DESC' if o.desc else 'ASC'} NULLS LAST" for o in plan.order
-    ) or ", ".join(name for name, _ in columns[: 1 + len(dims)] if name in ("time", *dims))
+        [*asked, *(f"{n} NULLS FIRST" for n in natural if n not in {o.by for o in plan.order})]
+    )
     limit = f"LIMIT {plan.limit}" if plan.limit else ""
     ctes = [f"base AS ({base})", f"totals AS ({totals})"]
     if percentiles:

@@ -42,7 +42,11 @@ from gravix.query.model import (
     TIERS,
 )
 
-_DURATION = re.compile(r"^(\d{1,6})(s|m|h|d|w)$")
+_DURATION = re.compile(r"([0-9]{1,6})(s|m|h|d|w)")
+# Times a query may name: 1970 to the end of 2199 (a date library's range is wider,
+# but nothing Gravix stores is outside this).
+MIN_TIME_MS = 0
+MAX_TIME_MS = 7_258_118_400_000
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -97,7 +101,7 @@ class Plan:
 
 
 def duration_ms(text: str, field: str) -> int:
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if match is None or int(match[1]) == 0:
         raise BadRequest(
             f"{text!r} is not a duration; use a number and a unit, like 90m, 1d or 7d",
@@ -107,6 +111,14 @@ def duration_ms(text: str, field: str) -> int:
 
 
 def parse_time(value: str | int, field: str, now_ms: int) -> int:
+    """Epoch ms of a query time; BadRequest naming ``field`` if it is not one."""
+    moment = _parse_time(value, field, now_ms)
+    if not MIN_TIME_MS <= moment <= MAX_TIME_MS:
+        raise BadRequest("times must be between 1970 and 2199", field=field)
+    return moment
+
+
+def _parse_time(value: str | int, field: str, now_ms: int) -> int:
     if isinstance(value, int):
         return value
     if value == "now":
@@ -206,6 +218,8 @@ def plan(query: Query, now_ms: int | None = None) -> Plan:
     if query.limit is not None and not 1 <= query.limit <= 10_000:
         raise BadRequest("limit must be between 1 and 10000", field="limit")
     compare_ms = duration_ms(query.compare, "compare") if query.compare else None
+    if compare_ms is not None and from_ms - compare_ms < MIN_TIME_MS:
+        raise BadRequest("the comparison reaches before 1970", field="compare")
     return Plan(
         tuple(query.metrics), tuple(query.dimensions), tuple(query.filters),
         from_ms, to_ms, grain_ms, grain, tier, tier_ms,
