@@ -117,6 +117,8 @@ async def test_services_events_status(api: Any) -> None:
     assert events["events"][0]["message"] == "v43 <script>"
     status = (await client.get("/api/v1/status", headers=h)).json()
     assert status["tenant"] == "acme" and status["retention_days"]["raw"] == 30
+    assert status["backlog"]["rollup_pending_objects"] == 0
+    assert status["intake"]["facts_per_second"] >= 0
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import logging
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -34,6 +34,7 @@ from gravix.api.admin import admin_routes
 from gravix.api.auth import Caller, TokenAuth
 from gravix.api.export import check_format, render
 from gravix.api.openapi import openapi_routes
+from gravix.api.pipeline import IntakeRate, spool_backlog
 from gravix.api.sessions import SessionStore, session_routes
 from gravix.config import Settings
 from gravix.errors import (
@@ -67,6 +68,7 @@ class ApiState:
     tokens: TokenAuth
     queries: QueryService
     query_timeout_seconds: float = 10.0
+    intake: IntakeRate = field(default_factory=IntakeRate)
 
 
 def _state(request: Request) -> ApiState:
@@ -190,9 +192,16 @@ async def status(request: Request) -> Response:
     rollup = await asyncio.to_thread(state.queries.rollup_state, caller.tenant)
     s = state.settings
     overrides = s.tenant_retention.get(caller.tenant, {})
+    backlog = await asyncio.to_thread(spool_backlog, s.spool_dir)
+    pending = await asyncio.to_thread(state.queries.pending.sources, caller.tenant)
     return _json(
         {
             "tenant": caller.tenant,
+            "intake": state.intake.sample(),
+            "backlog": {
+                **backlog,
+                "rollup_pending_objects": sum(1 for p in pending if p[1] == "store"),
+            },
             "rollup": {
                 "last_success_ms": rollup.get("last_success_ms"),
                 "newest_fact_ms": rollup.get("newest_fact_ms"),

@@ -196,6 +196,20 @@ def _result_schemas() -> dict[str, Any]:
         "Status": _object(
             {
                 "tenant": _STR,
+                "intake": _object(
+                    {
+                        "facts_total": {"type": "number", "description": "This worker's."},
+                        "facts_per_second": {"type": "number"},
+                    }
+                ),
+                "backlog": _object(
+                    {
+                        "spool_bytes": _INT,
+                        "upload_pending_segments": _INT,
+                        "upload_oldest_pending_age_seconds": {"type": ["number", "null"]},
+                        "rollup_pending_objects": _INT,
+                    }
+                ),
                 "rollup": _object(
                     {
                         "last_success_ms": _MS_OR_NULL,
@@ -360,7 +374,7 @@ def _query_paths() -> dict[str, Any]:
             READER, {"200": _response("Services, busiest first.", "ServiceList")}, (400, 401),
             parameters=_range("now-30d"))},
         "/api/v1/status": {"get": _operation(
-            "getStatus", "Pipeline health: last rollup, freshness, retention", READER,
+            "getStatus", "Pipeline health: intake, backlog, rollup, freshness, retention", READER,
             {"200": _response("The status.", "Status")}, (401,))},
         "/api/v1/events": {"get": _operation(
             "listEvents", "Deploy, config, incident and note markers in a range", READER,
