@@ -145,3 +145,17 @@ async def test_bad_bodies_and_routes(api: Any) -> None:
     assert (await client.get("/api/v1/query", headers=h)).status_code == 405
     missing = await client.get("/api/v1/nope", headers=h)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+async def test_a_query_over_its_time_budget_gets_504(tmp_path: Path) -> None:
+    settings = load_settings(None, data_dir=tmp_path)
+    app: Any = create_api(settings, LocalObjectStore(tmp_path / "store"))
+    app.app.state.gravix.query_timeout_seconds = 0.0  # no query can finish in no time
+    _, token = token_store(settings.tokens_db).create("acme")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        reply = await client.post(
+            "/api/v1/query", json={"metrics": ["requests"], **RANGE}, headers=auth(token)
+        )
+    assert reply.status_code == 504
+    assert reply.json()["error"]["code"] == "query_timeout"
