@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
 # Debian packages the suites and benchmarks use (installed only when missing).
 APT_PACKAGES := strace wrk hey
 
@@ -19,6 +20,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# The benchmarks' peers (chdb, Polars) come with the `bench` extra, on top of dev.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
 
 setup: $(STAMP)
@@ -50,7 +56,7 @@ format: setup
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: setup apt-deps
+bench: $(BENCH_STAMP) apt-deps
 	$(BIN)/python -m bench
 
 clean:

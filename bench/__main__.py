@@ -1,9 +1,9 @@
-"""``python -m bench`` (what ``make bench`` runs): every benchmark, ingest then upload.
+"""``python -m bench`` (what ``make bench`` runs): every benchmark: ingest, upload, rollup, query.
 
-``python -m bench ingest [options]`` or ``python -m bench upload [options]`` runs
-one; ``--help`` after the name lists its options. Options given without a name
-go to the ingest benchmark, as before there was a second one; upload then runs
-with its defaults.
+``python -m bench ingest [options]`` (or ``upload``, ``rollup``, ``query``) runs one;
+``--help`` after the name lists its options. Options given without a name go
+to the ingest benchmark, as before there was a second one; the others then run
+with their defaults.
 """
 
 from __future__ import annotations
@@ -11,18 +11,22 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import ingest, upload
+from bench import ingest, query, rollup, upload
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "ingest": ingest.main,
     "upload": upload.main,
+    "rollup": rollup.main,
+    "query": query.main,
 }
 USAGE = """\
-usage: python -m bench [ingest|upload] [options]
+usage: python -m bench [ingest|upload|rollup|query] [options]
 
-  python -m bench                   ingest, then upload (both with their defaults)
+  python -m bench                   ingest, upload, rollup, then query (with their defaults)
   python -m bench ingest [options]  durable ingest beside a non-durable peer
   python -m bench upload [options]  spool upload beside a plain copy of the files
+  python -m bench rollup [options]  facts to minute rows beside DuckDB, chdb and Polars
+  python -m bench query [options]   dashboard panels beside DuckDB and chdb; freshness
   python -m bench NAME --help       the options of one benchmark
 
 Results: bench/README.md; raw figures in bench/results/<name>-<UTC time>.json.
@@ -38,8 +42,8 @@ def main(argv: list[str]) -> int:
     if argv and not argv[0].startswith("-"):
         print(f"{USAGE}\nbench: error: no benchmark named {argv[0]!r}", file=sys.stderr)
         return 2
-    # Run them all; one failing does not skip the other, but fails the command.
-    codes = [ingest.main(argv), upload.main([])]
+    # Run them all; one failing does not skip the others, but fails the command.
+    codes = [ingest.main(argv), upload.main([]), rollup.main([]), query.main([])]
     return max(codes)
 
 
