@@ -200,9 +200,29 @@ def _check(
         raise BenchError(f"{panel.name}: {name} disagrees with the first answer: {problem}")
 
 
+class PageCache:
+    """Puts the data set back into the page cache after a query that may have pushed it out.
+
+    The peers' 30-day scans take up to 16 GiB (DuckDB's hash aggregate of
+    1.1 billion sketch entries) and so evict the files everyone reads; after
+    any query of more than ``heavy_ms`` every file is read once more, untimed,
+    so the next query finds them where the first ones did.
+    """
+
+    def __init__(self, meta: dict[str, Any], heavy_ms: float = 5_000.0) -> None:
+        self.meta, self.heavy_ms, self.rewarms = meta, heavy_ms, 0
+
+    def settle(self, ms: float) -> None:
+        from bench.query_data import warm
+
+        if ms > self.heavy_ms:
+            warm(self.meta)
+            self.rewarms += 1
+
+
 def cold_runs(
     args: argparse.Namespace, ps: list[Panel], meta_path: Path, now_ms: int, work: Path,
-    answers: dict[str, list[list[Any]]],
+    answers: dict[str, list[list[Any]]], cache: PageCache,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Each panel as the first query of a fresh process, then once more in it."""
     runs = []
@@ -213,7 +233,9 @@ def cold_runs(
                 w = WorkerProcess(name, meta_path, now_ms, args.threads, work)
                 try:
                     first = w.call("run", panel.name)
+                    cache.settle(first["ms"])
                     second = w.call("run", panel.name)
+                    cache.settle(second["ms"])
                     memory = w.close()
                 except BenchError:
                     w.kill()
@@ -233,7 +255,7 @@ def cold_runs(
 
 def warm_runs(
     args: argparse.Namespace, ps: list[Panel], meta_path: Path, now_ms: int, work: Path,
-    answers: dict[str, list[list[Any]]],
+    answers: dict[str, list[list[Any]]], cache: PageCache,
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, Any], dict[str, Any]]:  # fmt: skip
     """Long-lived workers answer each panel ``--reps`` times, taking turns query by query.
 
@@ -246,7 +268,9 @@ def warm_runs(
             workers[name] = WorkerProcess(name, meta_path, now_ms, args.threads, work)
         for panel in ps:  # warm-up: not timed; fills Gravix's TableCache
             for name, w in workers.items():
-                _check(answers, panel, name, w.call("run", panel.name)["rows"])
+                reply = w.call("run", panel.name)
+                cache.settle(reply["ms"])
+                _check(answers, panel, name, reply["rows"])
         took: dict[str, dict[str, list[float]]] = {
             name: {p.name: [] for p in ps} for name in workers
         }
@@ -259,6 +283,7 @@ def warm_runs(
                     if len(done) >= args.min_reps and sum(done) > args.budget * 1000:
                         continue
                     reply = workers[name].call("run", panel.name)
+                    cache.settle(reply["ms"])
                     _check(answers, panel, name, reply["rows"])
                     done.append(reply["ms"])
             if rep % 10 == 9 or rep == args.reps - 1:
@@ -503,6 +528,11 @@ def markdown(
                 for prof in (cold_prof.get(n), warm_prof[n]):
                     cells += f" {_ms(prof[key]) if prof and prof.get(key) is not None else ''} |"
             lines.append(cells)
+        lines.append(
+            "\nGravix's steps: cold = the first query of a fresh process; warm = the median "
+            "of 5 back to back after the warm rounds. The last rows time other ways of doing "
+            "a step, on the same objects and rows."
+        )
     if fresh:
         lines += [
             "",
@@ -591,9 +621,11 @@ def main(argv: list[str] | None = None) -> int:
             now_ms = meta["end_ms"] - NOW_BEFORE_END_MS
             ps = [p for p in panels(meta) if args.panels is None or p.name in args.panels]
             answers: dict[str, list[list[Any]]] = {}
-            cold = cold_runs(args, ps, meta_path, now_ms, work, answers)
+            cache = PageCache(meta)
+            cold = cold_runs(args, ps, meta_path, now_ms, work, answers, cache)
             cold_prof = {} if args.no_profile else cold_profiles(args, ps, meta_path, now_ms, work)
-            took, warm_prof, memory = warm_runs(args, ps, meta_path, now_ms, work, answers)
+            took, warm_prof, memory = warm_runs(args, ps, meta_path, now_ms, work, answers, cache)
+            log(f"page cache refilled after {cache.rewarms} queries of over 5 s")
             log("answers: every contender gave the same rows for every panel")
             fresh = None if args.no_freshness else freshness(args, work)
     except BenchError as e:
@@ -618,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "profiles": {"cold": cold_prof, "warm": warm_prof},
         "worker_memory": memory,
+        "page_cache_refills": cache.rewarms,
         "freshness": fresh,
         "cold_runs": cold,
         "warm_ms": took,

@@ -40,13 +40,14 @@ from typing import Any
 from bench.servers import BenchError
 
 NOW_BEFORE_END_MS = 20 * 60_000 + 17_500  # "now" is 20m17.5s before the data's end
-CONTENDERS = ("gravix", "duckdb", "chdb", "gravix-files", "gravix-tables")
+CONTENDERS = ("gravix", "duckdb", "chdb", "gravix-files", "gravix-tables", "gravix-premerged")
 LABELS = {
     "gravix": "**Gravix** (`QueryService.run`)",
     "duckdb": "DuckDB, flat file",
     "chdb": "chdb, flat file",
     "gravix-files": "Gravix + FilesEngine (proposed)",
     "gravix-tables": "Gravix + TablesEngine (proposed)",
+    "gravix-premerged": "Gravix + PremergedEngine (proposed)",
 }
 
 
@@ -258,7 +259,8 @@ class FilesEngine:
             if files:
                 parts.append(
                     f"SELECT epoch_ms(bucket) AS bucket_ms, * EXCLUDE (bucket) "
-                    f"FROM read_parquet({files!r}) WHERE bucket >= {_timestamp_sql(start)} "
+                    f"FROM read_parquet({files!r}, hive_partitioning = false) "
+                    f"WHERE bucket >= {_timestamp_sql(start)} "
                     f"AND bucket < {_timestamp_sql(end)}"
                 )
         with self.lock:
@@ -315,7 +317,8 @@ class TablesEngine:
         name = f"tier_{self.made}"
         self.con.execute(
             f"CREATE TABLE {name} AS SELECT epoch_ms(bucket) AS bucket_ms, * EXCLUDE (bucket) "
-            f"FROM read_parquet('{path}')"
+            # Not the key's tenant=/date=/hour= folders as columns.
+            f"FROM read_parquet('{path}', hive_partitioning = false)"
         )
         rows = self.con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
         if cached is not None:
@@ -330,6 +333,10 @@ class TablesEngine:
             self.rows -= dropped_rows
         return name
 
+    def _source(self, key: str, plan: Any) -> str | None:
+        """The table a query reads for the object ``key``."""
+        return self._table(key)
+
     def run(self, tenant: str, plan: Any, extra_rows: Any = None) -> Any:
         from gravix.query.compile import compile_sql, segments
         from gravix.query.engine import _EMPTY, object_keys
@@ -339,7 +346,7 @@ class TablesEngine:
             for segment in segments(plan):
                 _, start, end = segment
                 for key in object_keys(tenant, segment):
-                    name = self._table(key)
+                    name = self._source(key, plan)
                     if name is not None:
                         parts.append(
                             f"SELECT * FROM {name} WHERE bucket_ms >= {start} AND bucket_ms < {end}"
@@ -351,6 +358,96 @@ class TablesEngine:
                 parts.append("SELECT * FROM extra_rows")
             rows_sql = " UNION ALL BY NAME ".join(parts)
             return self.con.sql(_with_rows(compile_sql(plan), rows_sql)).to_arrow_table()
+
+
+class PremergedEngine(TablesEngine):
+    """TablesEngine, plus each object's rows merged down to the query's shape, kept.
+
+    For an object and a query shape (the query's series dimensions and series
+    filters), the object's rows with the filters applied, grouped by
+    ``bucket_ms`` and those dimensions (the others NULL): counts and sums
+    added, maxima taken, sketch and status maps merged key by key, as
+    ``tier_sql`` merges them. The result has the metric row shape, so
+    ``compile_sql`` runs on it unchanged and gives the same answer; it is
+    kept until the object changes. A daily object of 1,200 series becomes 20
+    rows for a per-service overview: a dashboard re-asking a panel only merges
+    what changed since (the newest hour and day objects).
+    """
+
+    name = "duckdb-premerged"
+
+    def __init__(self, store: Any, threads: int = 0, max_rows: int = 5_000_000) -> None:
+        super().__init__(store, threads, max_rows)
+        self.merged: dict[tuple[Any, ...], tuple[tuple[int, int], str]] = {}
+
+    def _source(self, key: str, plan: Any) -> str | None:
+        from gravix.query.model import SERIES_DIMENSIONS
+
+        base = self._table(key)
+        if base is None:
+            return None
+        stamp = self.tables[key][0]
+        filters = [f for f in plan.filters if f.dimension in SERIES_DIMENSIONS]
+        keep = [
+            c for c in SERIES_DIMENSIONS
+            if c in plan.dimensions or any(f.dimension == c for f in filters)
+        ]  # fmt: skip
+        where = [
+            f"{f.dimension} {'NOT IN' if f.op in ('neq', 'not_in') else 'IN'} "
+            f"({', '.join(_quote(str(v)) for v in f.values)})"
+            for f in filters
+        ]
+        shape = (key, tuple(keep), tuple(where))
+        cached = self.merged.get(shape)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        self.made += 1
+        name = f"merged_{self.made}"
+        self.con.execute(f"CREATE TABLE {name} AS {_premerge_sql(base, keep, where)}")
+        if cached is not None:
+            self.con.execute(f"DROP TABLE {cached[1]}")
+        self.merged[shape] = (stamp, name)
+        return name
+
+
+def _premerge_sql(table: str, keep: list[str], where: list[str]) -> str:
+    from gravix.query.model import SERIES_DIMENSIONS
+
+    keys = ["bucket_ms", *keep]
+    key_list = ", ".join(keys)
+
+    def on(alias: str) -> str:
+        return " AND ".join(f"t.{k} IS NOT DISTINCT FROM {alias}.{k}" for k in keys)
+
+    rows = f"SELECT * FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
+
+    def merged(column: str, key_type: str) -> str:
+        return f"""SELECT {key_list}, CAST(map(list(k ORDER BY k), list(n ORDER BY k))
+                                AS MAP({key_type}, BIGINT)) AS {column}
+            FROM (SELECT {key_list}, k, CAST(sum(n) AS BIGINT) AS n
+                  FROM (SELECT {key_list}, unnest(map_keys({column})) AS k,
+                               unnest(map_values({column})) AS n FROM base)
+                  GROUP BY ALL)
+            GROUP BY ALL"""
+
+    series = ", ".join(
+        f"t.{c}" if c in keep else f"CAST(NULL AS VARCHAR) AS {c}" for c in SERIES_DIMENSIONS
+    )
+    return f"""
+        WITH base AS ({rows}),
+        totals AS (
+            SELECT {key_list}, CAST(sum(requests) AS BIGINT) AS requests,
+                   CAST(sum(errors) AS BIGINT) AS errors,
+                   CAST(sum(client_errors) AS BIGINT) AS client_errors,
+                   CAST(sum(latency_sum_us) AS BIGINT) AS latency_sum_us,
+                   max(latency_max_us) AS latency_max_us
+            FROM base GROUP BY ALL
+        ),
+        statuses AS ({merged("status_counts", "SMALLINT")}),
+        sketches AS ({merged("latency_sketch", "INTEGER")})
+        SELECT t.bucket_ms, {series}, t.requests, t.errors, t.client_errors, s.status_counts,
+               t.latency_sum_us, t.latency_max_us, m.latency_sketch
+        FROM totals t JOIN sketches m ON {on("m")} JOIN statuses s ON {on("s")}"""
 
 
 # --- one contender in its own process ----------------------------------------------
@@ -380,7 +477,7 @@ def _runner(name: str, meta: dict[str, Any], now_ms: int, threads: int) -> Calla
     """A function answering a panel by name as contender ``name``; set up untimed."""
     by_name = {p.name: p for p in panels(meta)}
     flat = meta["flat"]
-    if name in ("gravix", "gravix-files", "gravix-tables"):
+    if name.startswith("gravix"):
         import msgspec
 
         from gravix.query.engine import DuckDBEngine
@@ -393,6 +490,7 @@ def _runner(name: str, meta: dict[str, Any], now_ms: int, threads: int) -> Calla
             "gravix": DuckDBEngine,
             "gravix-files": FilesEngine,
             "gravix-tables": TablesEngine,
+            "gravix-premerged": PremergedEngine,
         }[name](store, threads)
         service = QueryService(store, None, engine)
         bodies = {n: msgspec.json.encode(p.query) for n, p in by_name.items()}
