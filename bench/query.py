@@ -5,7 +5,7 @@ From issue #5, on the minute rows of :mod:`bench.query_data` (1,200 series x
 file), each contender in its own long-lived process (:func:`worker`):
 
 1. **Panels**: four dashboard queries through ``QueryService.run`` (plan,
-   tier choice, ``DuckDBEngine`` with its ``TableCache``) and the same
+   level and tier choice, ``DuckDBEngine`` reading the files) and the same
    answers from plain DuckDB and from chdb (ClickHouse) over the flat file,
    both merging the latency sketches for p95 as Gravix does. Cold: the first
    query of a fresh process (files in the page cache). Warm: ``--reps``
@@ -259,24 +259,26 @@ def warm_runs(
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, Any], dict[str, Any]]:  # fmt: skip
     """Long-lived workers answer each panel ``--reps`` times, taking turns query by query.
 
-    Returns the latencies per contender and panel, Gravix's warm profiles
-    and each worker's memory at the end.
+    Panel after panel (the 30-day overview last): the peers' 30-day scans
+    (up to 16 GiB) then run only beside other 30-day queries. Each panel is
+    asked once untimed first. Returns the
+    latencies per contender and panel, Gravix's warm profiles and each
+    worker's memory at the end.
     """
     workers = {}
     try:
         for name in args.contenders:
             workers[name] = WorkerProcess(name, meta_path, now_ms, args.threads, work)
-        for panel in ps:  # warm-up: not timed; fills Gravix's TableCache
+        took: dict[str, dict[str, list[float]]] = {
+            name: {p.name: [] for p in ps} for name in workers
+        }
+        for panel in ps:
             for name, w in workers.items():
                 reply = w.call("run", panel.name)
                 cache.settle(reply["ms"])
                 _check(answers, panel, name, reply["rows"])
-        took: dict[str, dict[str, list[float]]] = {
-            name: {p.name: [] for p in ps} for name in workers
-        }
-        for rep in range(args.reps):
-            for panel in ps:
-                names = list(workers)
+            names = list(workers)
+            for rep in range(args.reps):
                 shift = rep % len(names)
                 for name in names[shift:] + names[:shift]:
                     done = took[name][panel.name]
@@ -286,8 +288,7 @@ def warm_runs(
                     cache.settle(reply["ms"])
                     _check(answers, panel, name, reply["rows"])
                     done.append(reply["ms"])
-            if rep % 10 == 9 or rep == args.reps - 1:
-                log(f"warm: {rep + 1} of {args.reps} rounds")
+            log(f"warm: {panel.name}, {args.reps} rounds")
         profiles: dict[str, Any] = {}
         if "gravix" in workers and not args.no_profile:
             for panel in ps:
@@ -307,9 +308,7 @@ def _median_profile(reps: list[dict[str, Any]]) -> dict[str, Any]:
         step: round(statistics.median(r["steps_ms"].get(step, 0.0) for r in reps), 2)
         for step in reps[0]["steps_ms"]
     }
-    for key in [k for k in reps[0] if k == "total_ms" or k.startswith("alt_")]:
-        if reps[0][key] is not None:
-            out[key] = round(statistics.median(r[key] for r in reps), 2)
+    out["total_ms"] = round(statistics.median(r["total_ms"] for r in reps), 2)
     out["reps"] = len(reps)
     return out
 
@@ -427,9 +426,7 @@ def summarise(
                 )
             if panel.name in profiles:
                 prof = profiles[panel.name]
-                row["gravix_reads"] = {
-                    k: prof[k] for k in ("tiers", "objects", "rows_loaded", "rows_to_sql")
-                }
+                row["gravix_reads"] = {k: prof[k] for k in ("level", "tiers", "objects")}
         out[panel.name] = row
     return out
 
@@ -462,8 +459,8 @@ def markdown(
         panel = f"**{name}**: {row['title']}"
         if reads:
             panel += (
-                f"; Gravix reads {'+'.join(reads['tiers'])}: {reads['objects']} objects, "
-                f"{reads['rows_loaded']:,} rows"
+                f"; Gravix reads the {reads['level']} level, tiers "
+                f"{'+'.join(reads['tiers'])}: {reads['objects']} files"
             )
         for n in contenders:
             x = c[n]
@@ -511,27 +508,9 @@ def markdown(
                     v = prof["total_ms"] if step == "total" else prof["steps_ms"].get(step)
                     cells += f" {_ms(v)} |"
             lines.append(cells)
-        for label, key in (
-            ("instead of head: `os.stat`", "alt_head_by_stat_ms"),
-            ("instead of cut: zero-copy slice", "alt_cut_by_slice_ms"),
-            (
-                "instead of connect..close: SQL on a kept connection",
-                "alt_sql_on_kept_connection_ms",
-            ),
-            (
-                "... with the series filters applied in Arrow first",
-                "alt_sql_series_filtered_in_arrow_ms",
-            ),
-        ):
-            cells = f"| {label} |"
-            for n in names:
-                for prof in (cold_prof.get(n), warm_prof[n]):
-                    cells += f" {_ms(prof[key]) if prof and prof.get(key) is not None else ''} |"
-            lines.append(cells)
         lines.append(
             "\nGravix's steps: cold = the first query of a fresh process; warm = the median "
-            "of 5 back to back after the warm rounds. The last rows time other ways of doing "
-            "a step, on the same objects and rows."
+            "of 5 back to back after the warm rounds."
         )
     if fresh:
         lines += [

@@ -53,15 +53,21 @@ from pathlib import Path
 from typing import Any, Final
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.rollup_data import DAY_MS, HOUR_MS, T0
 from gravix.rollup import aggregate, layout, parquet, sketch
+from gravix.rollup.job import publish_metrics
 from gravix.storage.local import LocalObjectStore
 
 TENANT: Final = "bench"
 MINUTE_MS: Final = 60_000
 PEER_ROW_GROUP: Final = 122_880
+# 2: tier objects sorted by series, then time, in small row groups, with the
+# service level (gravix.rollup.job.publish_metrics); a data set cached in an
+# older layout is rewritten on first use.
+LAYOUT: Final = 2
 MAX_SERIES: Final = 1_200
 SERVICES: Final = (
     "checkout", "search", "users", "catalog", "payments", "cart", "inventory", "shipping",
@@ -201,6 +207,9 @@ def dataset(
     meta_path = root / "meta.json"
     if meta_path.exists():
         meta: dict[str, Any] = json.loads(meta_path.read_text())
+        if meta.get("layout") != LAYOUT:
+            meta = _relayout(meta, threads, log)
+            meta_path.write_text(json.dumps(meta, indent=2) + "\n")
         meta["cached"] = True
         return meta
     shutil.rmtree(root, ignore_errors=True)
@@ -223,8 +232,7 @@ def dataset(
                 hour_ms = day_ms + hour * HOUR_MS
                 first = int(starts.searchsorted(hour_ms))
                 last = int(starts.searchsorted(hour_ms + HOUR_MS))
-                key = layout.metrics_key("1m", TENANT, hour_ms)
-                store.put(key, parquet.encode(minutes.slice(first, last - first)))
+                _publish(con, store, "1m", hour_ms, minutes.slice(first, last - first))
             # As the rollup job's _publish_tiers: hours from minutes, the day from hours.
             con.register("day_minutes", minutes)
             hourly = con.sql(aggregate.tier_sql("day_minutes", HOUR_MS)).to_arrow_table()
@@ -235,10 +243,9 @@ def dataset(
             ).fetchall()[0]
             con.unregister("day_minutes")
             con.unregister("day_hours")
-            store.put(layout.metrics_key("1h", TENANT, day_ms), parquet.encode(hourly))
-            store.put(layout.metrics_key("1d", TENANT, day_ms), parquet.encode(daily))
+            tier_rows += _publish(con, store, "1h", day_ms, hourly)
+            tier_rows += _publish(con, store, "1d", day_ms, daily)
             rows += minutes.num_rows
-            tier_rows += hourly.num_rows + daily.num_rows
             facts += int(stats[0]) if stats else 0
             sketch_keys += int(stats[1]) if stats else 0
             log(
@@ -275,15 +282,71 @@ def dataset(
         "facts": facts,
         "mean_sketch_keys": round(sketch_keys / rows, 1) if rows else 0,
         "flat_bytes": flat.stat().st_size,
-        "store_bytes": {
-            tier: sum(p.stat().st_size for p in (store.root / f"metrics_{tier}").rglob("*.parquet"))
-            for tier in layout.TIERS
-        },
+        "store_bytes": _store_bytes(store),
+        "layout": LAYOUT,
         "generate_seconds": round(time.monotonic() - started, 1),
     }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     meta["cached"] = False
     return meta
+
+
+def _publish(
+    con: duckdb.DuckDBPyConnection, store: LocalObjectStore, tier: layout.Tier, start_ms: int,
+    rows: pa.Table,
+) -> int:  # fmt: skip
+    """As the rollup publishes a tier object: in the files' order, then the service level."""
+    con.register("unordered_rows", rows)
+    try:
+        ordered = con.sql(
+            f"SELECT * FROM unordered_rows ORDER BY {aggregate.SERIES_ORDER}, bucket_ms"
+        ).to_arrow_table()
+    finally:
+        con.unregister("unordered_rows")
+    return publish_metrics(store, con, tier, TENANT, start_ms, ordered)
+
+
+def _relayout(meta: dict[str, Any], threads: int, log: Any) -> dict[str, Any]:
+    """A data set cached in an older layout, its tier objects rewritten in this one.
+
+    The rows stay the ones generated; only their order, row groups and the
+    service level (:data:`LAYOUT`) are redone, by the rollup's own publish.
+    """
+    started = time.monotonic()
+    store = LocalObjectStore(Path(meta["store"]))
+    con = _connect(1, meta["seed"], threads)
+    try:
+        keys = [
+            info.key
+            for tier in layout.TIERS
+            for info in store.list(layout.metrics_prefix(tier))
+        ]  # fmt: skip
+        for n, key in enumerate(keys, 1):
+            partition = layout.parse_key(key)
+            assert partition is not None
+            tier = partition.area.removeprefix("metrics_")
+            assert tier in layout.TIERS
+            rows = parquet.decode(store.get(key))
+            _publish(con, store, tier, partition.start_ms, rows)
+            if n % 100 == 0 or n == len(keys):
+                log(f"relayout: {n}/{len(keys)} objects ({time.monotonic() - started:.0f} s)")
+    finally:
+        con.close()
+    meta["store_bytes"] = _store_bytes(store)
+    meta["layout"] = LAYOUT
+    meta["relayout_seconds"] = round(time.monotonic() - started, 1)
+    return meta
+
+
+def _store_bytes(store: LocalObjectStore) -> dict[str, int]:
+    return {
+        layout.metrics_prefix(tier, lvl).rstrip("/"): sum(
+            p.stat().st_size
+            for p in (store.root / layout.metrics_prefix(tier, lvl)).rglob("*.parquet")
+        )
+        for lvl in layout.LEVELS
+        for tier in layout.TIERS
+    }
 
 
 def warm(meta: dict[str, Any]) -> float:

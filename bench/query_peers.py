@@ -11,27 +11,21 @@ line each: ``{"op": "run", "panel": P}`` -> ``{"ms": ..., "rows": [...]}``
 Contenders:
 
 * ``gravix``: ``QueryService.run`` as ``POST /api/v1/query`` calls it
-  (``decode_query``, plan, pending facts, ``DuckDBEngine`` with its
-  ``TableCache``, Arrow to Python rows, rollup state), over the
-  LocalObjectStore of the data set, no spool.
+  (``decode_query``, plan, pending facts, ``DuckDBEngine`` reading the tier
+  files of the level and tiers the plan picks, Arrow to Python rows, rollup
+  state), over the LocalObjectStore of the data set, no spool.
 * ``duckdb``: one connection, one plain statement per panel over
   ``read_parquet(<flat file>)`` (:func:`peer_sql`).
 * ``chdb``: one session, the same statement in ClickHouse SQL over
   ``file(<flat file>, Parquet, <columns>)``, ``sumMap`` for the sketches.
-* ``gravix-files`` and ``gravix-tables``: proposals, not what Gravix runs:
-  ``QueryService.run`` with another engine behind the same boundary
-  (:class:`FilesEngine`, :class:`TablesEngine`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,14 +34,11 @@ from typing import Any
 from bench.servers import BenchError
 
 NOW_BEFORE_END_MS = 20 * 60_000 + 17_500  # "now" is 20m17.5s before the data's end
-CONTENDERS = ("gravix", "duckdb", "chdb", "gravix-files", "gravix-tables", "gravix-premerged")
+CONTENDERS = ("gravix", "duckdb", "chdb")
 LABELS = {
     "gravix": "**Gravix** (`QueryService.run`)",
     "duckdb": "DuckDB, flat file",
     "chdb": "chdb, flat file",
-    "gravix-files": "Gravix + FilesEngine (proposed)",
-    "gravix-tables": "Gravix + TablesEngine (proposed)",
-    "gravix-premerged": "Gravix + PremergedEngine (proposed)",
 }
 
 
@@ -212,244 +203,6 @@ def peer_sql(panel: Panel, now_ms: int, source: str, dialect: str) -> str:
     return f"WITH {', '.join(ctes)} SELECT {final} FROM {joined} ORDER BY {order}{limit}"
 
 
-# --- proposed engines (bench only) -----------------------------------------------
-def _timestamp_sql(ms: int) -> str:
-    # A TIMESTAMPTZ literal, so the filter on the files' `bucket` column reaches
-    # the Parquet reader (row group statistics) instead of a computed column.
-    return f"make_timestamptz({int(ms) * 1000})"
-
-
-def _with_rows(sql: str, rows_sql: str) -> str:
-    """``compile_sql``'s statement reading ``metric_rows`` from ``rows_sql``."""
-    head, sep, rest = sql.partition("WITH ")
-    if not sep or head.strip():
-        raise BenchError("compile_sql no longer starts with WITH; update bench.query_peers")
-    return f"WITH metric_rows AS ({rows_sql}), {rest}"
-
-
-class FilesEngine:
-    """DuckDB reads the tier objects' files itself (``read_parquet``), every query.
-
-    No decoded copy in Python, no Arrow scan: the Parquet reader projects the
-    columns a query needs, skips row groups by ``bucket`` and lets the page
-    cache keep the files. One connection, queries one at a time. Works as is
-    for a local store only (an S3 store would need httpfs or a disk cache).
-    """
-
-    name = "duckdb-files"
-
-    def __init__(self, store: Any, threads: int = 0) -> None:
-        import duckdb
-
-        self.store = store
-        self.con = duckdb.connect(":memory:")
-        if threads:
-            self.con.execute(f"SET threads = {int(threads)}")
-        self.lock = threading.Lock()
-
-    def run(self, tenant: str, plan: Any, extra_rows: Any = None) -> Any:
-        from gravix.query.compile import compile_sql, segments
-        from gravix.query.engine import _EMPTY, object_keys
-
-        parts = []
-        for segment in segments(plan):
-            _, start, end = segment
-            paths = [self.store.root / key for key in object_keys(tenant, segment)]
-            files = [str(path) for path in paths if path.exists()]
-            if files:
-                parts.append(
-                    f"SELECT epoch_ms(bucket) AS bucket_ms, * EXCLUDE (bucket) "
-                    f"FROM read_parquet({files!r}, hive_partitioning = false) "
-                    f"WHERE bucket >= {_timestamp_sql(start)} "
-                    f"AND bucket < {_timestamp_sql(end)}"
-                )
-        with self.lock:
-            self.con.register("no_rows", _EMPTY)
-            parts.append("SELECT * FROM no_rows")
-            if extra_rows is not None and extra_rows.num_rows:
-                self.con.register("extra_rows", extra_rows)
-                parts.append("SELECT * FROM extra_rows")
-            rows_sql = " UNION ALL BY NAME ".join(parts)
-            return self.con.sql(_with_rows(compile_sql(plan), rows_sql)).to_arrow_table()
-
-
-class TablesEngine:
-    """The TableCache kept as DuckDB tables in one long-lived connection.
-
-    Each tier object is loaded once, by DuckDB's own Parquet reader
-    (``CREATE TABLE ... AS SELECT ... FROM read_parquet(<file>)``; an S3 store
-    would fetch the object to a local file first), so the Arrow-to-DuckDB
-    conversion of the sketch maps is never paid, and known by the size and
-    mtime from ``os.stat`` (not a read and SHA-256 of the whole file). Tables
-    beyond ``max_rows`` (5M, as TableCache) are dropped, least recently used
-    first. A query reads the cached tables cut to its segments, as one
-    ``UNION ALL``, on the same connection (queries one at a time here; a
-    cursor per thread would let them run side by side).
-    """
-
-    name = "duckdb-tables"
-
-    def __init__(self, store: Any, threads: int = 0, max_rows: int = 5_000_000) -> None:
-        import duckdb
-
-        self.store = store
-        self.con = duckdb.connect(":memory:")
-        if threads:
-            self.con.execute(f"SET threads = {int(threads)}")
-        self.lock = threading.Lock()
-        self.max_rows = max_rows
-        self.tables: OrderedDict[str, tuple[tuple[int, int], str, int]] = OrderedDict()
-        self.rows = 0
-        self.made = 0
-
-    def _table(self, key: str) -> str | None:
-        path = self.store.root / key
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return None
-        stamp = (st.st_size, st.st_mtime_ns)
-        cached = self.tables.get(key)
-        if cached is not None and cached[0] == stamp:
-            self.tables.move_to_end(key)
-            return cached[1]
-        self.made += 1
-        name = f"tier_{self.made}"
-        self.con.execute(
-            f"CREATE TABLE {name} AS SELECT epoch_ms(bucket) AS bucket_ms, * EXCLUDE (bucket) "
-            # Not the key's tenant=/date=/hour= folders as columns.
-            f"FROM read_parquet('{path}', hive_partitioning = false)"
-        )
-        rows = self.con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
-        if cached is not None:
-            self.con.execute(f"DROP TABLE {cached[1]}")
-            self.rows -= cached[2]
-            del self.tables[key]
-        self.tables[key] = (stamp, name, rows)
-        self.rows += rows
-        while self.rows > self.max_rows and len(self.tables) > 1:
-            _, (_, dropped, dropped_rows) = self.tables.popitem(last=False)
-            self.con.execute(f"DROP TABLE {dropped}")
-            self.rows -= dropped_rows
-        return name
-
-    def _source(self, key: str, plan: Any) -> str | None:
-        """The table a query reads for the object ``key``."""
-        return self._table(key)
-
-    def run(self, tenant: str, plan: Any, extra_rows: Any = None) -> Any:
-        from gravix.query.compile import compile_sql, segments
-        from gravix.query.engine import _EMPTY, object_keys
-
-        with self.lock:
-            parts = []
-            for segment in segments(plan):
-                _, start, end = segment
-                for key in object_keys(tenant, segment):
-                    name = self._source(key, plan)
-                    if name is not None:
-                        parts.append(
-                            f"SELECT * FROM {name} WHERE bucket_ms >= {start} AND bucket_ms < {end}"
-                        )
-            self.con.register("no_rows", _EMPTY)
-            parts.append("SELECT * FROM no_rows")
-            if extra_rows is not None and extra_rows.num_rows:
-                self.con.register("extra_rows", extra_rows)
-                parts.append("SELECT * FROM extra_rows")
-            rows_sql = " UNION ALL BY NAME ".join(parts)
-            return self.con.sql(_with_rows(compile_sql(plan), rows_sql)).to_arrow_table()
-
-
-class PremergedEngine(TablesEngine):
-    """TablesEngine, plus each object's rows merged down to the query's shape, kept.
-
-    For an object and a query shape (the query's series dimensions and series
-    filters), the object's rows with the filters applied, grouped by
-    ``bucket_ms`` and those dimensions (the others NULL): counts and sums
-    added, maxima taken, sketch and status maps merged key by key, as
-    ``tier_sql`` merges them. The result has the metric row shape, so
-    ``compile_sql`` runs on it unchanged and gives the same answer; it is
-    kept until the object changes. A daily object of 1,200 series becomes 20
-    rows for a per-service overview: a dashboard re-asking a panel only merges
-    what changed since (the newest hour and day objects).
-    """
-
-    name = "duckdb-premerged"
-
-    def __init__(self, store: Any, threads: int = 0, max_rows: int = 5_000_000) -> None:
-        super().__init__(store, threads, max_rows)
-        self.merged: dict[tuple[Any, ...], tuple[tuple[int, int], str]] = {}
-
-    def _source(self, key: str, plan: Any) -> str | None:
-        from gravix.query.model import SERIES_DIMENSIONS
-
-        base = self._table(key)
-        if base is None:
-            return None
-        stamp = self.tables[key][0]
-        filters = [f for f in plan.filters if f.dimension in SERIES_DIMENSIONS]
-        keep = [
-            c for c in SERIES_DIMENSIONS
-            if c in plan.dimensions or any(f.dimension == c for f in filters)
-        ]  # fmt: skip
-        where = [
-            f"{f.dimension} {'NOT IN' if f.op in ('neq', 'not_in') else 'IN'} "
-            f"({', '.join(_quote(str(v)) for v in f.values)})"
-            for f in filters
-        ]
-        shape = (key, tuple(keep), tuple(where))
-        cached = self.merged.get(shape)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        self.made += 1
-        name = f"merged_{self.made}"
-        self.con.execute(f"CREATE TABLE {name} AS {_premerge_sql(base, keep, where)}")
-        if cached is not None:
-            self.con.execute(f"DROP TABLE {cached[1]}")
-        self.merged[shape] = (stamp, name)
-        return name
-
-
-def _premerge_sql(table: str, keep: list[str], where: list[str]) -> str:
-    from gravix.query.model import SERIES_DIMENSIONS
-
-    keys = ["bucket_ms", *keep]
-    key_list = ", ".join(keys)
-
-    def on(alias: str) -> str:
-        return " AND ".join(f"t.{k} IS NOT DISTINCT FROM {alias}.{k}" for k in keys)
-
-    rows = f"SELECT * FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
-
-    def merged(column: str, key_type: str) -> str:
-        return f"""SELECT {key_list}, CAST(map(list(k ORDER BY k), list(n ORDER BY k))
-                                AS MAP({key_type}, BIGINT)) AS {column}
-            FROM (SELECT {key_list}, k, CAST(sum(n) AS BIGINT) AS n
-                  FROM (SELECT {key_list}, unnest(map_keys({column})) AS k,
-                               unnest(map_values({column})) AS n FROM base)
-                  GROUP BY ALL)
-            GROUP BY ALL"""
-
-    series = ", ".join(
-        f"t.{c}" if c in keep else f"CAST(NULL AS VARCHAR) AS {c}" for c in SERIES_DIMENSIONS
-    )
-    return f"""
-        WITH base AS ({rows}),
-        totals AS (
-            SELECT {key_list}, CAST(sum(requests) AS BIGINT) AS requests,
-                   CAST(sum(errors) AS BIGINT) AS errors,
-                   CAST(sum(client_errors) AS BIGINT) AS client_errors,
-                   CAST(sum(latency_sum_us) AS BIGINT) AS latency_sum_us,
-                   max(latency_max_us) AS latency_max_us
-            FROM base GROUP BY ALL
-        ),
-        statuses AS ({merged("status_counts", "SMALLINT")}),
-        sketches AS ({merged("latency_sketch", "INTEGER")})
-        SELECT t.bucket_ms, {series}, t.requests, t.errors, t.client_errors, s.status_counts,
-               t.latency_sum_us, t.latency_max_us, m.latency_sketch
-        FROM totals t JOIN sketches m ON {on("m")} JOIN statuses s ON {on("s")}"""
-
-
 # --- one contender in its own process ----------------------------------------------
 CH_STRUCTURE = (
     "bucket_ms Int64, service String, method String, path String, env String, "
@@ -477,7 +230,7 @@ def _runner(name: str, meta: dict[str, Any], now_ms: int, threads: int) -> Calla
     """A function answering a panel by name as contender ``name``; set up untimed."""
     by_name = {p.name: p for p in panels(meta)}
     flat = meta["flat"]
-    if name.startswith("gravix"):
+    if name == "gravix":
         import msgspec
 
         from gravix.query.engine import DuckDBEngine
@@ -486,13 +239,7 @@ def _runner(name: str, meta: dict[str, Any], now_ms: int, threads: int) -> Calla
         from gravix.storage.local import LocalObjectStore
 
         store = LocalObjectStore(Path(meta["store"]))
-        engine: Any = {
-            "gravix": DuckDBEngine,
-            "gravix-files": FilesEngine,
-            "gravix-tables": TablesEngine,
-            "gravix-premerged": PremergedEngine,
-        }[name](store, threads)
-        service = QueryService(store, None, engine)
+        service = QueryService(store, None, DuckDBEngine(store, threads))
         bodies = {n: msgspec.json.encode(p.query) for n, p in by_name.items()}
 
         def run_gravix(panel: str) -> Any:
@@ -534,25 +281,15 @@ def _runner(name: str, meta: dict[str, Any], now_ms: int, threads: int) -> Calla
 def gravix_profile(service: Any, tenant: str, body: bytes, now_ms: int) -> dict[str, Any]:
     """``QueryService.run`` taken apart: each step of ``DuckDBEngine.run`` timed alone.
 
-    A step-by-step copy of the engine's code path (plan, pending facts, per
-    tier object: ``store.head`` then ``TableCache.get`` then the cut to the
-    segment; concat; a new DuckDB connection; the SQL; Arrow to Python rows;
-    the rollup state), on the engine's own store and cache. Also times two
-    alternatives on the same objects: ``os.stat`` instead of ``head`` (which
-    reads and hashes the whole file), and the SQL on a connection kept open.
+    A step-by-step copy of the engine's code path (plan, pending facts, the
+    files of each segment opened, the SQL, Arrow to Python rows, the rollup
+    state), on the engine's own store, and what it read.
     """
-    import duckdb
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from gravix.query.compile import compile_sql, segments
-    from gravix.query.engine import _EMPTY, object_keys
-    from gravix.query.model import SERIES_DIMENSIONS
+    from gravix.query.compile import compile_sql, level, segments
+    from gravix.query.engine import _EMPTY
     from gravix.query.spec import decode_query, plan
-    from gravix.storage.base import ObjectNotFound
 
     engine = service.engine
-    store = engine.store
     clock = time.perf_counter
     steps: dict[str, float] = {}
 
@@ -564,102 +301,30 @@ def gravix_profile(service: Any, tenant: str, body: bytes, now_ms: int) -> dict[
     t = clock()
     p = plan(decode_query(body), now_ms)
     t = lap("plan", t)
-    extra, _ = service.pending.minute_rows(tenant)
+    service.pending.minute_rows(tenant)  # none here (no spool); timed all the same
     t = lap("pending facts", t)
-    tables, whole, files, loaded, missing = [], [], 0, 0, 0
-    for segment in segments(p):
-        _, start, end = segment
-        for key in object_keys(tenant, segment):
-            t = clock()
-            try:
-                info = store.head(key)
-            except ObjectNotFound:
-                lap("head (read + sha256)", t)
-                missing += 1
-                continue
-            t = lap("head (read + sha256)", t)
-            table = engine.cache.get(store, info)
-            t = lap("TableCache.get", t)
-            whole.append((table, start, end))
-            buckets = table["bucket_ms"]
-            keep = pc.and_(pc.greater_equal(buckets, start), pc.less(buckets, end))
-            tables.append(table.filter(keep))
-            lap("cut to segment", t)
-            files += 1
-            loaded += table.num_rows
-    if extra is not None and extra.num_rows:
-        tables.append(extra)
-    t = clock()
-    rows = pa.concat_tables(tables) if tables else _EMPTY
-    t = lap("concat", t)
-    con = duckdb.connect(":memory:")
-    if engine.threads:
-        con.execute(f"SET threads = {int(engine.threads)}")
-    t = lap("duckdb.connect", t)
-    con.register("metric_rows", rows)
-    t = lap("register", t)
-    table = con.sql(compile_sql(p)).to_arrow_table()
-    t = lap("SQL", t)
-    con.close()
-    t = lap("close", t)
+    cursor = engine._db.cursor()
+    with contextlib.ExitStack() as pins:
+        parts = engine.sources(tenant, p, pins)
+        files = sum(part.count("/proc/self/fd/") for part in parts)
+        t = lap("open files", t)
+        cursor.register("no_rows", _EMPTY)
+        source = "(" + " UNION ALL BY NAME ".join([*parts, "SELECT * FROM no_rows"]) + ")"
+        table = cursor.sql(compile_sql(p, source)).to_arrow_table()
+        t = lap("SQL", t)
+    cursor.close()
     answer = _table_rows(table)
     t = lap("rows to Python", t)
     service.rollup_state(tenant)
     lap("rollup state", t)
-    total = sum(steps.values())
-    # The alternatives, on the same objects and rows.
-    t = clock()
-    for segment in segments(p):
-        for key in object_keys(tenant, segment):
-            with contextlib.suppress(FileNotFoundError):
-                os.stat(store.root / key)
-    head_stat = (clock() - t) * 1000
-    # Tier objects are sorted by bucket_ms: a zero-copy slice cuts them as well.
-    t = clock()
-    for table, start, end in whole:
-        buckets = table["bucket_ms"].to_numpy()
-        first, last = (int(i) for i in buckets.searchsorted([start, end]))
-        table.slice(first, last - first)
-    cut_slice = (clock() - t) * 1000
-    kept = getattr(service, "_bench_con", None)
-    if kept is None:
-        kept = duckdb.connect(":memory:")
-        service._bench_con = kept
-    t = clock()
-    kept.register("metric_rows", rows)
-    kept.sql(compile_sql(p)).to_arrow_table()
-    kept.unregister("metric_rows")
-    kept_sql = (clock() - t) * 1000
-    # Only the rows of the filtered series go to DuckDB (filtered in Arrow first).
-    prefilter_sql = None
-    series = [f for f in p.filters if f.dimension in SERIES_DIMENSIONS]
-    if series:
-        t = clock()
-        mask = None
-        for f in series:
-            match = pc.is_in(rows[f.dimension], value_set=pa.array(f.values))
-            match = pc.invert(match) if f.op in ("neq", "not_in") else match
-            mask = match if mask is None else pc.and_(mask, match)
-        kept.register("metric_rows", rows.filter(mask))
-        kept.sql(compile_sql(p)).to_arrow_table()
-        kept.unregister("metric_rows")
-        prefilter_sql = (clock() - t) * 1000
     return {
         "steps_ms": {k: round(v, 2) for k, v in steps.items()},
-        "total_ms": round(total, 2),
+        "total_ms": round(sum(steps.values()), 2),
+        "level": level(p),
         "tiers": sorted({s[0] for s in segments(p)}),
         "segments": [list(s) for s in segments(p)],
         "objects": files,
-        "objects_missing": missing,
-        "rows_loaded": loaded,
-        "rows_to_sql": rows.num_rows,
         "answer_rows": len(answer),
-        "alt_head_by_stat_ms": round(head_stat, 2),
-        "alt_cut_by_slice_ms": round(cut_slice, 2),
-        "alt_sql_on_kept_connection_ms": round(kept_sql, 2),
-        "alt_sql_series_filtered_in_arrow_ms": (
-            None if prefilter_sql is None else round(prefilter_sql, 2)
-        ),
     }
 
 

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
 from gravix.errors import BadRequest
-from gravix.query.compile import segments
+from gravix.query.compile import level, segments
 from gravix.query.engine import DuckDBEngine
 from gravix.query.spec import Query, decode_query, plan
 from gravix.rollup import sketch
 from gravix.rollup.job import RollupJob
 from gravix.storage.local import LocalObjectStore
+from tests import s3server
 from tests.rollup.conftest import HOUR, T0, fact, put_raw
+
+s3_endpoint = s3server.s3_endpoint
 
 DAY = 24 * HOUR
 MINUTE = 60_000
@@ -133,6 +138,69 @@ def test_tenants_never_mix(world: tuple[LocalObjectStore, list[dict[str, Any]]])
     p = plan(query(metrics=["requests"], from_=START, to=START + DAY, grain="all"), START + DAY)
     [row] = DuckDBEngine(store).run("globex", p).to_pylist()
     assert row["requests"] == 1
+
+
+def test_a_filter_value_with_braces_and_quotes(
+    world: tuple[LocalObjectStore, list[dict[str, Any]]],
+) -> None:
+    store, facts = world
+    end = START + 3 * DAY
+    for path in ("/b/{id}", "it's {0} %s"):
+        rows = ask(store, end, metrics=["requests"], from_=START, to=end, grain="all",
+                   filters=[{"dimension": "path", "values": [path]}])  # fmt: skip
+        want = len(exact(facts, START, end, path=path))
+        assert rows == ([{"requests": want}] if want else [])
+    assert want == 0 and len(exact(facts, START, end, path="/b/{id}")) > 0
+
+
+def test_the_service_level_answers_as_the_series_level_would(
+    world: tuple[LocalObjectStore, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    store, facts = world
+    end = START + 3 * DAY
+    body = {"metrics": ["requests", "errors", "p50", "p95", "p99", "max_latency", "avg_latency"],
+            "dimensions": ["service", "env"], "from_": START + 17 * MINUTE, "to": end - 5 * HOUR,
+            "grain": "all"}  # fmt: skip
+    assert level(plan(query(**dict(body)), end)) == "service"
+    by_path = dict(body, filters=[{"dimension": "path", "values": ["/a"]}])
+    assert level(plan(query(**by_path), end)) == "series"
+    answer = ask(store, end, **dict(body))
+    # The same store without its service level: read at the series level instead.
+    copy = LocalObjectStore(tmp_path / "store")
+    for info in store.list():
+        if not info.key.startswith("service_"):
+            copy.put(info.key, store.get(info.key))
+    assert ask(copy, end, **dict(body)) == answer
+    for row in answer:
+        mine = exact(facts, START + 17 * MINUTE, end - 5 * HOUR, service=row["service"])
+        assert row["requests"] == len(mine)
+        assert row["errors"] == sum(f["status"] >= 500 for f in mine)
+
+
+@pytest.mark.timeout(120)
+def test_an_s3_store_is_read_through_a_local_cache(
+    s3_endpoint: s3server.LoopbackS3, tmp_path: Path
+) -> None:
+    store = s3_endpoint.store()
+    put_raw(store, "acme", [fact(i, timestamp=START + i * 1000) for i in range(40)])
+    RollupJob(store).run()
+    engine = DuckDBEngine(store, cache_dir=tmp_path / "cache")
+    p = plan(query(metrics=["requests", "p95"], from_=START, to=START + DAY, grain="all"),
+             START + DAY)  # fmt: skip
+    [row] = engine.run("acme", p).to_pylist()
+    assert row["requests"] == 40
+    copies = list((tmp_path / "cache").rglob("*.parquet"))
+    assert copies and all(c.parent.name == f"p{os.getpid()}" for c in copies)
+    # A replaced object (late facts) is a new copy; the old one goes.
+    put_raw(store, "acme", [fact(100 + i, timestamp=START + i * 1000) for i in range(5)])
+    RollupJob(store).run()
+    [row] = engine.run("acme", p).to_pylist()
+    assert row["requests"] == 45
+    assert len(list((tmp_path / "cache").rglob("*.parquet"))) == len(copies)
+    # A dead process's folder is swept by the next engine.
+    (tmp_path / "cache" / "p999999999").mkdir()
+    DuckDBEngine(store, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "p999999999").exists()
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 from collections import Counter
 from pathlib import Path
@@ -88,6 +89,74 @@ def test_facts_become_minute_rows_and_raw_objects_go(
     assert day["bucket_ms"] == layout.day_start(T0)
     state = job.read_state("acme")
     assert state["newest_fact_ms"] == T0 + 179_000 and state["facts_in"] == 230
+
+
+def test_the_service_level_is_the_series_level_merged_by_service_and_env(
+    store: LocalObjectStore, job: RollupJob
+) -> None:
+    rng = random.Random(5)
+    facts = [
+        fact(
+            i,
+            timestamp=T0 + rng.randrange(3 * HOUR),
+            service=rng.choice(["checkout", "search"]),
+            path=rng.choice(["/a", "/b/{id}", "/c"]),
+            env=rng.choice(["prod", "staging", None]),
+            version=rng.choice(["v1", "v2"]),
+            status=rng.choice([200, 200, 404, 503]),
+            latency_ms=round(rng.lognormvariate(3, 1), 3),
+        )
+        for i in range(3000)
+    ]
+    put_raw(store, "acme", facts)
+    job.run()
+    for tier in layout.TIERS:
+        prefix = layout.tenant_prefix(layout.metrics_prefix(tier, "service"), "acme")
+        services = [row for info in store.list(prefix) for row in table(store, info.key)]
+        merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in tier_rows(store, tier):
+            into = merged.setdefault(
+                (row["bucket_ms"], row["service"], row["env"]),
+                {"requests": 0, "errors": 0, "latency_max_us": 0, "sketch": {}, "statuses": {}},
+            )
+            into["requests"] += row["requests"]
+            into["errors"] += row["errors"]
+            into["latency_max_us"] = max(into["latency_max_us"], row["latency_max_us"])
+            for k, n in row["latency_sketch"]:
+                into["sketch"][k] = into["sketch"].get(k, 0) + n
+            for k, n in row["status_counts"]:
+                into["statuses"][k] = into["statuses"].get(k, 0) + n
+        assert len(services) == len(merged) > 0
+        for row in services:
+            assert row["method"] is None and row["path"] is None and row["version"] is None
+            want = merged[(row["bucket_ms"], row["service"], row["env"])]
+            assert row["requests"] == want["requests"] and row["errors"] == want["errors"]
+            assert row["latency_max_us"] == want["latency_max_us"]
+            assert dict(row["latency_sketch"]) == want["sketch"]
+            assert dict(row["status_counts"]) == want["statuses"]
+
+
+def test_metric_files_are_sorted_by_series_then_time_in_small_row_groups(
+    store: LocalObjectStore, job: RollupJob
+) -> None:
+    rng = random.Random(6)
+    facts = [
+        fact(i, timestamp=T0 + rng.randrange(HOUR), service=f"svc-{rng.randrange(40)}",
+             path=f"/p{rng.randrange(30)}", env=rng.choice(["prod", None]))
+        for i in range(40_000)
+    ]  # fmt: skip
+    put_raw(store, "acme", facts)
+    job.run()
+    key = layout.metrics_key("1m", "acme", T0)
+    rows = table(store, key)
+    order = [
+        (*((v is not None, v or "") for v in (r["service"], r["method"], r["path"], r["env"],
+                                               r["version"])), r["bucket_ms"])
+        for r in rows
+    ]  # fmt: skip
+    assert order == sorted(order) and len(rows) > parquet.METRIC_ROW_GROUP_ROWS
+    meta = pq.ParquetFile(io.BytesIO(store.get(key))).metadata
+    assert meta.num_row_groups == -(-len(rows) // parquet.METRIC_ROW_GROUP_ROWS)
 
 
 def test_two_distinct_ids_with_identical_content_are_both_kept(

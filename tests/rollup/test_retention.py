@@ -62,6 +62,9 @@ SETTING_OF_AREA = {
     "metrics_1m": "minute_retention_days",
     "metrics_1h": "hour_retention_days",
     "metrics_1d": "day_retention_days",
+    "service_metrics_1m": "minute_retention_days",
+    "service_metrics_1h": "hour_retention_days",
+    "service_metrics_1d": "day_retention_days",
 }
 # Under retention areas, but not partitions of the layout: never deleted.
 STRAY_KEYS = (
@@ -91,9 +94,9 @@ def partition_keys(tenant: str, day: date) -> list[str]:
     return [
         *(layout.archive_key(tenant, h) for h in hours),
         layout.events_key(tenant, start),
-        *(layout.metrics_key("1m", tenant, h) for h in hours),
-        layout.metrics_key("1h", tenant, start),
-        layout.metrics_key("1d", tenant, start),
+        *(layout.metrics_key("1m", tenant, h, level) for h in hours for level in layout.LEVELS),
+        *(layout.metrics_key("1h", tenant, start, level) for level in layout.LEVELS),
+        *(layout.metrics_key("1d", tenant, start, level) for level in layout.LEVELS),
         f"{layout.tenant_prefix(layout.RAW, tenant)}date={day}/hour=00/test-node-w0-000001.gvx",
     ]
 
@@ -118,7 +121,11 @@ def lean_keys(tenant: str, day: date) -> list[str]:
     return [
         layout.archive_key(tenant, start + 23 * layout.HOUR_MS),
         layout.events_key(tenant, start),
-        *(layout.metrics_key(tier, tenant, start) for tier in layout.TIERS),
+        *(
+            layout.metrics_key(tier, tenant, start, level)
+            for level in layout.LEVELS
+            for tier in layout.TIERS
+        ),
         f"{layout.tenant_prefix(layout.RAW, tenant)}date={day}/hour=23/test-node-w0-000001.gvx",
     ]
 

@@ -159,6 +159,11 @@ def _result_schemas() -> dict[str, Any]:
                     "items": {**_STR, "enum": [n for n, _ in TIERS]},
                     "description": "The stored tiers read.",
                 },
+                "level": {
+                    **_STR,
+                    "enum": ["series", "service"],
+                    "description": "The stored level read: per series, or per service and env.",
+                },
                 "from": {**_INT, "description": "Start, epoch ms, aligned to the grain."},
                 "to": {**_INT, "description": "End (excluded), epoch ms."},
                 "freshness": _ref("Freshness"),

@@ -1,7 +1,7 @@
 """Plan -> SQL over metric rows (docs/data-model.md), and the tiers to read.
 
-The SQL reads one relation, ``metric_rows``, holding rows of any tier in the
-metric row shape; :func:`segments` says which tier covers which part of the
+The SQL reads one relation (``metric_rows`` unless told), holding rows of any
+tier and level in the metric row shape; :func:`segments` says which tier covers which part of the
 range, so the engine loads the fewest rows. Percentiles come from merged
 sketches (never averaged), with the nearest-rank definition of
 :mod:`gravix.rollup.sketch`. Engine-specific SQL is kept to DuckDB's
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from gravix.query.model import METRICS, SERIES_DIMENSIONS, TIERS
 from gravix.query.spec import Filter, Plan
-from gravix.rollup import sketch
+from gravix.rollup import layout, sketch
 
 Segment = tuple[str, int, int]  # (tier, start ms, end ms)
 
@@ -21,6 +21,12 @@ def segments(plan: Plan) -> list[Segment]:
     """Cover [from, to) with the coarsest tiers that fit the grain, finest at the edges."""
     usable = [(name, ms) for name, ms in TIERS if plan.grain_ms is None or plan.grain_ms % ms == 0]
     return _cover(plan.from_ms, plan.to_ms, usable)
+
+
+def level(plan: Plan) -> layout.Level:
+    """The service level answers a query using no dimension but service, env and status."""
+    used = {*plan.dimensions, *(f.dimension for f in plan.filters)} - {"status"}
+    return "service" if used <= set(layout.SERVICE_LEVEL) else "series"
 
 
 def _cover(start: int, end: int, tiers: list[tuple[str, int]]) -> list[Segment]:
@@ -54,8 +60,8 @@ def _value_sql(key: str) -> str:
     return f"(CASE WHEN {key} = {zero} THEN 0.0 ELSE 2.0 * pow({g}, {key}) / ({g} + 1.0) END)"
 
 
-def compile_sql(plan: Plan) -> str:
-    """One SQL statement answering the plan over ``metric_rows``."""
+def compile_sql(plan: Plan, source: str = "metric_rows") -> str:
+    """One SQL statement answering the plan over ``source`` (a relation of metric rows)."""
     dims = list(plan.dimensions)
     by_status = "status" in dims or any(f.dimension == "status" for f in plan.filters)
     time_sql = f"bucket_ms // {plan.grain_ms} * {plan.grain_ms}" if plan.grain_ms else "0"
@@ -73,7 +79,7 @@ def compile_sql(plan: Plan) -> str:
             SELECT {time_sql} AS t, {", ".join(SERIES_DIMENSIONS)},
                    unnest(map_keys(status_counts)) AS status,
                    unnest(map_values(status_counts)) AS n
-            FROM metric_rows WHERE {where}"""
+            FROM {source} WHERE {where}"""
         base = f"""
             SELECT *, n AS requests,
                    CASE WHEN status >= 500 THEN n ELSE 0 END AS errors,
@@ -85,7 +91,7 @@ def compile_sql(plan: Plan) -> str:
             FROM base GROUP BY {key_list}"""
         percentiles = None
     else:
-        base = f"SELECT {time_sql} AS t, * FROM metric_rows WHERE {where}"
+        base = f"SELECT {time_sql} AS t, * FROM {source} WHERE {where}"
         totals = f"""
             SELECT {key_list}, sum(requests) AS requests, sum(errors) AS errors,
                    sum(client_errors) AS client_errors, sum(latency_sum_us) AS latency_sum_us,

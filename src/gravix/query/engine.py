@@ -1,30 +1,45 @@
-"""Query engines behind one small boundary: rows in, SQL run, Arrow out.
+"""Query engines behind one small boundary: a plan in, SQL run, Arrow out.
 
 An engine gets a tenant and a Plan and answers with an Arrow table. The
-embedded engine is DuckDB over the tier files of the object store, each read
-once, whole, through :class:`ObjectStore` (docs/data-model.md, "Reading
-while the rollup runs"). Other engines (Spark, Trino) plug in here with
-their own loading of the same Parquet layout.
+embedded engine is DuckDB reading the tier objects' Parquet files itself
+(``read_parquet``): it projects the columns a query needs and skips the row
+groups whose statistics cannot match (metric files are sorted by series,
+then time, in small row groups: docs/data-model.md), and the page cache
+keeps the files. A local store's files are read where they are, each
+through a file descriptor opened once per query, so a file the rollup
+replaces meanwhile is read as one whole version; objects of a remote store
+(S3) are copied once into a local cache folder, known by their SHA-256.
+Other engines (Spark, Trino) plug in here with their own reading of the
+same layout.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from gravix.query.compile import Segment, compile_sql, segments
+from gravix.query.compile import Segment, compile_sql, level, segments
 from gravix.query.spec import Plan
-from gravix.rollup import layout, parquet
-from gravix.storage.base import ObjectInfo, ObjectNotFound, ObjectStore
+from gravix.rollup import layout
+from gravix.storage.base import ObjectNotFound, ObjectStore
+from gravix.storage.local import LocalObjectStore
 
 HOUR_MS = layout.HOUR_MS
 DAY_MS = layout.DAY_MS
+DEFAULT_CACHE_BYTES = 1 << 30
+
+log = logging.getLogger(__name__)
 
 
 class Engine(Protocol):
@@ -35,91 +50,200 @@ class Engine(Protocol):
         ...
 
 
-def object_keys(tenant: str, segment: Segment) -> Iterator[str]:
+def object_keys(tenant: str, segment: Segment, lvl: layout.Level = "series") -> Iterator[str]:
     """The tier objects that can hold rows of ``segment``."""
     tier, start, end = segment
     if tier == "1m":
         for hour in range(layout.hour_start(start), end, HOUR_MS):
-            yield layout.metrics_key("1m", tenant, hour)
+            yield layout.metrics_key("1m", tenant, hour, lvl)
         return
     for day in range(layout.day_start(start), end, DAY_MS):
-        yield layout.metrics_key("1h" if tier == "1h" else "1d", tenant, day)
+        yield layout.metrics_key("1h" if tier == "1h" else "1d", tenant, day, lvl)
 
 
-class TableCache:
-    """Decoded tier objects, keyed by key and size, least recently used out first."""
+class TierFiles:
+    """A local Parquet file for each tier object, or None if there is no object.
 
-    def __init__(self, max_rows: int = 5_000_000) -> None:
-        self.max_rows = max_rows
-        self._tables: OrderedDict[str, tuple[int, pa.Table]] = OrderedDict()
-        self._rows = 0
+    A :class:`LocalObjectStore`'s own file is used as is: the rollup
+    replaces files whole by rename, so an open file is always one whole
+    version. For another store, the object is fetched into ``cache_dir``
+    under a name made of its key and SHA-256 (a new version is a new file,
+    never rewritten in place) and the least recently used copies beyond
+    ``max_bytes`` are deleted.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        cache_dir: Path | None = None,
+        max_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        self.store = store
+        self.local = store if isinstance(store, LocalObjectStore) else None
+        # One folder per process (workers share a data dir); those of dead
+        # processes are swept when another one starts.
+        self.cache_dir = None
+        if cache_dir is not None and self.local is None:
+            _sweep(cache_dir)
+            self.cache_dir = cache_dir / f"p{os.getpid()}"
+        self.max_bytes = max_bytes
+        self._copies: OrderedDict[str, tuple[str, int]] = OrderedDict()  # key -> (path, size)
+        self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, store: ObjectStore, info: ObjectInfo) -> pa.Table:
+    def path(self, key: str) -> str | None:
+        if self.local is not None:
+            path = self.local.file_path(key)
+            return str(path) if path.is_file() else None
+        try:
+            info = self.store.head(key)
+        except ObjectNotFound:
+            return None
+        if self.cache_dir is None or info.sha256 is None:
+            raise RuntimeError(f"no local copy of {key}: a remote store needs a cache folder")
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        name = str(self.cache_dir / f"{digest}-{info.sha256}.parquet")
         with self._lock:
-            cached = self._tables.get(info.key)
-            if cached is not None and cached[0] == info.size:
-                self._tables.move_to_end(info.key)
-                return cached[1]
-        table = parquet.decode(store.get(info.key))
+            cached = self._copies.get(key)
+            if cached is not None and cached[0] == name and os.path.exists(name):
+                self._copies.move_to_end(key)
+                return name
+        data = self.store.get(key)
+        if hashlib.sha256(data).hexdigest() != info.sha256:
+            # Replaced between head and get: this one is whole too, name it by its own hash.
+            name = str(self.cache_dir / f"{digest}-{hashlib.sha256(data).hexdigest()}.parquet")
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        temp = f"{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(temp, "wb") as f:
+            f.write(data)
+        os.replace(temp, name)
         with self._lock:
-            old = self._tables.pop(info.key, None)
+            old = self._copies.pop(key, None)
             if old is not None:
-                self._rows -= old[1].num_rows
-            self._tables[info.key] = (info.size, table)
-            self._rows += table.num_rows
-            while self._rows > self.max_rows and len(self._tables) > 1:
-                _, (_, dropped) = self._tables.popitem(last=False)
-                self._rows -= dropped.num_rows
-        return table
+                self._bytes -= old[1]
+                if old[0] != name:
+                    _unlink(old[0])
+            self._copies[key] = (name, len(data))
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes and len(self._copies) > 1:
+                _, (dropped, size) = self._copies.popitem(last=False)
+                self._bytes -= size
+                _unlink(dropped)
+        return name
+
+
+def _sweep(cache_dir: Path) -> None:
+    """Delete the cache folders of processes that are gone."""
+    if not cache_dir.is_dir():
+        return
+    for folder in cache_dir.glob("p*"):
+        pid = folder.name[1:]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
+def _unlink(path: str) -> None:
+    # A query reading it keeps its open file; one about to open it retries.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _timestamp(ms: int) -> str:
+    # A TIMESTAMPTZ literal, so the range reaches the Parquet reader's row group
+    # statistics of the files' `bucket` column.
+    return f"make_timestamptz({int(ms) * 1000})"
 
 
 class DuckDBEngine:
-    """The embedded engine."""
+    """The embedded engine: one DuckDB database, a cursor per query."""
 
     name = "duckdb"
 
-    def __init__(self, store: ObjectStore, threads: int = 0) -> None:
-        self.store = store
-        self.threads = threads
-        self.cache = TableCache()
+    def __init__(
+        self,
+        store: ObjectStore,
+        threads: int = 0,
+        cache_dir: Path | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        self.files = TierFiles(store, cache_dir, cache_bytes)
+        self._db = duckdb.connect(":memory:")
+        if threads:
+            self._db.execute(f"SET threads = {int(threads)}")
 
-    def rows(self, tenant: str, plan: Plan) -> list[pa.Table]:
-        """Metric rows of each segment of the plan, cut to the segment."""
-        tables = []
+    def sources(self, tenant: str, plan: Plan, pins: contextlib.ExitStack) -> list[str]:
+        """One SELECT of metric rows per segment of the plan, cut to the segment.
+
+        Each file is opened once here and read through that open file
+        (``/proc/self/fd``), so a file the rollup replaces meanwhile is read
+        as one whole version; ``pins`` closes them. A service-level object
+        missing (written before that level existed) is read at the series
+        level instead.
+        """
+        lvl = level(plan)
+        parts = []
         for segment in segments(plan):
             _, start, end = segment
-            for key in object_keys(tenant, segment):
-                table = self._load(key)
-                if table is None:
-                    continue
-                buckets = table["bucket_ms"]
-                keep = pc.and_(pc.greater_equal(buckets, start), pc.less(buckets, end))
-                tables.append(table.filter(keep))
-        return tables
-
-    def _load(self, key: str) -> pa.Table | None:
-        # A listing per object would double the requests; head gives the size
-        # the cache needs to notice a replaced object.
-        try:
-            info = self.store.head(key)
-            return self.cache.get(self.store, info)
-        except ObjectNotFound:
-            return None
+            paths = []
+            for key in object_keys(tenant, segment, lvl):
+                path = self.files.path(key)
+                if path is None and lvl == "service":
+                    path = self.files.path(key.removeprefix("service_"))  # the series level
+                if path is not None and (pinned := _pin(path, pins)) is not None:
+                    paths.append(pinned)
+            if paths:
+                files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+                parts.append(
+                    "SELECT epoch_ms(bucket) AS bucket_ms, * EXCLUDE (bucket) "
+                    f"FROM read_parquet([{files}], hive_partitioning = false) "
+                    f"WHERE bucket >= {_timestamp(start)} AND bucket < {_timestamp(end)}"
+                )
+        return parts
 
     def run(self, tenant: str, plan: Plan, extra_rows: pa.Table | None = None) -> pa.Table:
-        tables = self.rows(tenant, plan)
-        if extra_rows is not None and extra_rows.num_rows:
-            tables.append(extra_rows)
-        rows = pa.concat_tables(tables) if tables else _EMPTY
-        con = duckdb.connect(":memory:")
+        cursor = self._db.cursor()
         try:
-            if self.threads:
-                con.execute(f"SET threads = {int(self.threads)}")
-            con.register("metric_rows", rows)
-            return con.sql(compile_sql(plan)).to_arrow_table()
+            cursor.register("no_rows", _EMPTY)
+            tail = ["SELECT * FROM no_rows"]
+            if extra_rows is not None and extra_rows.num_rows:
+                cursor.register("pending_rows", extra_rows)
+                tail.append("SELECT * FROM pending_rows")
+            for attempt in (1, 2):
+                with contextlib.ExitStack() as pins:
+                    parts = [*self.sources(tenant, plan, pins), *tail]
+                    source = "(" + " UNION ALL BY NAME ".join(parts) + ")"
+                    try:
+                        return cursor.sql(compile_sql(plan, source)).to_arrow_table()
+                    except (duckdb.IOException, duckdb.InvalidInputException) as e:
+                        # Without /proc/self/fd, a file replaced between
+                        # DuckDB's opens of it: list and read again, once.
+                        if attempt == 2 or _PROC_FD:
+                            raise
+                        log.info("query read a file that changed; retrying", exc_info=e)
+            raise AssertionError("unreachable")
         finally:
-            con.close()
+            cursor.close()
+
+
+_PROC_FD = os.path.isdir("/proc/self/fd")
+
+
+def _pin(path: str, pins: contextlib.ExitStack) -> str | None:
+    """A name for ``path`` that reads the version open now (None if it is gone)."""
+    if not _PROC_FD:
+        return path
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # deleted since listed (retention, cache eviction)
+        return None
+    pins.callback(os.close, fd)
+    return f"/proc/self/fd/{fd}"
 
 
 _EMPTY = pa.table(

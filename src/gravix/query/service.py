@@ -5,7 +5,7 @@ A result is::
     {"columns": [{"name": "time", "type": "time"}, {"name": "service", ...}, ...],
      "rows": [[1763798400000, "checkout", 12, 0.01, 183.2], ...],
      "compare": {"offset": "1d", "rows": [...]}        # only with "compare"
-     "meta": {"grain": "1h", "tiers": ["1m", "1h"], "from": ms, "to": ms,
+     "meta": {"grain": "1h", "tiers": ["1m", "1h"], "level": "series", "from": ms, "to": ms,
               "freshness": {"newest_fact_ms": ms | null, "last_rollup_ms": ms | null,
                             "pending_facts_included": true}}}
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from gravix.query.compile import segments
+from gravix.query.compile import level, segments
 from gravix.query.engine import DuckDBEngine, Engine
 from gravix.query.model import METRICS
 from gravix.query.pending import PendingFacts
@@ -39,9 +39,10 @@ class QueryService:
         store: ObjectStore,
         spool_dir: Path | None = None,
         engine: Engine | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self.store = store
-        self.engine = engine or DuckDBEngine(store)
+        self.engine = engine or DuckDBEngine(store, cache_dir=cache_dir)
         self.pending = PendingFacts(store, spool_dir)
 
     def run(self, tenant: str, query: Query, now_ms: int | None = None) -> dict[str, Any]:
@@ -68,6 +69,7 @@ class QueryService:
         result["meta"] = {
             "grain": p.grain,
             "tiers": sorted({s[0] for s in segments(p)}),
+            "level": level(p),
             "from": p.from_ms,
             "to": p.to_ms,
             "freshness": {

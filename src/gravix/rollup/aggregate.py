@@ -37,7 +37,8 @@ ARCHIVE_COLUMNS: Final = (
 SERIES: Final = ("service", "method", "path", "env", "version")
 _SERIES = ", ".join(SERIES)
 # NULLS FIRST everywhere: the same order on every engine, so rows are stable.
-_SERIES_ORDER = ", ".join(f"{c} NULLS FIRST" for c in SERIES)
+SERIES_ORDER: Final = ", ".join(f"{c} NULLS FIRST" for c in SERIES)
+_SERIES_ORDER = SERIES_ORDER
 
 METRIC_COLUMNS: Final = (
     "bucket_ms",  # BIGINT start of the minute / hour / day (written as a timestamp)
@@ -114,20 +115,24 @@ def minute_sql(source: str) -> str:
             CAST(histogram({key}) AS MAP(INTEGER, BIGINT)) AS latency_sketch
         FROM {source}
         GROUP BY ALL
-        ORDER BY bucket_ms, {_SERIES_ORDER}
+        ORDER BY {_SERIES_ORDER}, bucket_ms
     """
 
 
-def tier_sql(source: str, step_ms: int) -> str:
+def tier_sql(source: str, step_ms: int, keep: tuple[str, ...] = SERIES) -> str:
     """Metric rows of ``source`` (any tier) merged into buckets of ``step_ms``.
 
     Counts and sums add, maxima take the max, maps add key by key, so an
-    hour built from its minutes equals an hour built from its facts.
+    hour built from its minutes equals an hour built from its facts. The
+    series dimensions not in ``keep`` become NULL and merge too: with
+    :data:`gravix.rollup.layout.SERVICE_LEVEL` this makes the service level.
     """
+    dims = ", ".join(c if c in keep else f"CAST(NULL AS VARCHAR) AS {c}" for c in SERIES)
     return f"""
         WITH base AS (
-            SELECT *, dense_rank() OVER (ORDER BY b, {_SERIES_ORDER}) AS gid
-            FROM (SELECT bucket_ms // {step_ms} * {step_ms} AS b, * EXCLUDE (bucket_ms)
+            SELECT *, dense_rank() OVER (ORDER BY {_SERIES_ORDER}, b) AS gid
+            FROM (SELECT bucket_ms // {step_ms} * {step_ms} AS b, {dims},
+                         * EXCLUDE (bucket_ms, {_SERIES})
                   FROM {source})
         ),
         totals AS (
@@ -146,7 +151,7 @@ def tier_sql(source: str, step_ms: int) -> str:
                t.requests, t.errors, t.client_errors, s.status_counts,
                t.latency_sum_us, t.latency_max_us, k.latency_sketch
         FROM totals t JOIN statuses s USING (gid) JOIN sketches k USING (gid)
-        ORDER BY t.bucket_ms, {", ".join(f"t.{c} NULLS FIRST" for c in SERIES)}
+        ORDER BY {", ".join(f"t.{c} NULLS FIRST" for c in SERIES)}, t.bucket_ms
     """
 
 

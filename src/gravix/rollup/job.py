@@ -311,8 +311,20 @@ class RollupJob:
         finally:
             con.unregister("late_facts")
             con.unregister("late_minutes")
-        self.store.put(key, parquet.encode(minutes))
-        self._count_rows(report, minutes.num_rows)
+        partition = layout.parse_key(key)
+        assert partition is not None
+        self._put_metrics(con, "1m", partition.tenant, partition.start_ms, minutes, report)
+
+    def _put_metrics(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        tier: layout.Tier,
+        tenant: str,
+        start_ms: int,
+        rows: pa.Table,
+        report: TenantReport,
+    ) -> None:
+        self._count_rows(report, publish_metrics(self.store, con, tier, tenant, start_ms, rows))
 
     def _publish_minutes(
         self,
@@ -327,9 +339,8 @@ class RollupJob:
             minutes = con.sql(aggregate.minute_sql("archive_hour")).to_arrow_table()
         finally:
             con.unregister("archive_hour")
-        self.store.put(layout.metrics_key("1m", tenant, hour_ms), parquet.encode(minutes))
+        self._put_metrics(con, "1m", tenant, hour_ms, minutes, report)
         report.hours.append(hour_ms)
-        self._count_rows(report, minutes.num_rows)
 
     def _publish_tiers(
         self, con: duckdb.DuckDBPyConnection, tenant: str, day_ms: int, report: TenantReport
@@ -346,9 +357,8 @@ class RollupJob:
         finally:
             con.unregister("day_minutes")
             con.unregister("day_hours")
-        self.store.put(layout.metrics_key("1h", tenant, day_ms), parquet.encode(hourly))
-        self.store.put(layout.metrics_key("1d", tenant, day_ms), parquet.encode(daily))
-        self._count_rows(report, hourly.num_rows + daily.num_rows)
+        self._put_metrics(con, "1h", tenant, day_ms, hourly, report)
+        self._put_metrics(con, "1d", tenant, day_ms, daily, report)
 
     def _fold_events(
         self, con: duckdb.DuckDBPyConnection, tenant: str, day_ms: int, new: pa.Table
@@ -418,3 +428,31 @@ def _split(table: pa.Table, step_ms: int) -> Iterator[tuple[int, pa.Table]]:
     starts = pc.multiply(pc.divide(table["timestamp_ms"], step_ms), step_ms)
     for start in sorted(pc.unique(starts).to_pylist()):
         yield start, table.filter(pc.equal(starts, start))
+
+
+def publish_metrics(
+    store: ObjectStore,
+    con: duckdb.DuckDBPyConnection,
+    tier: layout.Tier,
+    tenant: str,
+    start_ms: int,
+    rows: pa.Table,
+) -> int:
+    """Publish a tier object's series rows, then its service level made from them.
+
+    ``rows`` are in the files' order (series, then time: as
+    :func:`aggregate.minute_sql` and :func:`aggregate.tier_sql` return them).
+    Returns the rows written.
+    """
+    con.register("series_rows", rows)
+    try:
+        step = {"1m": aggregate.MINUTE_MS, "1h": layout.HOUR_MS, "1d": layout.DAY_MS}[tier]
+        sql = aggregate.tier_sql("series_rows", step, keep=layout.SERVICE_LEVEL)
+        services = con.sql(sql).to_arrow_table()
+    finally:
+        con.unregister("series_rows")
+    store.put(layout.metrics_key(tier, tenant, start_ms), parquet.encode_metrics(rows))
+    store.put(
+        layout.metrics_key(tier, tenant, start_ms, "service"), parquet.encode_metrics(services)
+    )
+    return int(rows.num_rows + services.num_rows)

@@ -14,7 +14,12 @@ folders as tables as they are::
     metrics_1m/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/metrics.parquet
     metrics_1h/tenant=<t>/date=<YYYY-MM-DD>/metrics.parquet
     metrics_1d/tenant=<t>/date=<YYYY-MM-DD>/metrics.parquet
-        the minute, hourly and daily tiers (one row shape)
+        the minute, hourly and daily tiers (one row shape), one row per
+        series (service, method, path, env, version) and bucket
+    service_metrics_1m/... service_metrics_1h/... service_metrics_1d/...
+        the same tiers at the service level: one row per (service, env) and
+        bucket, method, path and version NULL; the query layer reads them for
+        queries that use no other dimension (same keys below the area)
     _locks/rollup/tenant=<t>/<generation>.lock
         the lease lock of one tenant's rollup (:mod:`gravix.rollup.lock`)
     _state/rollup/tenant=<t>.json
@@ -35,6 +40,10 @@ from typing import Final, Literal
 
 Tier = Literal["1m", "1h", "1d"]
 TIERS: Final[tuple[Tier, ...]] = ("1m", "1h", "1d")
+# The series level keeps every dimension; the service level only these two.
+Level = Literal["series", "service"]
+LEVELS: Final[tuple[Level, ...]] = ("series", "service")
+SERVICE_LEVEL: Final = ("service", "env")
 
 RAW: Final = "raw/"
 ARCHIVE: Final = "archive/"
@@ -50,8 +59,8 @@ _PARTITION = re.compile(
 )
 
 
-def metrics_prefix(tier: Tier) -> str:
-    return f"metrics_{tier}/"
+def metrics_prefix(tier: Tier, level: Level = "series") -> str:
+    return f"metrics_{tier}/" if level == "series" else f"service_metrics_{tier}/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +119,12 @@ def events_key(tenant: str, day_ms: int) -> str:
     return f"{EVENTS}tenant={tenant}/date={day}/events.parquet"
 
 
-def metrics_key(tier: Tier, tenant: str, start_ms: int) -> str:
+def metrics_key(tier: Tier, tenant: str, start_ms: int, level: Level = "series") -> str:
     day, hour = _day_hour(start_ms)
+    area = metrics_prefix(tier, level)
     if tier == "1m":
-        return f"{metrics_prefix(tier)}tenant={tenant}/date={day}/hour={hour}/metrics.parquet"
-    return f"{metrics_prefix(tier)}tenant={tenant}/date={day}/metrics.parquet"
+        return f"{area}tenant={tenant}/date={day}/hour={hour}/metrics.parquet"
+    return f"{area}tenant={tenant}/date={day}/metrics.parquet"
 
 
 def tenant_prefix(area: str, tenant: str) -> str:

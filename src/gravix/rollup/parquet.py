@@ -25,6 +25,10 @@ _TIME_COLUMNS: Final = {
 _FILE_COLUMNS: Final = {v: k for k, v in _TIME_COLUMNS.items()}
 _DICTIONARY: Final = ["service", "method", "path", "env", "version", "status", "kind"]
 ROW_GROUP_ROWS: Final = 1_000_000
+# Metric files are sorted by series, then time (gravix.rollup.aggregate), in
+# small row groups: a query for one service or endpoint reads only the row
+# groups whose min/max statistics can hold it.
+METRIC_ROW_GROUP_ROWS: Final = 8_192
 
 
 def to_file_table(table: pa.Table) -> pa.Table:
@@ -55,7 +59,7 @@ def from_file_table(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, names=names)
 
 
-def encode(table: pa.Table) -> bytes:
+def encode(table: pa.Table, row_group_rows: int = ROW_GROUP_ROWS) -> bytes:
     """Parquet bytes of a rollup table (``*_ms`` columns as in the rollup)."""
     file_table = to_file_table(table)
     names = set(file_table.column_names)
@@ -66,12 +70,17 @@ def encode(table: pa.Table) -> bytes:
         compression="zstd",
         use_dictionary=[c for c in _DICTIONARY if c in names],
         column_encoding={c: "DELTA_BINARY_PACKED" for c in ("timestamp", "received") if c in names},
-        row_group_size=ROW_GROUP_ROWS,
+        row_group_size=row_group_rows,
         data_page_version="1.0",
         write_statistics=True,
         store_schema=False,
     )
     return buffer.getvalue()
+
+
+def encode_metrics(table: pa.Table) -> bytes:
+    """Parquet bytes of metric rows (any tier or level), in small row groups."""
+    return encode(table, METRIC_ROW_GROUP_ROWS)
 
 
 def decode(data: bytes) -> pa.Table:

@@ -8,6 +8,8 @@ What is deleted, by area of the key layout (:mod:`gravix.rollup.layout`)::
     metrics_1m/  minute tier         minute_retention_days
     metrics_1h/  hourly tier         hour_retention_days (0: forever)
     metrics_1d/  daily tier          day_retention_days (0: forever)
+    service_metrics_1m/, _1h/, _1d/  the same tiers at the service level,
+                 kept as long as their tier
 
 Nothing else is ever touched: not ``raw/`` (facts not rolled up yet), not
 ``_locks/`` or ``_state/``, not the spool on local disk. A key under one of
@@ -46,7 +48,15 @@ from prometheus_client import Counter, Gauge
 from gravix.config import Settings
 from gravix.errors import ConfigError, GravixError
 from gravix.ingest.keys import TENANT_RE
-from gravix.rollup.layout import ARCHIVE, EVENTS, metrics_prefix, parse_key, tenant_prefix
+from gravix.rollup.layout import (
+    ARCHIVE,
+    EVENTS,
+    LEVELS,
+    TIERS,
+    metrics_prefix,
+    parse_key,
+    tenant_prefix,
+)
 from gravix.storage.base import ObjectNotFound, ObjectStore
 
 log = logging.getLogger("gravix.retention")
@@ -55,7 +65,7 @@ STATE_KEY: Final = "_state/retention.json"
 
 RETENTION_DELETED = Counter(
     "retention_deleted_objects_total",
-    "Objects deleted by retention, by area (archive, events, metrics_1m, metrics_1h, metrics_1d).",
+    "Objects deleted by retention, by area (archive, events, metrics_1m..1d, service_metrics_*).",
     ["area"],
 )
 RETENTION_RUNS = Counter(
@@ -100,7 +110,7 @@ class RetentionPolicy:
             "metrics_1m": self.minute_days,
             "metrics_1h": self.hour_days,
             "metrics_1d": self.day_days,
-        }[area]
+        }[area.removeprefix("service_")]
 
     def keeps(self, area: str, day: date, today: date) -> bool:
         """Whether a partition of ``area`` dated ``day`` survives a run on ``today``."""
@@ -117,9 +127,7 @@ class RetentionPolicy:
 AREAS: Final[tuple[str, ...]] = (
     ARCHIVE,
     EVENTS,
-    metrics_prefix("1m"),
-    metrics_prefix("1h"),
-    metrics_prefix("1d"),
+    *(metrics_prefix(tier, level) for level in LEVELS for tier in TIERS),
 )
 
 

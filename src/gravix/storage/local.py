@@ -166,6 +166,14 @@ class LocalObjectStore:
         base = f"{folder}/" if folder else ""
         return self._walk(start, base, prefix)
 
+    def file_path(self, key: str) -> Path:
+        """Where ``key``'s file is (or would be), for readers that open files themselves.
+
+        The file is replaced whole by rename: a reader that has it open keeps
+        reading one whole version.
+        """
+        return self._path(key)
+
     # --- helpers ----------------------------------------------------------
 
     def _path(self, key: str) -> Path:
