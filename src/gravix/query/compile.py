@@ -138,9 +138,12 @@ def _percentiles_sql(keys: list[str], names: list[str], quantiles: list[float]) 
         SELECT {key_list}, {picks}
         FROM (
             SELECT {key_list}, k,
+                   -- One partitioning and order for both sums: one sort, not two.
                    sum(n) OVER (PARTITION BY {key_list} ORDER BY k
                                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS seen,
-                   sum(n) OVER (PARTITION BY {key_list}) AS total
+                   sum(n) OVER (PARTITION BY {key_list} ORDER BY k
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+                       AS total
             FROM (
                 SELECT {key_list}, k, sum(n) AS n
                 FROM ({_explode(key_list)})
