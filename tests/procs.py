@@ -33,8 +33,10 @@ class ServerProcess:
         workers: int = 1,
         log_dir: Path | None = None,
         prefix: list[str] | None = None,
+        port: int = 0,
     ) -> None:
         self.data_dir = data_dir
+        self.port = port  # 0: the OS picks; a fixed one lets a restart keep the URL
         self.extra_env = env or {}
         self.workers = workers
         self.prefix = prefix or []  # e.g. strace with fault injection
@@ -60,7 +62,7 @@ class ServerProcess:
                 "gravix.cli",
                 "serve",
                 "--port",
-                "0",
+                str(self.port),
                 "--data-dir",
                 str(self.data_dir),
                 "--workers",

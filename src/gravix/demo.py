@@ -2,10 +2,13 @@
 
 Creates a key and an admin user (``admin``, with a fresh password) for tenant
 ``demo``, starts ``gravix serve`` as a child process (its output goes to
-``<data-dir>/server.log``), waits for ``/ready``, prints how to reach it and
-how to log in, then runs the load generator in this process until
-Ctrl-C/SIGTERM, and finally stops the server with SIGTERM so it seals its
-spool. Acknowledged fact ids are appended to ``<data-dir>/acked.log``.
+``<data-dir>/server.log``), waits for ``/ready``, sends the last
+``history_minutes`` of demo traffic at once (so the dashboard has something
+to show from the first second; only the part not sent by an earlier run of
+the same data dir, judged by when ``acked.log`` was last written), prints how
+to reach it and how to log in, then runs the load generator in this process
+until Ctrl-C/SIGTERM, and finally stops the server with SIGTERM so it seals
+its spool. Acknowledged fact ids are appended to ``<data-dir>/acked.log``.
 """
 
 from __future__ import annotations
@@ -28,14 +31,20 @@ from rich.text import Text
 
 from gravix.config import load_settings
 from gravix.errors import GravixError
+from gravix.loadgen.traffic import TrafficModel
 
 TENANT = "demo"
 ADMIN = "admin"
 READY_TIMEOUT_SECONDS = 20.0
 STOP_TIMEOUT_SECONDS = 30.0
-# Shown off in the demo: an error spike on checkout, a latency regression on search.
+# Shown off in the demo: 5xx spikes of a few minutes on two endpoints, and a latency
+# regression on search that every third search deploy brings and the next one fixes.
 DEMO_SPIKES = ("checkout:POST:/checkout", "payments:POST:/payments")
-DEMO_SLOWS = ("search:GET:/search",)
+DEMO_REGRESSIONS = ("search:GET:/search",)
+# A fixed seed: the same incidents at the same times of day on every run
+# (the schedules are functions of the clock), so the demo is reproducible.
+DEMO_SEED = 2
+DEMO_HISTORY_MINUTES = 120
 _LISTENING = "Gravix listening on "
 
 
@@ -144,7 +153,7 @@ def demo_admin(users_db: Path) -> tuple[str, str]:
 def _banner(console: Console, url: str, key: str, data_dir: Path, login: tuple[str, str]) -> None:
     curl = curl_example(url, key)
     rows = (
-        ("URL", url),
+        ("URL", f"{url}/  (the dashboard: sign in with the login below)"),
         ("tenant", TENANT),
         ("API key", key),
         ("", "(sends facts; an ingest key never reads them)"),
@@ -175,8 +184,9 @@ def _banner(console: Console, url: str, key: str, data_dir: Path, login: tuple[s
     console.print(Text(curl), soft_wrap=True)
     console.print(
         Text(
-            f"\nSynthetic traffic: 5xx spikes on {', '.join(DEMO_SPIKES)}; latency "
-            f"regression on {', '.join(DEMO_SLOWS)}. Ctrl-C stops everything."
+            f"\nSynthetic traffic: 5xx spikes of a few minutes on {', '.join(DEMO_SPIKES)}; "
+            f"every third deploy of search slows {', '.join(DEMO_REGRESSIONS)} until the next "
+            "deploy. Open the URL and sign in to see them. Ctrl-C stops everything."
         )
     )
     console.rule()
@@ -250,7 +260,42 @@ def _stop_server(proc: subprocess.Popen[bytes]) -> None:
         console.print("server stopped; its spool is sealed", highlight=False)
 
 
-def run_demo(data_dir: Path, host: str = "127.0.0.1", port: int = 8080, rate: float = 50.0) -> int:
+def history_start(ack_log: Path, now_ms: int, minutes: float) -> int:
+    """Where the past traffic to send begins: ``minutes`` ago, or where the last run stopped."""
+    start = now_ms - int(minutes * 60_000)
+    try:
+        last = int(ack_log.stat().st_mtime * 1000)
+    except FileNotFoundError:
+        return start
+    return max(start, min(last, now_ms))
+
+
+def _send_history(
+    console: Console, url: str, key: str, model: TrafficModel, ack_log: Path, minutes: float
+) -> None:
+    from gravix.loadgen.history import send_history
+
+    now = int(time.time() * 1000)
+    start = history_start(ack_log, now, minutes)
+    if minutes <= 0 or now - start < 60_000:
+        return
+    console.print(f"sending the last {(now - start) / 60_000:.0f} min of demo traffic ...")
+    began = time.monotonic()
+    sent = 0
+    # Sending takes a while: catch up with the clock, so live traffic continues seamlessly.
+    while now - start > 1000:
+        sent += send_history(url, key, model, start, now, ack_log=ack_log)
+        start, now = now, int(time.time() * 1000)
+    console.print(f"sent {sent:,} facts in {time.monotonic() - began:.1f} s")
+
+
+def run_demo(
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    rate: float = 50.0,
+    history_minutes: float = DEMO_HISTORY_MINUTES,
+) -> int:
     """Serve and send demo traffic until Ctrl-C/SIGTERM; returns the exit code."""
     from gravix.ingest.keys import KeyStore
     from gravix.loadgen.sender import LoadgenOptions, run_loadgen
@@ -268,6 +313,10 @@ def run_demo(data_dir: Path, host: str = "127.0.0.1", port: int = 8080, rate: fl
         with _server(data_dir, host, port, log) as proc:
             console.print(f"starting gravix serve on {host}:{port} (log: {log}) ...")
             url = _wait_ready(proc, log)
+            model = TrafficModel(
+                rate=rate, seed=DEMO_SEED, spikes=DEMO_SPIKES, regressions=DEMO_REGRESSIONS
+            )
+            _send_history(console, url, key, model, ack_log, history_minutes)
             _banner(console, url, key, data_dir, login)
             watchdog = _Watchdog(proc)
             options = LoadgenOptions(
@@ -275,10 +324,11 @@ def run_demo(data_dir: Path, host: str = "127.0.0.1", port: int = 8080, rate: fl
                 key=key,
                 rate=rate,
                 ack_log=ack_log,
+                seed=DEMO_SEED,
                 spikes=list(DEMO_SPIKES),
-                slows=list(DEMO_SLOWS),
+                regressions=list(DEMO_REGRESSIONS),
             )
-            stats = run_loadgen(options)
+            stats = run_loadgen(options, model=model)
             watchdog.stop()
             print(stats.summary(), flush=True)
             if watchdog.exit_code is not None:

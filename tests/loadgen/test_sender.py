@@ -252,3 +252,47 @@ def test_the_demo_curl_example_posts_one_fact(stub: StubServer) -> None:
     [fact] = seen.body
     assert fact["event_id"].startswith("curl-") and fact["path"] == "/cart/{cart_id}"
     assert abs(fact["timestamp"] - time.time() * 1000) < 60_000
+
+
+def test_history_sends_the_models_past_traffic_and_retries_refusals(stub: StubServer) -> None:
+    from gravix.loadgen.history import send_history
+
+    model = TrafficModel(rate=20, seed=3, run_id="past", spikes=["checkout:POST:/checkout"])
+    start = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    end = start + 10 * 60_000
+    stub.script.append((503, {"Retry-After": "0.05"}, _error("unavailable", "spool full")))
+    sent = send_history(stub.url, KEY, model, start, end, ack_log=stub.ack_log, batch=1000)
+    posts = [(s.status, s.path) for s in stub.seen]
+    assert posts[:2] == [(503, "/api/v1/events"), (202, "/api/v1/events")]  # the same batch again
+    assert stub.seen[0].body == stub.seen[1].body == model.events_between(start, end)
+    assert {s.path for s in stub.seen[2:]} == {"/api/v1/facts"}
+    facts = [f for s in stub.seen[2:] for f in s.body]
+    assert sent == len(facts) == len({f["event_id"] for f in facts})
+    assert 20 * 600 * 0.6 < sent < 20 * 600 * 1.4  # the model's rate, give or take the day's swing
+    assert all(start <= f["timestamp"] < end for f in facts)
+    assert stub.ack_log.read_text().split() == [f["event_id"] for f in facts]
+    assert all(s.headers["Authorization"] == f"Bearer {KEY}" for s in stub.seen)
+
+
+def test_history_stops_on_a_refusal_it_cannot_fix(stub: StubServer) -> None:
+    from gravix.errors import GravixError
+    from gravix.loadgen.history import send_history
+
+    stub.script.append((401, {}, _error("unauthorized", "unknown key")))
+    with pytest.raises(GravixError, match="401"):
+        send_history(stub.url, KEY, TrafficModel(seed=1), 1_767_225_600_000, 1_767_225_660_000)
+
+
+def test_the_demo_sends_only_the_history_an_earlier_run_did_not(tmp_path: Path) -> None:
+    import os
+
+    from gravix.demo import history_start
+
+    log = tmp_path / "acked.log"
+    now = 1_767_225_600_000
+    assert history_start(log, now, 120) == now - 120 * 60_000
+    log.write_text("a\n")
+    os.utime(log, (now / 1000 - 600, now / 1000 - 600))  # the last run stopped 10 minutes ago
+    assert history_start(log, now, 120) == now - 600_000
+    os.utime(log, (now / 1000 - 86_400, now / 1000 - 86_400))  # a day ago: the full two hours
+    assert history_start(log, now, 120) == now - 120 * 60_000

@@ -201,3 +201,53 @@ def test_unknown_endpoint_is_a_config_error() -> None:
         endpoint_by_key("checkout:GET:/nope")
     with pytest.raises(ConfigError, match="no service"):
         TrafficModel(spikes=["billing:GET:/invoices"])
+
+
+REGRESS = "search:GET:/search"
+
+
+def test_every_third_deploy_slows_its_endpoint_until_the_next_one() -> None:
+    model = TrafficModel(seed=2, regressions=[REGRESS])
+    schedule = model.deploys["search"]
+    slow_k = next(k for k, _ in schedule.starts_between(T0, T0 + DAY_MS) if k % 3 == 0)
+    bad_start, fixed = schedule.start(slow_k), schedule.start(slow_k + 1)
+    assert model.regression_at(REGRESS, bad_start + ROLLOUT_MS) is not None
+    assert model.regression_at(REGRESS, fixed) is None
+    assert model.regression_at(REGRESS, bad_start - 1) is None
+
+    def p50(start: int, version: str) -> float:
+        facts = model.facts(6000, start, start + 1000)
+        return statistics.median(
+            f["latency_ms"]
+            for f in facts
+            if f["path"] == "/search" and f["version"] == version and f["status"] < 500
+        )
+
+    bad, good = (
+        model.version_at("search", bad_start + ROLLOUT_MS),
+        model.version_at("search", fixed),
+    )
+    assert p50(bad_start + ROLLOUT_MS, bad) > 2.5 * p50(fixed + ROLLOUT_MS, good)
+    # Only that endpoint: its sibling keeps its speed under the bad version.
+    during = model.facts(6000, bad_start + ROLLOUT_MS, bad_start + ROLLOUT_MS + 1000)
+    others = [
+        f["latency_ms"] for f in during if f["path"] == "/search/suggest" and f["status"] < 400
+    ]
+    assert statistics.median(others) < 30
+
+
+def test_a_bad_deploy_has_an_incident_naming_it_and_a_note_when_fixed() -> None:
+    model = TrafficModel(seed=2, regressions=[REGRESS])
+    whole = model.events_between(T0, T0 + 6 * 3_600_000)
+    parts = [
+        e for i in range(36) for e in model.events_between(T0 + i * 600_000, T0 + (i + 1) * 600_000)
+    ]
+    assert whole == parts
+    incidents = [e for e in whole if e["kind"] == "incident"]
+    notes = [e for e in whole if e["kind"] == "note"]
+    assert incidents and len(notes) >= len(incidents) - 1
+    for e in incidents:
+        assert e["message"].startswith("GET /search latency up ")
+        assert f"since search {e['version']} was deployed" in e["message"]
+        assert model.version_at("search", e["timestamp"]) == e["version"]
+        assert model.regression_at(REGRESS, e["timestamp"]) is not None

@@ -18,6 +18,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gravix.api.admin import admin_routes
@@ -283,8 +284,14 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return _error_response(request, GravixError("internal error"))
 
 
-def create_api(settings: Settings, store: ObjectStore) -> ASGIApp:
-    """The API as an ASGI app (wrapped with request ids)."""
+def create_api(
+    settings: Settings, store: ObjectStore, extra_routes: Sequence[BaseRoute] = ()
+) -> ASGIApp:
+    """The API as an ASGI app (wrapped with request ids).
+
+    ``extra_routes`` are served with the API's request ids and error shape:
+    the server passes the dashboard's (a later stage, so not imported here).
+    """
     app = Starlette(
         routes=[
             Route("/api/v1/query", query, methods=["POST"]),
@@ -294,6 +301,7 @@ def create_api(settings: Settings, store: ObjectStore) -> ASGIApp:
             *session_routes(),
             *admin_routes(),
             *openapi_routes(),
+            *extra_routes,  # the dashboard at / (gravix.server adds it)
         ],
         exception_handlers={
             GravixError: _on_gravix_error,
@@ -305,7 +313,9 @@ def create_api(settings: Settings, store: ObjectStore) -> ASGIApp:
         settings=settings,
         store=store,
         tokens=TokenAuth(settings.tokens_db, settings.key_refresh_seconds),
-        queries=QueryService(store, settings.spool_dir),
+        queries=QueryService(
+            store, settings.spool_dir, cache_dir=settings.data_dir / "cache" / "query"
+        ),
     )
     app.state.sessions = SessionStore.from_settings(settings)
     return RequestIdMiddleware(app)

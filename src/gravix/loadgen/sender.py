@@ -66,6 +66,7 @@ class LoadgenOptions:
     concurrency: int = 2
     spikes: list[str] = field(default_factory=list)
     slows: list[str] = field(default_factory=list)
+    regressions: list[str] = field(default_factory=list)
     events: bool = True
     quiet: bool = False
     max_wait: float = 1.0  # longest a fact waits for its batch to fill
@@ -301,7 +302,11 @@ class LoadgenRun:
     ) -> None:
         self.options = options
         self.model = model or TrafficModel(
-            rate=options.rate, seed=options.seed, spikes=options.spikes, slows=options.slows
+            rate=options.rate,
+            seed=options.seed,
+            spikes=options.spikes,
+            slows=options.slows,
+            regressions=options.regressions,
         )
         self.console = console or Console(stderr=True)
         self.stats = LoadgenStats(seed=self.model.seed)
@@ -499,6 +504,12 @@ class _Progress:
             f"{ep.method} {ep.path} 5xx spike" for ep in spiking if model.spike_at(ep.key, now_ms)
         ]
         active += [f"{ep.method} {ep.path} slow" for ep in slowed if model.slow_at(ep.key, now_ms)]
+        regressed = [model.endpoints[i] for i in model.regressions]
+        active += [
+            f"{ep.method} {ep.path} slow since a deploy"
+            for ep in regressed
+            if model.regression_at(ep.key, now_ms)
+        ]
         if active:
             text.append("  now: " + ", ".join(active), style="magenta")
         sender = self.run._sender

@@ -15,9 +15,14 @@ What it models:
 * a diurnal rate: a sinusoid over the 24 h UTC clock whose mean is ``rate``;
 * latency: lognormal per endpoint (p99 several times p50);
 * status: mostly 2xx, some 4xx, rare 5xx;
-* error spikes (``--spike``): during a window every few minutes the endpoint's
-  5xx share jumps to 30-60 %, often with an ``incident`` event and a ``note``
-  when it ends; latency regressions (``--slow``) likewise multiply latency.
+* error spikes (``--spike``): for 2 to 4 minutes every 12 to 20 minutes the
+  endpoint's 5xx share jumps to 30-60 %, often with an ``incident`` event and a
+  ``note`` when it ends; slow windows (``--slow``) likewise multiply latency;
+* bad deploys (``--regress``): every :data:`REGRESSION_EVERY`-th version of the
+  endpoint's service makes that endpoint 3-5 times slower, from its deploy
+  (as prod rolls over to it, and earlier on staging, which runs it first)
+  until the next deploy replaces it; an ``incident`` names the version a
+  minute or two after the deploy, and a ``note`` says when the next one fixed it.
 
 Versions cycle through :data:`VERSION_CYCLE` values because the intake caps
 distinct (method, path, env, version) series per service: an ever-growing
@@ -46,6 +51,8 @@ DIURNAL_AMPLITUDE = 0.35
 DIURNAL_PEAK_HOUR = 15.0
 # 5xx mix: (status, share); a 504 is a gateway timeout, hence its latency.
 SERVER_ERRORS: tuple[tuple[int, float], ...] = ((500, 0.5), (502, 0.2), (503, 0.2), (504, 0.1))
+# Every this many versions of a service is a bad one for its --regress endpoints.
+REGRESSION_EVERY = 3
 
 Fact = dict[str, Any]
 Event = dict[str, Any]
@@ -204,6 +211,7 @@ class TrafficModel:
         run_id: str | None = None,
         spikes: Iterable[str] = (),
         slows: Iterable[str] = (),
+        regressions: Iterable[str] = (),
     ) -> None:
         if rate <= 0:
             raise ConfigError("the rate must be above 0 facts/s")
@@ -238,13 +246,17 @@ class TrafficModel:
         self.spikes: dict[int, Schedule] = {}
         for spec in dict.fromkeys(spikes):
             i = self._index[endpoint_by_key(spec).key]
-            p = setup.randrange(4 * minutes, 7 * minutes)
-            self.spikes[i] = Schedule(p, setup.randrange(45_000, 90_000), setup.randrange(p))
+            p = setup.randrange(12 * minutes, 20 * minutes)
+            self.spikes[i] = Schedule(p, setup.randrange(120_000, 240_000), setup.randrange(p))
         self.slows: dict[int, Schedule] = {}
         for spec in dict.fromkeys(slows):
             i = self._index[endpoint_by_key(spec).key]
             p = setup.randrange(6 * minutes, 10 * minutes)
             self.slows[i] = Schedule(p, setup.randrange(90_000, 180_000), setup.randrange(p))
+        # Endpoint index -> nothing: which endpoints bad versions slow down.
+        self.regressions: dict[int, None] = {
+            self._index[endpoint_by_key(spec).key]: None for spec in regressions
+        }
 
     # --- time-dependent state ------------------------------------------------
     def rate_at(self, t_ms: int) -> float:
@@ -276,6 +288,18 @@ class TrafficModel:
         k = schedule.active(t_ms) if schedule else None
         return None if k is None else self._window_value("slow", i, k, 3.0, 6.0)
 
+    def regression_factor(self, i: int, k: int) -> float | None:
+        """How much slower version ``k`` makes endpoint ``i`` (None: it is not a bad one)."""
+        if i not in self.regressions or k % REGRESSION_EVERY != 0:
+            return None
+        return self._window_value("regress", i, k, 3.0, 5.0)
+
+    def regression_at(self, key: str, t_ms: int, env: str = "prod") -> float | None:
+        """The latency factor of the version fully rolled out in ``env`` at ``t_ms``, or None."""
+        i = self._index[key]
+        k = self.deploys[self.endpoints[i].service].index(t_ms)
+        return self.regression_factor(i, k + 1 if env == "staging" else k)
+
     # --- facts ---------------------------------------------------------------
     def facts(self, n: int, start_ms: int, end_ms: int) -> list[Fact]:
         """``n`` RequestFacts with timestamps spread over ``[start_ms, end_ms)``.
@@ -303,9 +327,15 @@ class TrafficModel:
                 sigma[i] += 0.15
         # Per service: (time of the latest deploy, version before, version after, staging).
         rollout: dict[str, tuple[int, str, str, str]] = {}
+        # Per --regress endpoint: latency factors of (before, after, staging), 1.0 if fine.
+        slower: dict[int, tuple[float, float, float]] = {}
         for service, schedule in self.deploys.items():
             k = schedule.index(end_ms)
             rollout[service] = (schedule.start(k), _version(k - 1), _version(k), _version(k + 1))
+            for i in self.regressions:
+                if endpoints[i].service == service:
+                    f = [self.regression_factor(i, j) or 1.0 for j in (k - 1, k, k + 1)]
+                    slower[i] = (f[0], f[1], f[2])
         p4xx = self._p4xx
         run_id = self.run_id
         counter = self._counter
@@ -326,12 +356,14 @@ class TrafficModel:
                 latency = lognormal(mu[i], sigma[i])
             deployed, before, after, staging = rollout[ep.service]
             if rnd() < STAGING_SHARE:
-                env, version = "staging", staging
+                env, version, which = "staging", staging, 2
             else:
                 env = "prod"
                 age = ts - deployed
                 rolled = age >= ROLLOUT_MS or (age >= 0 and rnd() * ROLLOUT_MS < age)
-                version = after if rolled else before
+                version, which = (after, 1) if rolled else (before, 0)
+            if i in slower and status != 504:
+                latency *= slower[i][which]
             counter += 1
             append(
                 {
@@ -375,6 +407,8 @@ class TrafficModel:
         for kind, schedules in (("spike", self.spikes), ("slow", self.slows)):
             for i, schedule in schedules.items():
                 events.extend(self._window_events(kind, i, schedule, start_ms, end_ms))
+        for i in self.regressions:
+            events.extend(self._regression_events(i, start_ms, end_ms))
         events.sort(key=lambda e: (e["timestamp"], e["event_id"]))
         return events
 
@@ -399,6 +433,31 @@ class TrafficModel:
             if start_ms <= ended < end_ms:
                 message = f"{route} back to normal ({what} resolved)"
                 yield self._event(f"{kind}-{i}-{k}-done", ended, ep.service, "note", message)
+
+    def _regression_events(self, i: int, start_ms: int, end_ms: int) -> Iterator[Event]:
+        """An incident a minute or two after a bad deploy, and a note at the next deploy."""
+        ep = self.endpoints[i]
+        route = f"{ep.method} {ep.path}"
+        schedule = self.deploys[ep.service]
+        for k, t in schedule.starts_between(start_ms - schedule.period_ms, end_ms):
+            factor = self.regression_factor(i, k)
+            if factor is None:
+                continue
+            rng = random.Random(f"{self.seed}/regress/{i}/{k}/events")
+            noticed = t + ROLLOUT_MS + rng.randrange(30_000, 120_000)
+            fixed = schedule.start(k + 1)
+            if start_ms <= noticed < end_ms:
+                message = (
+                    f"{route} latency up {factor:.1f}x since {ep.service} {_version(k)} "
+                    f"was deployed; investigating"
+                )
+                name = f"regress-{i}-{k}-open"
+                event = self._event(name, noticed, ep.service, "incident", message)
+                event["version"] = _version(k)
+                yield event
+            if start_ms <= fixed < end_ms:
+                message = f"{route} back to normal: {_version(k + 1)} replaced {_version(k)}"
+                yield self._event(f"regress-{i}-{k}-done", fixed, ep.service, "note", message)
 
     def _event(self, name: str, t_ms: int, service: str, kind: str, message: str) -> Event:
         return {

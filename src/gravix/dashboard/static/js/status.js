@@ -1,0 +1,98 @@
+// The status page: pipeline health from GET /api/v1/status (intake, spool and upload
+// backlog, rollup, unreadable objects, retention), and the freshness queries see.
+
+import * as api from "./api.js";
+import { h } from "./dom.js";
+import * as fmt from "./format.js";
+
+function row(label, value, state = "") {
+  return h("div", { class: `figure ${state ? `figure-${state}` : ""}` }, h("dt", {}, label), h("dd", {}, value));
+}
+
+function age(tMs) {
+  if (tMs === null || tMs === undefined) return "never";
+  const seconds = (Date.now() + api.clockSkewMs - tMs) / 1000;
+  return `${fmt.dateTime(tMs)} (${fmt.ago(seconds)} ago)`;
+}
+
+function days(n) {
+  return n === 0 ? "kept forever" : `${n} days`;
+}
+
+export class StatusView {
+  constructor(app, state) {
+    this.app = app;
+    this.state = state;
+    this.title = "Status · Gravix";
+    this.slot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
+    this.el = h(
+      "div",
+      { class: "view view-status" },
+      h("h2", { class: "view-title", id: "view-title", tabindex: "-1" }, "Pipeline status"),
+      this.slot,
+    );
+  }
+
+  async refresh() {
+    const [st, fresh] = await Promise.all([
+      api.status(),
+      api.query({ metrics: ["requests"], from: "now-5m", grain: "all" }),
+    ]);
+    const newest = fresh.meta.freshness.newest_fact_ms;
+    const rollup = st.rollup;
+    const backlog = st.backlog;
+    const nowMs = Date.now() + api.clockSkewMs;
+    const rollupLate = rollup.last_success_ms !== null && nowMs - rollup.last_success_ms > 3 * rollup.interval_seconds * 1000;
+    const stale = newest !== null && nowMs - newest > api.staleSeconds * 1000;
+    const unreadable = rollup.unreadable_objects || [];
+    const oldestUpload = backlog.upload_oldest_pending_age_seconds;
+    this.slot.replaceChildren(
+      h("p", { class: "panel-hint" }, `Tenant ${st.tenant}. Intake and backlog are this server's; freshness and rollup are the tenant's.`),
+      h(
+        "div",
+        { class: "columns" },
+        h("section", { class: "panel", "aria-labelledby": "fresh-title" },
+          h("h3", { id: "fresh-title" }, "Freshness"),
+          h("dl", { class: "figures" },
+            row("Newest fact (queries see it)", age(newest), stale ? "bad" : ""),
+            row("Newest fact rolled up", age(rollup.newest_fact_ms)),
+            row("Last rollup", age(rollup.last_success_ms), rollupLate ? "bad" : ""),
+            row("Rollup runs every", `${rollup.interval_seconds} s`),
+          )),
+        h("section", { class: "panel", "aria-labelledby": "intake-title" },
+          h("h3", { id: "intake-title" }, "Intake and backlog"),
+          h("dl", { class: "figures" },
+            row("Facts accepted per second", st.intake.facts_per_second.toFixed(1)),
+            row("Facts accepted since start", fmt.exactCount(st.intake.facts_total)),
+            row("Spool on disk", fmt.bytes(backlog.spool_bytes)),
+            row("Segments waiting for upload", fmt.exactCount(backlog.upload_pending_segments),
+              backlog.upload_pending_segments > 10 ? "bad" : ""),
+            row("Oldest waiting segment", oldestUpload === null ? "none" : `${fmt.ago(oldestUpload)} old`),
+            row("Objects waiting for the rollup", fmt.exactCount(backlog.rollup_pending_objects)),
+          )),
+      ),
+      h(
+        "div",
+        { class: "columns" },
+        h("section", { class: "panel", "aria-labelledby": "retention-title" },
+          h("h3", { id: "retention-title" }, "Retention"),
+          h("dl", { class: "figures" },
+            row("Raw facts", days(st.retention_days.raw)),
+            row("Minute metrics and events", days(st.retention_days.minute)),
+            row("Hourly metrics", days(st.retention_days.hour)),
+            row("Daily metrics", days(st.retention_days.day)),
+          )),
+        h("section", { class: "panel", "aria-labelledby": "unreadable-title" },
+          h("h3", { id: "unreadable-title" }, "Unreadable objects"),
+          unreadable.length
+            ? h("ul", { class: "unreadable" }, unreadable.map((o) => h("li", {}, h("code", {}, typeof o === "string" ? o : JSON.stringify(o)))))
+            : h("p", { class: "empty-note" }, "None: every stored object could be read.")),
+      ),
+    );
+    return { newest, charts: false };
+  }
+
+  restyle() {}
+
+  destroy() {}
+}
