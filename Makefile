@@ -4,11 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
-# Debian packages the suites and benchmarks use (installed only when missing).
-APT_PACKAGES := strace wrk hey
+# The dashboard's chart library, from the npm registry (web/package-lock.json).
+WEB_STAMP := web/node_modules/.installed
+# Debian packages the suites and benchmarks use (installed only when missing);
+# chromium runs the dashboard's Playwright tests (tests/dashboard) and benchmark;
+# prometheus (promtool, the server) and prometheus-alertmanager (amtool) for tests/deploy.
+APT_PACKAGES := strace wrk hey curl chromium prometheus prometheus-alertmanager
 
 .DEFAULT_GOAL := help
-.PHONY: help setup apt-deps demo test test-fast lint format bench clean
+.PHONY: help setup web apt-deps demo test test-fast lint format bench clean
 
 help:
 	@echo "make demo   install, then start Gravix with demo traffic (prints URL and key)"
@@ -29,6 +33,14 @@ $(BENCH_STAMP): $(STAMP)
 
 setup: $(STAMP)
 
+# npm ci installs exactly the lock file's versions; the stamp keeps it from rerunning.
+$(WEB_STAMP): web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the dashboard's chart library: apt-get install npm"; exit 1; }
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+web: $(WEB_STAMP)
+
 apt-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -38,13 +50,13 @@ apt-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-demo: setup
+demo: setup web
 	$(BIN)/gravix demo
 
-test: setup apt-deps
+test: setup web apt-deps
 	$(BIN)/pytest
 
-test-fast: setup
+test-fast: setup web
 	$(BIN)/pytest -m "not slow"
 
 lint: setup
@@ -56,8 +68,8 @@ format: setup
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: $(BENCH_STAMP) apt-deps
+bench: $(BENCH_STAMP) web apt-deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) gravix-data gravix-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) gravix-data gravix-demo .pytest_cache .mypy_cache .ruff_cache web/node_modules test-artifacts

@@ -1,6 +1,8 @@
-"""``python -m bench`` (what ``make bench`` runs): every benchmark: ingest, upload, rollup, query.
+"""``python -m bench`` (what ``make bench`` runs): every benchmark: ingest, upload, rollup, query,
+dashboard, footprint.
 
-``python -m bench ingest [options]`` (or ``upload``, ``rollup``, ``query``) runs one;
+``python -m bench ingest [options]`` (or ``upload``, ``rollup``, ``query``, ``dashboard``,
+``footprint``) runs one;
 ``--help`` after the name lists its options. Options given without a name go
 to the ingest benchmark, as before there was a second one; the others then run
 with their defaults.
@@ -11,22 +13,26 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import ingest, query, rollup, upload
+from bench import dashboard, footprint, ingest, query, rollup, upload
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "ingest": ingest.main,
     "upload": upload.main,
     "rollup": rollup.main,
     "query": query.main,
+    "dashboard": dashboard.main,
+    "footprint": footprint.main,
 }
 USAGE = """\
-usage: python -m bench [ingest|upload|rollup|query] [options]
+usage: python -m bench [ingest|upload|rollup|query|dashboard] [options]
 
-  python -m bench                   ingest, upload, rollup, then query (with their defaults)
+  python -m bench                   ingest, upload, rollup, query, dashboard, then footprint
   python -m bench ingest [options]  durable ingest beside a non-durable peer
   python -m bench upload [options]  spool upload beside a plain copy of the files
   python -m bench rollup [options]  facts to minute rows beside DuckDB, chdb and Polars
   python -m bench query [options]   dashboard panels beside DuckDB and chdb; freshness
+  python -m bench dashboard [...]   navigation to all overview charts drawn, in Chromium
+  python -m bench footprint [...]   memory, cold start and installed size of gravix serve
   python -m bench NAME --help       the options of one benchmark
 
 Results: bench/README.md; raw figures in bench/results/<name>-<UTC time>.json.
@@ -43,7 +49,14 @@ def main(argv: list[str]) -> int:
         print(f"{USAGE}\nbench: error: no benchmark named {argv[0]!r}", file=sys.stderr)
         return 2
     # Run them all; one failing does not skip the others, but fails the command.
-    codes = [ingest.main(argv), upload.main([]), rollup.main([]), query.main([])]
+    codes = [
+        ingest.main(argv),
+        upload.main([]),
+        rollup.main([]),
+        query.main([]),
+        dashboard.main([]),
+        footprint.main([]),
+    ]
     return max(codes)
 
 

@@ -73,11 +73,25 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Ingest worker processes.")] = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")
+    ] = None,
 ) -> None:
     """Run Gravix: intake, spool and (later) the rest of the pipeline, in one process."""
     from gravix.server import serve as run
 
-    settings = _settings(config, host=host, port=port, workers=workers, data_dir=data_dir)
+    settings = _settings(
+        config,
+        host=host,
+        port=port,
+        workers=workers,
+        data_dir=data_dir,
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
+    )
     raise typer.Exit(run(settings))
 
 
@@ -271,6 +285,13 @@ def loadgen(
         list[str] | None,
         typer.Option(metavar="SERVICE:METHOD:PATH", help="Give this endpoint latency regressions."),
     ] = None,
+    regress: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="SERVICE:METHOD:PATH",
+            help="Make every third deploy of its service slow this endpoint until the next one.",
+        ),
+    ] = None,
     no_events: Annotated[
         bool, typer.Option("--no-events", help="Send facts only, no service events.")
     ] = False,
@@ -298,10 +319,17 @@ def loadgen(
         concurrency=concurrency,
         spikes=spike or [],
         slows=slow or [],
+        regressions=regress or [],
         events=not no_events,
         quiet=quiet,
     )
-    model = TrafficModel(rate=rate, seed=seed, spikes=options.spikes, slows=options.slows)
+    model = TrafficModel(
+        rate=rate,
+        seed=seed,
+        spikes=options.spikes,
+        slows=options.slows,
+        regressions=options.regressions,
+    )
     stats = run_loadgen(options, model=model)
     print(stats.summary(), flush=True)
     if stats.fatal:
@@ -319,11 +347,15 @@ def demo(
         int, typer.Option(min=0, max=65535, help="TCP port (0: any free port).")
     ] = 8080,
     rate: Annotated[float, typer.Option(min=0.001, help="Mean facts/s of demo traffic.")] = 50.0,
+    history: Annotated[
+        float,
+        typer.Option(min=0, help="Minutes of past traffic to send at start (0: none)."),
+    ] = 120,
 ) -> None:
     """Run a server with synthetic traffic and print its URL and API key (`make demo`)."""
     from gravix.demo import run_demo
 
-    raise typer.Exit(run_demo(data_dir, host, port, rate))
+    raise typer.Exit(run_demo(data_dir, host, port, rate, history))
 
 
 @app.command()

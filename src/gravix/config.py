@@ -13,12 +13,13 @@ that gets committed. Every field is documented in ``docs/configuration.md``
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,6 +29,11 @@ from pydantic_settings import (
 from gravix.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "gravix.toml"
+# An origin and/or a path, nothing that could end a CSP directive or a JS string.
+_API_BASE = re.compile(r"(https?://[A-Za-z0-9.:\[\]-]+)?(/[A-Za-z0-9._~/-]*)?")
+# The placeholders of .env.example ("change-me-...", "<...>"): a copied .env that was
+# never filled in must not start a server with a secret everyone knows (issue #9).
+_PLACEHOLDER_SECRET = re.compile(r"change[-_ ]?me|<[^>]*>", re.IGNORECASE)
 
 
 def _default_node_id() -> str:
@@ -69,6 +75,13 @@ class Settings(BaseSettings):
     )
     log_format: Literal["json", "text"] = Field(
         "json", description="`json`: one JSON object a line; `text` for humans."
+    )
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate (chain) for HTTPS; set with `tls_key_file`, else plain HTTP.",
+    )
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key of `tls_cert_file` (a file, never the key itself)."
     )
 
     # --- intake limits ------------------------------------------------------
@@ -206,6 +219,28 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- dashboard ---------------------------------------------------------------
+    dashboard_api_base: str = Field(
+        "",
+        description=(
+            "Where the dashboard sends API requests (its `config.js`): empty for the same "
+            "origin, a path prefix (`/gravix`) or an origin (`https://gravix.example.com`)."
+        ),
+    )
+    dashboard_refresh_seconds: float = Field(
+        10.0, ge=1, le=3600, description="How often the dashboard reloads its data."
+    )
+    dashboard_stale_seconds: float = Field(
+        300.0, ge=10, description="The dashboard warns when the newest data is older than this."
+    )
+    dashboard_vendor_dir: Path | None = Field(
+        None,
+        description=(
+            "The `node_modules` folder holding the dashboard's chart library (uPlot); "
+            "unset: `web/node_modules` of the source tree, filled by `npm ci`."
+        ),
+    )
+
     # --- secrets (environment or .env only) ---------------------------------
     bootstrap_key: SecretStr | None = Field(
         None,
@@ -226,10 +261,50 @@ class Settings(BaseSettings):
         description="Tenant of `bootstrap_key`.",
     )
 
+    @field_validator("dashboard_api_base")
+    @classmethod
+    def _api_base(cls, value: str) -> str:
+        # It lands in a CSP header and in JavaScript: only a plain path or origin[/path].
+        value = value.rstrip("/")
+        if value and not _API_BASE.fullmatch(value):
+            raise ValueError(
+                "use an empty value, a path such as /gravix, or a URL such as "
+                "https://gravix.example.com"
+            )
+        return value
+
+    @field_validator("bootstrap_key", "s3_access_key_id", "s3_secret_access_key")
+    @classmethod
+    def _not_a_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and _PLACEHOLDER_SECRET.search(value.get_secret_value()):
+            raise ValueError(
+                "holds a placeholder from .env.example; set a real secret or leave it unset"
+            )
+        return value
+
+    @field_validator("tls_cert_file", "tls_key_file")
+    @classmethod
+    def _tls_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and not value.expanduser().is_file():
+            raise ValueError(f"{value} is not a file")
+        # tls_key_file comes after tls_cert_file, so both are known here.
+        if (
+            info.field_name == "tls_key_file"
+            and "tls_cert_file" in info.data
+            and (value is None) != (info.data["tls_cert_file"] is None)
+        ):
+            raise ValueError("set tls_cert_file and tls_key_file together, or neither")
+        return value.expanduser() if value is not None else None
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("dashboard_vendor_dir")
+    @classmethod
+    def _expand_vendor(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
     @classmethod
     def settings_customise_sources(

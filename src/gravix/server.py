@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -24,6 +25,7 @@ import uvicorn
 
 from gravix.api.app import create_api
 from gravix.config import Settings
+from gravix.dashboard.routes import dashboard_routes
 from gravix.errors import ConfigError
 from gravix.ingest.app import IngestApp, ServiceFactory, WorkerService
 from gravix.ingest.spool import SpoolWriter
@@ -92,7 +94,7 @@ def _run_worker(settings: Settings, sock: socket.socket) -> int:
         IngestApp(
             settings,
             worker_services(settings),
-            fallback=create_api(settings, object_store(settings)),
+            fallback=create_api(settings, object_store(settings), dashboard_routes(settings)),
         ),
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
@@ -101,6 +103,8 @@ def _run_worker(settings: Settings, sock: socket.socket) -> int:
         http="httptools",
         loop="uvloop",
         server_header=False,
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
     )
     server = uvicorn.Server(config)
     # The spool writer thread needs the GIL for a moment after each fsync; with
@@ -119,18 +123,35 @@ def _run_worker(settings: Settings, sock: socket.socket) -> int:
 def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
     object_store(settings)  # a bad store URL or a missing extra: one line now, not per worker
+    _check_tls(settings)
     configure_logging(settings.log_level, settings.log_format)
     try:
         sock = bind(settings.host, settings.port)
     except OSError as e:
         raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror}") from e
     host, port = sock.getsockname()[:2]
-    url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+    scheme = "https" if settings.tls_cert_file else "http"
+    url = f"{scheme}://{host}:{port}" if ":" not in host else f"{scheme}://[{host}]:{port}"
     print(f"Gravix listening on {url} (data dir {settings.data_dir})", flush=True)
     log.info("listening", extra={"fields": {"url": url, "workers": settings.workers}})
     if settings.workers == 1:
         return _run_worker(settings, sock)
     return _supervise(settings, sock)
+
+
+def _check_tls(settings: Settings) -> None:
+    """A certificate and key that do not load: one line now, not a traceback per worker."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            settings.tls_cert_file, settings.tls_key_file
+        )
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(
+            f"cannot load TLS certificate {settings.tls_cert_file} with key "
+            f"{settings.tls_key_file}: {e}"
+        ) from e
 
 
 def _supervise(settings: Settings, sock: socket.socket) -> int:

@@ -34,6 +34,10 @@ BATCH_ROTATION_ERRORS = Counter(
     "Spool segment seal/rotation failures (the segment is kept and retried).",
 )
 SPOOL_BYTES = Gauge("spool_bytes", "Bytes in this worker's spool (open and sealed segments).")
+# Exported so that an alert can compare spool_bytes with it (deploy/prometheus).
+SPOOL_HIGH_WATER_BYTES = Gauge(
+    "spool_high_water_bytes", "This worker's spool high-water mark: above it intake answers 503."
+)
 SPOOL_PENDING_SEGMENTS = Gauge(
     "spool_pending_segments", "Sealed segments waiting for the uploader."
 )

@@ -45,6 +45,7 @@ from gravix.ingest.metrics import (
     SPOOL_BYTES,
     SPOOL_COMMIT_RECORDS,
     SPOOL_FSYNCS,
+    SPOOL_HIGH_WATER_BYTES,
     SPOOL_PENDING_SEGMENTS,
     SPOOL_REJECTIONS,
     SPOOL_WRITE_ERRORS,
@@ -390,6 +391,7 @@ class SpoolWriter:
     def _publish_gauges(self) -> None:
         """Caller holds the lock. Several spools in one process: last writer wins."""
         SPOOL_BYTES.set(self._bytes)
+        SPOOL_HIGH_WATER_BYTES.set(self.high_water_bytes)
         SPOOL_PENDING_SEGMENTS.set(len(self._sealed))
 
     # --- the writer thread ----------------------------------------------------

@@ -77,6 +77,12 @@ RETENTION_LAST_SUCCESS = Gauge(
     "retention_last_success_timestamp_seconds",
     "Unix time at which the last successful retention run finished.",
 )
+# With the success gauge, "the last run failed" is one comparison (deploy/prometheus);
+# a counter alone cannot say it when its first failure is also its first sample.
+RETENTION_LAST_FAILURE = Gauge(
+    "retention_last_failure_timestamp_seconds",
+    "Unix time at which the last failed retention run (failure or clock_behind) ended.",
+)
 
 _SETTING_OF_FIELD: Final = {
     "raw_days": "raw_retention_days",
@@ -216,6 +222,7 @@ def apply_retention(
             )
             if not dry_run:
                 RETENTION_RUNS.labels("clock_behind").inc()
+                RETENTION_LAST_FAILURE.set(time.time())
             return report
         if not dry_run:
             _write_last_run(store, reference_ms)
@@ -223,6 +230,7 @@ def apply_retention(
     except Exception:
         if not dry_run:
             RETENTION_RUNS.labels("failure").inc()
+            RETENTION_LAST_FAILURE.set(time.time())
         raise
     if not dry_run:
         RETENTION_RUNS.labels("success").inc()

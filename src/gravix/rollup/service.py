@@ -9,6 +9,7 @@ from typing import Any
 
 from gravix.config import Settings
 from gravix.rollup.job import RollupJob
+from gravix.rollup.retention import apply_retention  # also registers its metrics at start
 from gravix.storage.base import ObjectStore
 
 log = logging.getLogger("gravix.rollup")
@@ -94,8 +95,6 @@ class RollupService:
             self._retention()
 
     def _retention(self) -> None:
-        from gravix.rollup.retention import apply_retention
-
         try:
             report = apply_retention(self.store, self.settings)
         except Exception:

@@ -1,0 +1,326 @@
+"""The footprint benchmark: memory, start time and installed size of `gravix serve`.
+
+From issue #9: the all-in-one ``gravix serve`` on the embedded default (one
+worker, the object store a folder in the data dir, uploader, rollup and
+retention all on, default settings) as a user starts it:
+
+* **Cold start**: from ``exec`` of ``gravix serve`` on an empty data dir to the
+  first ``200`` from ``/ready`` (polled every 10 ms), ``--starts`` times.
+* **Resident memory** (``VmRSS`` of the one server process, read from
+  ``/proc``): at ready, after ``--idle-seconds`` idle (uploader, rollup and
+  retention running on an empty store), then during ``--traffic-seconds`` of
+  demo traffic (``gravix loadgen`` as ``gravix demo`` runs it: 50 facts/s, its
+  seed, 5xx spikes and regressions, service events), sampled every second:
+  the peak and the last sample; then the kernel's high-water mark (``VmHWM``).
+* **Installed size**: the files of every distribution ``gravix`` needs at run
+  time (its requirements without extras, followed transitively), as installed
+  in this virtual environment, and the dashboard's ``web/node_modules``.
+
+The issue asks for an hour of demo traffic; the default here is 4 minutes
+(``--traffic-seconds 3600`` runs the hour). The container image size needs
+Docker, which these machines do not run. Goal: RSS <= 250 MB idle, cold start
+<= 3 s. Run ``.venv/bin/python -m bench footprint``; results go to
+``bench/results/footprint-<UTC time>.json`` and bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.machine import describe_machine, probe_fsync, publish_results
+from bench.servers import REPO, BenchError, make_key
+from gravix.demo import DEMO_REGRESSIONS, DEMO_SEED, DEMO_SPIKES
+
+RESULTS_DIR = REPO / "bench" / "results"
+GOAL_IDLE_RSS_MB = 250.0
+GOAL_START_S = 3.0
+DEMO_RATE = 50.0  # facts/s, as `gravix demo` sends
+_LISTENING = re.compile(r"listening on (http://\S+)")
+_MB = 1024 * 1024
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of one process, from /proc/<pid>/status (kB there)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise BenchError(f"no {field} for pid {pid}")
+
+
+class Server:
+    """`gravix serve` on a fresh data dir, timed from exec to the first 200 of /ready."""
+
+    def __init__(self, data_dir: Path, log_path: Path) -> None:
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.start_seconds = 0.0
+
+    def start(self, timeout: float = 30.0) -> Server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
+        env.update(GRAVIX_NODE_ID="bench", GRAVIX_LOG_LEVEL="warning")
+        argv = [sys.executable, "-m", "gravix.cli", "serve", "--port", "0",
+                "--data-dir", str(self.data_dir)]  # fmt: skip
+        with self.log_path.open("a") as log_file:
+            started = time.perf_counter()
+            self.proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=log_file, text=True, env=env,
+                cwd=self.data_dir.parent,
+            )  # fmt: skip
+        assert self.proc.stdout is not None
+        match = _LISTENING.search(self.proc.stdout.readline())
+        if match is None:
+            self.stop()
+            raise BenchError(f"gravix serve did not start; see {self.log_path}")
+        self.url = match.group(1)
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"gravix serve exited {self.proc.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(self.url + "/ready", timeout=1) as response:
+                    if response.status == 200:
+                        self.start_seconds = time.perf_counter() - started
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.01)
+        self.stop()
+        raise BenchError(f"gravix serve not ready within {timeout} s; see {self.log_path}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def runtime_distributions(root: str = "gravix") -> list[str]:
+    """``root`` and every distribution it needs at run time, transitively.
+
+    ``root``'s own extras are left out; a requirement's extras
+    (``uvicorn[standard]``) are followed, as pip installs them.
+    """
+    from packaging.requirements import Requirement
+
+    seen: dict[str, str] = {}
+    done: set[tuple[str, str]] = set()
+    todo: list[tuple[str, str]] = [(root, "")]
+    while todo:
+        name, extra = todo.pop()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if (key, extra) in done:
+            continue
+        done.add((key, extra))
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # a requirement for another platform or Python
+        seen[key] = dist.metadata["Name"]
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            marker = requirement.marker
+            # Without an extra asked for, requirements of extras are not installed.
+            if marker is not None and (
+                (not extra and "extra" in str(marker)) or not marker.evaluate({"extra": extra})
+            ):
+                continue
+            todo.append((requirement.name, ""))
+            todo.extend((requirement.name, e) for e in requirement.extras)
+    return sorted(seen.values(), key=str.lower)
+
+
+def installed_bytes(names: list[str]) -> dict[str, int]:
+    """Bytes on disk of each distribution's installed files (RECORD)."""
+    sizes: dict[str, int] = {}
+    for name in names:
+        dist = metadata.distribution(name)
+        total = 0
+        for file in dist.files or []:
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file():
+                total += path.stat().st_size
+        sizes[name] = total
+    return sizes
+
+
+def tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def measure_starts(work: Path, starts: int) -> list[dict[str, float]]:
+    runs = []
+    for n in range(starts):
+        data_dir = work / f"start-{n}"
+        data_dir.mkdir()
+        server = Server(data_dir, work / f"start-{n}.log").start()
+        try:
+            runs.append({"start_s": server.start_seconds, "rss_at_ready_mb": rss_mb(server.pid)})
+        finally:
+            server.stop()
+        log(f"cold start {n + 1}: ready in {runs[-1]['start_s']:.2f} s")
+    return runs
+
+
+def measure_memory(work: Path, idle_seconds: float, traffic_seconds: float) -> dict[str, Any]:
+    data_dir = work / "serve"
+    data_dir.mkdir()
+    key = make_key(data_dir, tenant="demo")
+    server = Server(data_dir, work / "serve.log").start()
+    try:
+        result: dict[str, Any] = {"rss_at_ready_mb": rss_mb(server.pid)}
+        idle = []
+        end = time.monotonic() + idle_seconds
+        while time.monotonic() < end:
+            idle.append(rss_mb(server.pid))
+            time.sleep(1)
+        result["idle_seconds"] = idle_seconds
+        result["rss_idle_mb"] = rss_mb(server.pid)
+        result["rss_idle_max_mb"] = max(idle, default=result["rss_idle_mb"])
+        log(f"idle {idle_seconds:.0f} s: RSS {result['rss_idle_mb']:.1f} MB")
+        argv = [sys.executable, "-m", "gravix.cli", "loadgen", "--url", server.url,
+                "--key", key, "--rate", str(DEMO_RATE), "--duration", str(traffic_seconds),
+                "--seed", str(DEMO_SEED), "--quiet"]  # fmt: skip
+        argv += [a for spike in DEMO_SPIKES for a in ("--spike", spike)]
+        argv += [a for slow in DEMO_REGRESSIONS for a in ("--regress", slow)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
+        samples = []
+        with (work / "loadgen.log").open("w") as out:
+            loadgen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+            while loadgen.poll() is None:
+                samples.append(rss_mb(server.pid))
+                time.sleep(1)
+        if loadgen.returncode != 0:
+            raise BenchError(f"loadgen exited {loadgen.returncode}; see {work / 'loadgen.log'}")
+        metrics = urllib.request.urlopen(server.url + "/metrics", timeout=10).read().decode()
+        acked = sum(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith('ingestion_facts_total{kind="fact"}')
+        )
+        after = rss_mb(server.pid)
+        result.update(
+            traffic_seconds=traffic_seconds,
+            traffic_rate_facts_per_s=DEMO_RATE,
+            facts_acknowledged=acked,
+            rss_traffic_peak_mb=max([*samples, after]),
+            rss_after_traffic_mb=after,
+            rss_high_water_mb=rss_mb(server.pid, "VmHWM"),
+            loadgen_summary=(work / "loadgen.log").read_text().strip().splitlines()[-1:],
+        )
+        log(
+            f"traffic {traffic_seconds:.0f} s: {acked:.0f} facts, RSS peak "
+            f"{result['rss_traffic_peak_mb']:.1f} MB, end {result['rss_after_traffic_mb']:.1f} MB"
+        )
+        return result
+    finally:
+        server.stop()
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench footprint", description=__doc__)
+    parser.add_argument("--starts", type=int, default=5, help="cold starts to time")
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--traffic-seconds", type=float, default=240.0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    started = datetime.now(UTC)
+    try:
+        with tempfile.TemporaryDirectory(prefix="gravix-bench-footprint-") as tmp:
+            work = Path(tmp)
+            machine = describe_machine(work)
+            for name in ("wrk", "hey"):
+                machine.pop(name, None)
+            machine["fsync_probe"] = probe_fsync(work, 0)
+            starts = measure_starts(work, args.starts)
+            memory = measure_memory(work, args.idle_seconds, args.traffic_seconds)
+        dists = runtime_distributions()
+        sizes = installed_bytes(dists)
+        vendor = REPO / "web" / "node_modules"
+        result: dict[str, Any] = {
+            "benchmark": "footprint",
+            "started": started.isoformat(),
+            "args": vars(args),
+            "machine": machine,
+            "cold_start": {
+                "runs": starts,
+                "median_s": statistics.median(r["start_s"] for r in starts),
+                "max_s": max(r["start_s"] for r in starts),
+            },
+            "memory": memory,
+            "installed": {
+                "distributions": len(sizes),
+                "total_mb": sum(sizes.values()) / _MB,
+                "largest_mb": {
+                    k: round(v / _MB, 1)
+                    for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])[:8]
+                },
+                "dashboard_node_modules_mb": tree_bytes(vendor) / _MB if vendor.is_dir() else None,
+            },
+            "image_size": "not measured: no Docker engine on this machine",
+            "goals": {"idle_rss_mb": GOAL_IDLE_RSS_MB, "start_s": GOAL_START_S},
+        }
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        out = RESULTS_DIR / f"footprint-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+        cold, inst = result["cold_start"], result["installed"]
+        table = "\n".join(
+            [
+                "| measure | value | goal |",
+                "| --- | --- | --- |",
+                f"| cold start to /ready, median of {len(starts)} (max) | "
+                f"{cold['median_s']:.2f} s ({cold['max_s']:.2f} s) | <= {GOAL_START_S:.0f} s |",
+                f"| RSS at ready | {memory['rss_at_ready_mb']:.1f} MB | |",
+                f"| RSS after {args.idle_seconds:.0f} s idle | {memory['rss_idle_mb']:.1f} MB | "
+                f"<= {GOAL_IDLE_RSS_MB:.0f} MB |",
+                f"| RSS during {args.traffic_seconds:.0f} s of demo traffic, peak (end) | "
+                f"{memory['rss_traffic_peak_mb']:.1f} MB ({memory['rss_after_traffic_mb']:.1f} MB)"
+                " | |",
+                f"| RSS high-water mark (VmHWM) | {memory['rss_high_water_mb']:.1f} MB | |",
+                f"| installed: {inst['distributions']} distributions | "
+                f"{inst['total_mb']:.0f} MB | |",
+            ]
+        )
+        publish_results(
+            out, result, table, machine, "data dir", (datetime.now(UTC) - started).total_seconds()
+        )
+    except BenchError as e:
+        print(f"bench footprint: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
