@@ -220,3 +220,45 @@ def test_bad_queries_name_the_field(body: bytes, field: str) -> None:
     with pytest.raises(BadRequest) as caught:
         plan(decode_query(body), now_ms=T0)
     assert caught.value.field == field
+
+
+def test_a_long_range_reads_hundreds_of_files_under_a_low_open_files_limit(
+    tmp_path: Path,
+) -> None:
+    """One descriptor per file a query reads: the engine lifts a soft limit of 128."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    from gravix.rollup import layout, parquet
+
+    store = LocalObjectStore(tmp_path / "store")
+    days = 380
+    for n in range(days):
+        rows = pa.table({
+            "bucket_ms": [START - n * DAY], "service": ["checkout"], "method": ["GET"],
+            "path": ["/a"], "env": ["prod"], "version": ["v1"], "requests": [n + 1],
+            "errors": [0], "client_errors": [0],
+            "status_counts": pa.array([[(200, n + 1)]], pa.map_(pa.int16(), pa.int64())),
+            "latency_sum_us": [1000 * (n + 1)], "latency_max_us": [1000],
+            "latency_sketch": pa.array([[(0, n + 1)]], pa.map_(pa.int32(), pa.int64())),
+        })  # fmt: skip
+        store.put(layout.metrics_key("1d", "acme", START - n * DAY), parquet.encode_metrics(rows))
+    script = f"""
+import resource, msgspec
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from gravix.query.engine import DuckDBEngine
+from gravix.query.spec import Query, plan
+from gravix.storage.local import LocalObjectStore
+q = msgspec.convert({{"metrics": ["requests", "p50"], "from": {START - (days - 1) * DAY},
+                      "to": {START + DAY}, "grain": "all"}}, Query)
+engine = DuckDBEngine(LocalObjectStore({str(store.root)!r}))
+[row] = engine.run("acme", plan(q, {START + DAY})).to_pylist()
+print(row["requests"])
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout) == days * (days + 1) // 2

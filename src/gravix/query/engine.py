@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import resource
 import shutil
 import threading
 from collections import OrderedDict
@@ -173,6 +174,7 @@ class DuckDBEngine:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.files = TierFiles(store, cache_dir, cache_bytes)
+        _raise_open_files_limit()
         self._db = duckdb.connect(":memory:")
         if threads:
             self._db.execute(f"SET threads = {int(threads)}")
@@ -232,6 +234,20 @@ class DuckDBEngine:
 
 
 _PROC_FD = os.path.isdir("/proc/self/fd")
+
+
+def _raise_open_files_limit(target: int = 65_536) -> None:
+    """Lift the soft limit of open files towards the hard one.
+
+    A query holds one descriptor per file it reads (about 400 for a 400-day
+    range), and DuckDB opens them again; a soft limit of 1,024 (systemd's
+    default) would fail two such queries at once.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = target if hard == resource.RLIM_INFINITY else min(target, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def _pin(path: str, pins: contextlib.ExitStack) -> str | None:
