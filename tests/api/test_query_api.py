@@ -159,3 +159,22 @@ async def test_a_query_over_its_time_budget_gets_504(tmp_path: Path) -> None:
         )
     assert reply.status_code == 504
     assert reply.json()["error"]["code"] == "query_timeout"
+
+
+async def test_a_damaged_metrics_file_gets_503_in_the_error_shape(api: Any, tmp_path: Path) -> None:
+    client, keys = api
+    store = LocalObjectStore(tmp_path / "store")
+    damaged = [i.key for i in store.list() if "metrics_" in i.key and "tenant=acme" in i.key]
+    assert damaged
+    for key in damaged:
+        store.put(key, b"PAR1 this is not a Parquet file")
+    body = {"metrics": ["requests", "p95"], "dimensions": ["service"], "grain": "all", **RANGE}
+    reply = await client.post("/api/v1/query", json=body, headers=auth(keys["acme"]))
+    assert reply.status_code == 503, reply.text
+    assert reply.headers["retry-after"] == "30"
+    error = reply.json()["error"]
+    assert error["code"] == "metrics_unreadable" and error["request_id"]
+    assert "could not be read" in error["message"] and "PAR1" not in error["message"]
+    # Another tenant's files are whole: its queries still answer.
+    other = await client.post("/api/v1/query", json=body, headers=auth(keys["globex"]))
+    assert other.status_code == 200

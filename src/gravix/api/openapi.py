@@ -61,6 +61,8 @@ ERRORS: Final = {
           "application/json`."),
     429: ("TooManyRequests", "rate_limited", "Too many failed logins for this name or "
           "address: wait `Retry-After` seconds."),
+    503: ("Unavailable", "metrics_unreadable", "Stored metrics could not be read (a damaged "
+          "file, a failing disk): retry after `Retry-After` seconds; the server log says more."),
     504: ("QueryTimeout", "query_timeout", "The query ran longer than its budget: shorten the "
           "range, coarsen the grain or drop dimensions."),
 }  # fmt: skip
@@ -363,7 +365,7 @@ def _query_paths() -> dict[str, Any]:
     result["content"][PARQUET] = {"schema": {**_STR, "contentMediaType": PARQUET}}
     query = _operation(
         "query", "Run a query: metrics x dimensions x time", WRITER, {"200": result},
-        (400, 401, 403, 504), "Query",
+        (400, 401, 403, 503, 504), "Query",
         description="Scoped to the credential's tenant. Facts accepted but not rolled up yet "
         "are included; `meta.freshness` says how fresh the answer is. Guide: "
         "docs/query-api.md.",

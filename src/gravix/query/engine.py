@@ -30,6 +30,7 @@ from typing import Protocol
 import duckdb
 import pyarrow as pa
 
+from gravix.errors import ServiceUnavailable
 from gravix.query.compile import Segment, compile_sql, level, segments
 from gravix.query.spec import Plan
 from gravix.rollup import layout
@@ -41,6 +42,10 @@ DAY_MS = layout.DAY_MS
 DEFAULT_CACHE_BYTES = 1 << 30
 
 log = logging.getLogger(__name__)
+
+
+class UnreadableMetrics(ServiceUnavailable):
+    code = "metrics_unreadable"
 
 
 class Engine(Protocol):
@@ -218,16 +223,24 @@ class DuckDBEngine:
                 tail.append("SELECT * FROM pending_rows")
             for attempt in (1, 2):
                 with contextlib.ExitStack() as pins:
-                    parts = [*self.sources(tenant, plan, pins), *tail]
-                    source = "(" + " UNION ALL BY NAME ".join(parts) + ")"
                     try:
+                        parts = [*self.sources(tenant, plan, pins), *tail]
+                        source = "(" + " UNION ALL BY NAME ".join(parts) + ")"
                         return cursor.sql(compile_sql(plan, source)).to_arrow_table()
-                    except (duckdb.IOException, duckdb.InvalidInputException) as e:
+                    except (duckdb.IOException, duckdb.InvalidInputException, OSError) as e:
                         # Without /proc/self/fd, a file replaced between
                         # DuckDB's opens of it: list and read again, once.
-                        if attempt == 2 or _PROC_FD:
-                            raise
-                        log.info("query read a file that changed; retrying", exc_info=e)
+                        if attempt == 1 and not _PROC_FD:
+                            log.info("query read a file that changed; retrying", exc_info=e)
+                            continue
+                        # A damaged file, a full descriptor table, a failing disk:
+                        # the server's fault, said as such, never a bare 500.
+                        log.error("stored metrics could not be read", exc_info=e)
+                        raise UnreadableMetrics(
+                            f"stored metrics could not be read ({type(e).__name__}); "
+                            "the server log has the details",
+                            retry_after=30,
+                        ) from e
             raise AssertionError("unreachable")
         finally:
             cursor.close()
