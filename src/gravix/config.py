@@ -189,6 +189,11 @@ class Settings(BaseSettings):
         pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
         description="DuckDB memory limit of one rollup; beyond it DuckDB spills to disk.",
     )
+    query_memory_limit: str = Field(
+        "1GB",
+        pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="DuckDB memory limit of the query engine (all queries of a worker).",
+    )
     rollup_threads: int = Field(
         0, ge=0, le=256, description="DuckDB threads of one rollup (0: one per core)."
     )

@@ -262,3 +262,19 @@ print(row["requests"])
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout) == days * (days + 1) // 2
+
+
+def test_the_engine_keeps_to_its_memory_limit_and_spills_to_its_folder(
+    world: tuple[LocalObjectStore, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    store, facts = world
+    engine = DuckDBEngine(store, memory_limit="64MB", spill_dir=tmp_path / "spill")
+    limit, spill = engine._db.execute(
+        "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+    ).fetchone() or (None, None)
+    assert limit == "61.0 MiB"  # DuckDB's 64MB is decimal: 64e6 bytes
+    assert spill == str(tmp_path / "spill")
+    end = START + 3 * DAY
+    p = plan(query(metrics=["requests", "p99"], from_=START, to=end, grain="all"), end)
+    [row] = engine.run("acme", p).to_pylist()
+    assert row["requests"] == len(exact(facts, START, end))

@@ -62,7 +62,8 @@ ERRORS: Final = {
     429: ("TooManyRequests", "rate_limited", "Too many failed logins for this name or "
           "address: wait `Retry-After` seconds."),
     503: ("Unavailable", "metrics_unreadable", "Stored metrics could not be read (a damaged "
-          "file, a failing disk): retry after `Retry-After` seconds; the server log says more."),
+          "file, a failing disk; `metrics_unreadable`) or the query needs more memory than "
+          "`query_memory_limit` (`query_out_of_memory`): retry after `Retry-After` seconds."),
     504: ("QueryTimeout", "query_timeout", "The query ran longer than its budget: shorten the "
           "range, coarsen the grain or drop dimensions."),
 }  # fmt: skip
@@ -451,7 +452,7 @@ def _components() -> dict[str, Any]:
                                                            "example": example}}  # fmt: skip
         if status == 405:
             responses[name]["headers"]["Allow"] = {"required": True, "schema": _STR}
-        if status == 429:
+        if status in (429, 503):
             seconds = {"type": "integer", "minimum": 1}
             responses[name]["headers"]["Retry-After"] = {"required": True, "schema": seconds}
     return {

@@ -48,6 +48,10 @@ class UnreadableMetrics(ServiceUnavailable):
     code = "metrics_unreadable"
 
 
+class QueryOutOfMemory(ServiceUnavailable):
+    code = "query_out_of_memory"
+
+
 class Engine(Protocol):
     name: str
 
@@ -177,12 +181,18 @@ class DuckDBEngine:
         threads: int = 0,
         cache_dir: Path | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        memory_limit: str | None = None,
+        spill_dir: Path | None = None,
     ) -> None:
         self.files = TierFiles(store, cache_dir, cache_bytes)
         _raise_open_files_limit()
         self._db = duckdb.connect(":memory:")
         if threads:
             self._db.execute(f"SET threads = {int(threads)}")
+        if memory_limit:
+            self._db.execute("SET memory_limit = ?", [memory_limit])
+        if spill_dir is not None:
+            self._db.execute("SET temp_directory = ?", [str(spill_dir)])
 
     def sources(self, tenant: str, plan: Plan, pins: contextlib.ExitStack) -> list[str]:
         """One SELECT of metric rows per segment of the plan, cut to the segment.
@@ -227,6 +237,12 @@ class DuckDBEngine:
                         parts = [*self.sources(tenant, plan, pins), *tail]
                         source = "(" + " UNION ALL BY NAME ".join(parts) + ")"
                         return cursor.sql(compile_sql(plan, source)).to_arrow_table()
+                    except duckdb.OutOfMemoryException as e:
+                        raise QueryOutOfMemory(
+                            "the query needs more memory than query_memory_limit allows: "
+                            "shorten the range or drop dimensions",
+                            retry_after=30,
+                        ) from e
                     except (duckdb.IOException, duckdb.InvalidInputException, OSError) as e:
                         # Without /proc/self/fd, a file replaced between
                         # DuckDB's opens of it: list and read again, once.
