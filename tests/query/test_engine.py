@@ -278,3 +278,27 @@ def test_the_engine_keeps_to_its_memory_limit_and_spills_to_its_folder(
     p = plan(query(metrics=["requests", "p99"], from_=START, to=end, grain="all"), end)
     [row] = engine.run("acme", p).to_pylist()
     assert row["requests"] == len(exact(facts, START, end))
+
+
+def test_a_remote_store_that_cannot_tell_hashes_is_fetched_each_time(
+    world: tuple[LocalObjectStore, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """A store whose ``head`` gives no SHA-256 (not a LocalObjectStore: read by copies)."""
+    import dataclasses
+
+    store, facts = world
+
+    class NoHashes:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def head(self, key: str) -> Any:
+            return dataclasses.replace(store.head(key), sha256=None)
+
+    engine = DuckDBEngine(NoHashes(), cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
+    end = START + 3 * DAY
+    p = plan(query(metrics=["requests"], from_=START, to=end, grain="all"), end)
+    for _ in range(2):
+        [row] = engine.run("acme", p).to_pylist()
+        assert row["requests"] == len(exact(facts, START, end))
+    assert list((tmp_path / "cache").rglob("*.parquet"))

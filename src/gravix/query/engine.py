@@ -109,19 +109,20 @@ class TierFiles:
             info = self.store.head(key)
         except ObjectNotFound:
             return None
-        if self.cache_dir is None or info.sha256 is None:
+        if self.cache_dir is None:
             raise RuntimeError(f"no local copy of {key}: a remote store needs a cache folder")
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-        name = str(self.cache_dir / f"{digest}-{info.sha256}.parquet")
-        with self._lock:
-            cached = self._copies.get(key)
-            if cached is not None and cached[0] == name and os.path.exists(name):
-                self._copies.move_to_end(key)
-                return name
+        if info.sha256 is not None:  # None: a store that cannot tell; fetched every time
+            name = str(self.cache_dir / f"{digest}-{info.sha256}.parquet")
+            with self._lock:
+                cached = self._copies.get(key)
+                if cached is not None and cached[0] == name and os.path.exists(name):
+                    self._copies.move_to_end(key)
+                    return name
         data = self.store.get(key)
-        if hashlib.sha256(data).hexdigest() != info.sha256:
-            # Replaced between head and get: this one is whole too, name it by its own hash.
-            name = str(self.cache_dir / f"{digest}-{hashlib.sha256(data).hexdigest()}.parquet")
+        # Named by what was fetched: if the object was replaced between head and
+        # get, this version is whole too.
+        name = str(self.cache_dir / f"{digest}-{hashlib.sha256(data).hexdigest()}.parquet")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         temp = f"{name}.{os.getpid()}.{threading.get_ident()}.tmp"
         with open(temp, "wb") as f:
