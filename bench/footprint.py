@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import describe_machine, probe_fsync, publish_results
-from bench.servers import REPO, BenchError, make_key
+from bench.servers import REPO, BenchError, make_key, stop_process
 from gravix.demo import DEMO_REGRESSIONS, DEMO_SEED, DEMO_SPIKES
 
 RESULTS_DIR = REPO / "bench" / "results"
@@ -112,17 +112,7 @@ class Server:
         return self.proc.pid
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        stop_process(self.proc, timeout)
 
 
 def runtime_distributions(root: str = "gravix") -> list[str]:

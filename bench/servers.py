@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gravix.ingest.keys import KeyStore
 
@@ -130,17 +131,22 @@ class ServerProcess:
         return body.decode()
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        stop_process(self.proc, timeout)
+
+
+def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; close its stdout."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def gravix_server(data_dir: Path, *, cpu: int, log_path: Path) -> ServerProcess:
