@@ -8,8 +8,9 @@ BENCH_STAMP := $(VENV)/.installed-bench
 WEB_STAMP := web/node_modules/.installed
 # Debian packages the suites and benchmarks use (installed only when missing);
 # chromium runs the dashboard's Playwright tests (tests/dashboard) and benchmark;
-# prometheus (promtool, the server) and prometheus-alertmanager (amtool) for tests/deploy.
-APT_PACKAGES := strace wrk hey curl chromium prometheus prometheus-alertmanager
+# prometheus (promtool, the server) and prometheus-alertmanager (amtool) for tests/deploy;
+# openjdk-17-jre-headless runs PySpark (the Spark engines, tests/*/test_spark*).
+APT_PACKAGES := strace wrk hey curl chromium prometheus prometheus-alertmanager openjdk-17-jre-headless
 
 .DEFAULT_GOAL := help
 .PHONY: help setup web apt-deps demo test test-fast lint format bench clean
@@ -23,12 +24,12 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,s3,spark,trino]'
 	touch $@
 
 # The benchmarks' peers (chdb, Polars) come with the `bench` extra, on top of dev.
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,s3,spark,trino,bench]'
 	touch $@
 
 setup: $(STAMP)

@@ -203,6 +203,49 @@ class Settings(BaseSettings):
         description="Raw objects folded per step; bounds the rollup's memory for a big backlog.",
     )
 
+    # --- engines (docs/scale.md) --------------------------------------------------
+    role: Literal["all", "ingest"] = Field(
+        "all",
+        description=(
+            "What `gravix serve` runs: `all` (intake, uploader, rollup, retention, API, "
+            "dashboard) or `ingest` (the same without rollup and retention, for extra "
+            "ingest nodes that share one object store)."
+        ),
+    )
+    rollup_engine: Literal["duckdb", "spark"] = Field(
+        "duckdb", description="What computes the rollup: embedded DuckDB or Spark (PySpark)."
+    )
+    query_engine: Literal["duckdb", "spark", "trino"] = Field(
+        "duckdb", description="What answers queries: embedded DuckDB, Spark SQL or Trino."
+    )
+    spark_master: str = Field(
+        "local[2]",
+        description="Spark master URL of the Spark engines (`local[2]`, `spark://host:7077`).",
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'Extra Spark settings, e.g. `{"spark.executor.memory": "4g"}`; '
+            "applied when Gravix starts the Spark session (not under `spark-submit`)."
+        ),
+    )
+    trino_url: str = Field(
+        "http://127.0.0.1:8080",
+        pattern=r"^https?://[^\s/]+(/.*)?$",
+        description="The Trino coordinator the Trino query engine sends SQL to.",
+    )
+    trino_catalog: str = Field(
+        "gravix",
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="Trino catalog holding the Gravix tables (deploy/trino/).",
+    )
+    trino_schema: str = Field(
+        "gravix",
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="Trino schema holding the Gravix tables.",
+    )
+    trino_user: str = Field("gravix", min_length=1, description="User name sent to Trino.")
+
     # --- retention ------------------------------------------------------------
     retention_enabled: bool = Field(
         True, description="Apply retention once a day inside `gravix serve`."
@@ -253,6 +296,9 @@ class Settings(BaseSettings):
             "Secret. An ingest key (`gvx_...`) registered at start for tenant "
             "`bootstrap_tenant`; for containers where `gravix keys create` cannot run first."
         ),
+    )
+    trino_password: SecretStr | None = Field(
+        None, description="Secret. Trino password (basic auth over HTTPS); unset sends none."
     )
     s3_access_key_id: SecretStr | None = Field(
         None, description="Secret. S3 access key; unset uses AWS_ACCESS_KEY_ID and the AWS chain."
