@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gravix.config import Settings, load_settings
@@ -55,7 +56,10 @@ def friendly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except GravixError as e:
-            err_console.print(f"[red]error:[/red] {e.message}", highlight=False, soft_wrap=True)
+            # The message is text: "[a-z0-9]" in it is not rich markup.
+            err_console.print(
+                f"[red]error:[/red] {escape(e.message)}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -79,8 +83,15 @@ def serve(
     tls_key: Annotated[
         Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")
     ] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            metavar="all|ingest",
+            help="all: the whole pipeline; ingest: no rollup or retention (docs/scale.md).",
+        ),
+    ] = None,
 ) -> None:
-    """Run Gravix: intake, spool and (later) the rest of the pipeline, in one process."""
+    """Run Gravix: intake, spool, uploader, API and dashboard, and (role all) the rollup."""
     from gravix.server import serve as run
 
     settings = _settings(
@@ -91,6 +102,7 @@ def serve(
         data_dir=data_dir,
         tls_cert_file=tls_cert,
         tls_key_file=tls_key,
+        role=role,
     )
     raise typer.Exit(run(settings))
 
@@ -427,6 +439,13 @@ def rollup(
     until: Annotated[
         str | None, typer.Option("--to", help="Backfill: ... up to this time (exclusive).")
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            metavar="duckdb|spark",
+            help="What computes the rollup: embedded DuckDB or Spark (docs/scale.md).",
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -446,7 +465,7 @@ def rollup(
     since_ms, until_ms = _when(since, "--from"), _when(until, "--to")
     if since_ms is not None and until_ms is not None and since_ms >= until_ms:
         raise ConfigError("--from must be before --to")
-    settings = _settings(config, data_dir=data_dir)
+    settings = _settings(config, data_dir=data_dir, rollup_engine=engine)
     job = rollup_job(settings, object_store(settings))
     with Progress(console=err_console, transient=True) as bar:
         tasks: dict[str, Any] = {}

@@ -324,7 +324,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("bootstrap_key", "s3_access_key_id", "s3_secret_access_key")
+    @field_validator("bootstrap_key", "s3_access_key_id", "s3_secret_access_key", "trino_password")
     @classmethod
     def _not_a_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and _PLACEHOLDER_SECRET.search(value.get_secret_value()):

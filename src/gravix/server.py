@@ -4,6 +4,13 @@ Each worker process runs the intake app under uvicorn and, beside it, the
 uploader on the worker's own spool; the worker owning spool ``w0`` also runs
 the rollup (every minute) and retention (every day).
 
+``role`` (``--role``) picks what a node runs. ``all``: everything above.
+``ingest``: intake, spool, uploader, API and dashboard, never the rollup or
+retention, whatever ``rollup_enabled``/``retention_enabled`` say; several
+ingest nodes with distinct ``node_id`` share one object store, and one other
+node (``all``, or ``gravix rollup`` from cron) rolls up for all of them
+(docs/scale.md).
+
 With ``workers > 1`` the parent binds the socket, forks the workers (each runs
 its own uvicorn server on the shared socket and claims its own spool
 directory), forwards SIGTERM/SIGINT to them and restarts a worker that dies
@@ -20,6 +27,7 @@ import socket
 import ssl
 import sys
 import time
+from typing import Any
 
 import uvicorn
 
@@ -83,10 +91,42 @@ def worker_services(settings: Settings) -> list[ServiceFactory]:
         # One rollup thread per node: in the worker that owns spool w0.
         return RollupService(settings, object_store(settings), active=spool.directory.name == "w0")
 
-    services: list[ServiceFactory] = [uploader] if settings.uploader_enabled else []
-    if settings.rollup_enabled or settings.retention_enabled:
+    def node(_spool: SpoolWriter) -> WorkerService:
+        return NodeRole(settings.role, settings.node_id)
+
+    services: list[ServiceFactory] = [node]
+    if settings.uploader_enabled:
+        services.append(uploader)
+    if runs_rollup(settings):
         services.append(rollup)
     return services
+
+
+def runs_rollup(settings: Settings) -> bool:
+    """Whether this node's ``w0`` worker runs the rollup/retention thread.
+
+    An ingest node never does: with many of them, each would contend for the
+    tenant locks and scan the whole store every minute for nothing.
+    """
+    if settings.role == "ingest":
+        return False
+    return settings.rollup_enabled or settings.retention_enabled
+
+
+class NodeRole:
+    """Says in ``/ready`` which node this is and what it runs; starts nothing."""
+
+    def __init__(self, role: str, node_id: str) -> None:
+        self.role, self.node_id = role, node_id
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def status(self) -> dict[str, Any]:
+        return {"role": self.role, "node_id": self.node_id}
 
 
 def _run_worker(settings: Settings, sock: socket.socket) -> int:
@@ -133,7 +173,18 @@ def serve(settings: Settings) -> int:
     scheme = "https" if settings.tls_cert_file else "http"
     url = f"{scheme}://{host}:{port}" if ":" not in host else f"{scheme}://[{host}]:{port}"
     print(f"Gravix listening on {url} (data dir {settings.data_dir})", flush=True)
-    log.info("listening", extra={"fields": {"url": url, "workers": settings.workers}})
+    log.info(
+        "listening",
+        extra={
+            "fields": {
+                "url": url,
+                "workers": settings.workers,
+                "role": settings.role,
+                "node_id": settings.node_id,
+                "rollup": runs_rollup(settings),
+            }
+        },
+    )
     if settings.workers == 1:
         return _run_worker(settings, sock)
     return _supervise(settings, sock)
