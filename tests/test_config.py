@@ -104,3 +104,10 @@ def test_every_setting_is_documented() -> None:
     expected = {(name, name.upper()) for name in Settings.model_fields}
     assert expected - documented == set(), "add these settings to docs/configuration.md"
     assert documented - expected == set(), "docs/configuration.md lists settings that are gone"
+
+
+def test_the_default_node_id_of_a_non_ascii_host_name_is_valid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "München_1.example")
+    assert Settings(_env_file=None).node_id == "m-nchen-1-example"

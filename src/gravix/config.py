@@ -38,7 +38,9 @@ _PLACEHOLDER_SECRET = re.compile(r"change[-_ ]?me|<[^>]*>", re.IGNORECASE)
 
 def _default_node_id() -> str:
     name = socket.gethostname().lower()
-    cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in name).strip("-")
+    # ASCII only: the node id goes into object keys (a "münchen" host would not start).
+    cleaned = "".join(c if (c.isascii() and c.isalnum()) or c == "-" else "-" for c in name)
+    cleaned = cleaned.strip("-")
     return cleaned[:48] or "node"
 
 
