@@ -47,7 +47,7 @@ from gravix.errors import (
     error_body,
 )
 from gravix.logs import request_id_var
-from gravix.query.engine import DuckDBEngine
+from gravix.query.engines import make_engine
 from gravix.query.service import QueryService
 from gravix.query.spec import Query, decode_query, parse_time
 from gravix.rollup import layout, parquet
@@ -314,16 +314,7 @@ def create_api(
         settings=settings,
         store=store,
         tokens=TokenAuth(settings.tokens_db, settings.key_refresh_seconds),
-        queries=QueryService(
-            store,
-            settings.spool_dir,
-            DuckDBEngine(
-                store,
-                cache_dir=settings.data_dir / "cache" / "query",
-                memory_limit=settings.query_memory_limit,
-                spill_dir=settings.data_dir / "cache" / "query-spill",
-            ),
-        ),
+        queries=QueryService(store, settings.spool_dir, make_engine(settings, store)),
     )
     app.state.sessions = SessionStore.from_settings(settings)
     return RequestIdMiddleware(app)

@@ -52,7 +52,15 @@ class QueryOutOfMemory(ServiceUnavailable):
     code = "query_out_of_memory"
 
 
+class QueryEngineUnavailable(ServiceUnavailable):
+    """An outside engine (a Trino coordinator) could not be reached or failed the query."""
+
+    code = "query_engine_unavailable"
+
+
 class Engine(Protocol):
+    """An engine may also say ``includes_pending = False``: it ignores ``extra_rows``."""
+
     name: str
 
     def run(self, tenant: str, plan: Plan, extra_rows: pa.Table | None = None) -> pa.Table:
@@ -175,6 +183,7 @@ class DuckDBEngine:
     """The embedded engine: one DuckDB database, a cursor per query."""
 
     name = "duckdb"
+    includes_pending = True
 
     def __init__(
         self,
@@ -309,3 +318,7 @@ _EMPTY = pa.table(
         "latency_sketch": pa.array([], pa.map_(pa.int32(), pa.int64())),
     }
 )
+
+# The metric row shape of every engine's relation (docs/data-model.md, with
+# `bucket` as epoch ms); pending rows are cast to it.
+METRIC_ROW_SCHEMA = _EMPTY.schema

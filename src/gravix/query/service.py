@@ -9,6 +9,9 @@ A result is::
               "freshness": {"newest_fact_ms": ms | null, "last_rollup_ms": ms | null,
                             "pending_facts_included": true}}}
 
+``pending_facts_included`` is false when the engine reads only the store
+(Trino): facts not rolled up yet are then missing from the answer.
+
 Times are epoch milliseconds (UTC). Comparison rows are moved forward by the
 offset, so they line up with the current rows they compare with.
 """
@@ -48,7 +51,10 @@ class QueryService:
     def run(self, tenant: str, query: Query, now_ms: int | None = None) -> dict[str, Any]:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         p = plan(query, now)
-        extra, newest_pending = self.pending.minute_rows(tenant)
+        # An engine that cannot see this node's pending rows (Trino) is not
+        # handed them, and the answer says so.
+        included = bool(getattr(self.engine, "includes_pending", True))
+        extra, newest_pending = self.pending.minute_rows(tenant) if included else (None, None)
         table = self.engine.run(tenant, p, extra)
         result: dict[str, Any] = {
             "columns": _columns(p),
@@ -75,7 +81,7 @@ class QueryService:
             "freshness": {
                 "newest_fact_ms": newest,
                 "last_rollup_ms": state.get("last_success_ms"),
-                "pending_facts_included": True,
+                "pending_facts_included": included,
             },
         }
         return result
