@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from gravix.rollup import aggregate, layout, parquet
 from gravix.rollup import metrics as m
+from gravix.rollup.compute import Compute, DuckDBCompute
 from gravix.rollup.facts import EVENT_SCHEMA, FACT_SCHEMA, RawBatch, UnreadableObject
 from gravix.rollup.lock import LeaseLock, LockHeld
 from gravix.storage.base import ObjectInfo, ObjectNotFound, ObjectStore
@@ -88,13 +89,20 @@ class RollupJob:
         chunk_bytes: int = 64 * 1024 * 1024,
         temp_dir: str | None = None,
         clock: Callable[[], float] = time.time,
+        compute: Callable[[], Compute] | None = None,
     ) -> None:
+        """``compute`` makes the engine of one tenant's pass (default: DuckDB with
+        ``memory_limit``, ``threads`` and ``temp_dir``; see :mod:`.compute`)."""
         self.store = store
         self.lease_seconds = lease_seconds
         self.memory_limit, self.threads, self.temp_dir = memory_limit, threads, temp_dir
         self.chunk_bytes = chunk_bytes
         self.clock = clock
+        self.compute = compute or self._duckdb
         self._newest_fact_ms = 0
+
+    def _duckdb(self) -> Compute:
+        return DuckDBCompute.connect(self.memory_limit, self.threads, self.temp_dir)
 
     # --- discovery ------------------------------------------------------------
     def pending(self, tenant: str | None = None) -> list[ObjectInfo]:
@@ -166,17 +174,17 @@ class RollupJob:
         state = self.read_state(tenant)
         watermark = state.get("newest_fact_ms")
         objects = self.pending(tenant)
-        con = aggregate.connect(self.memory_limit, self.threads, self.temp_dir)
+        compute = self.compute()
         try:
             chunks = list(_chunks(objects, self.chunk_bytes))
             for done, chunk in enumerate(chunks):
-                self._fold_chunk(con, lock, tenant, chunk, watermark, report)
+                self._fold_chunk(compute, lock, tenant, chunk, watermark, report)
                 if progress:
                     progress(f"{tenant}: pending objects", done + 1, len(chunks))
             if backfill:
-                self._recompute(con, lock, tenant, since_ms, until_ms, report, progress)
+                self._recompute(compute, lock, tenant, since_ms, until_ms, report, progress)
         finally:
-            con.close()
+            compute.close()
         if report.newest_fact_ms is None:
             report.newest_fact_ms = watermark
         elif watermark is not None:
@@ -186,7 +194,7 @@ class RollupJob:
 
     def _fold_chunk(
         self,
-        con: duckdb.DuckDBPyConnection,
+        compute: Compute,
         lock: LeaseLock,
         tenant: str,
         chunk: list[ObjectInfo],
@@ -226,20 +234,20 @@ class RollupJob:
         days: set[int] = set()
         for hour_ms, part in _split(facts, layout.HOUR_MS):
             lock.renew_if_due()
-            self._fold_hour(con, tenant, hour_ms, part, report)
+            self._fold_hour(compute, tenant, hour_ms, part, report)
             days.add(layout.day_start(hour_ms))
         for day_ms, part in _split(events, layout.DAY_MS):
-            self._fold_events(con, tenant, day_ms, part)
+            self._fold_events(compute, tenant, day_ms, part)
         for day_ms in sorted(days):
             lock.renew_if_due()
-            self._publish_tiers(con, tenant, day_ms, report)
+            self._publish_tiers(compute, tenant, day_ms, report)
         lock.renew_if_due()
         for key in taken:
             self.store.delete(key)
 
     def _recompute(
         self,
-        con: duckdb.DuckDBPyConnection,
+        compute: Compute,
         lock: LeaseLock,
         tenant: str,
         since_ms: int | None,
@@ -261,18 +269,18 @@ class RollupJob:
         for done, hour_ms in enumerate(sorted(hours)):
             lock.renew_if_due()
             archive = parquet.decode(self.store.get(layout.archive_key(tenant, hour_ms)))
-            self._publish_minutes(con, tenant, hour_ms, archive, report)
+            self._publish_minutes(compute, tenant, hour_ms, archive, report)
             days.add(layout.day_start(hour_ms))
             if progress:
                 progress(f"{tenant}: hours", done + 1, len(hours))
         for day_ms in sorted(days):
             lock.renew_if_due()
-            self._publish_tiers(con, tenant, day_ms, report)
+            self._publish_tiers(compute, tenant, day_ms, report)
 
     # --- one partition at a time ------------------------------------------------
     def _fold_hour(
         self,
-        con: duckdb.DuckDBPyConnection,
+        compute: Compute,
         tenant: str,
         hour_ms: int,
         new: pa.Table,
@@ -280,96 +288,67 @@ class RollupJob:
     ) -> None:
         key = layout.archive_key(tenant, hour_ms)
         old = self._read_table(key, FACT_SCHEMA)
-        both = pa.concat_tables([old, new.cast(FACT_SCHEMA)])
-        con.register("fold_input", both)
-        try:
-            archive = con.sql(aggregate.dedup_sql("fold_input")).to_arrow_table()
-        finally:
-            con.unregister("fold_input")
+        archive = compute.dedup(pa.concat_tables([old, new.cast(FACT_SCHEMA)]))
         minutes_key = layout.metrics_key("1m", tenant, hour_ms)
         if old.num_rows == 0 and self.store.exists(minutes_key):
             # Minutes without an archive: retention already dropped this hour's
             # raw facts. Recomputing from the late facts alone would erase the
             # minutes, so add the late facts to them instead (no archive kept).
-            self._add_to_minutes(con, minutes_key, archive, report)
+            self._add_to_minutes(compute, minutes_key, archive, report)
             return
         self.store.put(key, parquet.encode(archive.cast(FACT_SCHEMA)))
-        self._publish_minutes(con, tenant, hour_ms, archive, report)
+        self._publish_minutes(compute, tenant, hour_ms, archive, report)
 
     def _add_to_minutes(
-        self, con: duckdb.DuckDBPyConnection, key: str, facts: pa.Table, report: TenantReport
+        self, compute: Compute, key: str, facts: pa.Table, report: TenantReport
     ) -> None:
-        con.register("late_facts", facts)
-        try:
-            late = con.sql(aggregate.minute_sql("late_facts")).to_arrow_table()
-            con.register(
-                "late_minutes", pa.concat_tables([parquet.decode(self.store.get(key)), late])
-            )
-            minutes = con.sql(
-                aggregate.tier_sql("late_minutes", aggregate.MINUTE_MS)
-            ).to_arrow_table()
-        finally:
-            con.unregister("late_facts")
-            con.unregister("late_minutes")
+        late = compute.minutes(facts)
+        minutes = compute.tier(
+            pa.concat_tables([parquet.decode(self.store.get(key)), late]), aggregate.MINUTE_MS
+        )
         partition = layout.parse_key(key)
         assert partition is not None
-        self._put_metrics(con, "1m", partition.tenant, partition.start_ms, minutes, report)
+        self._put_metrics(compute, "1m", partition.tenant, partition.start_ms, minutes, report)
 
     def _put_metrics(
         self,
-        con: duckdb.DuckDBPyConnection,
+        compute: Compute,
         tier: layout.Tier,
         tenant: str,
         start_ms: int,
         rows: pa.Table,
         report: TenantReport,
     ) -> None:
-        self._count_rows(report, publish_metrics(self.store, con, tier, tenant, start_ms, rows))
+        self._count_rows(report, publish_metrics(self.store, compute, tier, tenant, start_ms, rows))
 
     def _publish_minutes(
         self,
-        con: duckdb.DuckDBPyConnection,
+        compute: Compute,
         tenant: str,
         hour_ms: int,
         archive: pa.Table,
         report: TenantReport,
     ) -> None:
-        con.register("archive_hour", archive)
-        try:
-            minutes = con.sql(aggregate.minute_sql("archive_hour")).to_arrow_table()
-        finally:
-            con.unregister("archive_hour")
-        self._put_metrics(con, "1m", tenant, hour_ms, minutes, report)
+        minutes = compute.minutes(archive)
+        self._put_metrics(compute, "1m", tenant, hour_ms, minutes, report)
         report.hours.append(hour_ms)
 
     def _publish_tiers(
-        self, con: duckdb.DuckDBPyConnection, tenant: str, day_ms: int, report: TenantReport
+        self, compute: Compute, tenant: str, day_ms: int, report: TenantReport
     ) -> None:
         prefix = layout.metrics_key("1m", tenant, day_ms).rsplit("/hour=", 1)[0] + "/"
         tables = [parquet.decode(self.store.get(info.key)) for info in self.store.list(prefix)]
         if not tables:
             return
-        con.register("day_minutes", pa.concat_tables(tables))
-        try:
-            hourly = con.sql(aggregate.tier_sql("day_minutes", layout.HOUR_MS)).to_arrow_table()
-            con.register("day_hours", hourly)
-            daily = con.sql(aggregate.tier_sql("day_hours", layout.DAY_MS)).to_arrow_table()
-        finally:
-            con.unregister("day_minutes")
-            con.unregister("day_hours")
-        self._put_metrics(con, "1h", tenant, day_ms, hourly, report)
-        self._put_metrics(con, "1d", tenant, day_ms, daily, report)
+        hourly = compute.tier(pa.concat_tables(tables), layout.HOUR_MS)
+        daily = compute.tier(hourly, layout.DAY_MS)
+        self._put_metrics(compute, "1h", tenant, day_ms, hourly, report)
+        self._put_metrics(compute, "1d", tenant, day_ms, daily, report)
 
-    def _fold_events(
-        self, con: duckdb.DuckDBPyConnection, tenant: str, day_ms: int, new: pa.Table
-    ) -> None:
+    def _fold_events(self, compute: Compute, tenant: str, day_ms: int, new: pa.Table) -> None:
         key = layout.events_key(tenant, day_ms)
         both = pa.concat_tables([self._read_table(key, EVENT_SCHEMA), new.cast(EVENT_SCHEMA)])
-        con.register("events_input", both)
-        try:
-            events = con.sql(aggregate.events_dedup_sql("events_input")).to_arrow_table()
-        finally:
-            con.unregister("events_input")
+        events = compute.events(both)
         self.store.put(key, parquet.encode(events.cast(EVENT_SCHEMA)))
 
     def _read_table(self, key: str, schema: pa.Schema) -> pa.Table:
@@ -432,7 +411,7 @@ def _split(table: pa.Table, step_ms: int) -> Iterator[tuple[int, pa.Table]]:
 
 def publish_metrics(
     store: ObjectStore,
-    con: duckdb.DuckDBPyConnection,
+    compute: Compute | duckdb.DuckDBPyConnection,
     tier: layout.Tier,
     tenant: str,
     start_ms: int,
@@ -444,13 +423,10 @@ def publish_metrics(
     :func:`aggregate.minute_sql` and :func:`aggregate.tier_sql` return them).
     Returns the rows written.
     """
-    con.register("series_rows", rows)
-    try:
-        step = {"1m": aggregate.MINUTE_MS, "1h": layout.HOUR_MS, "1d": layout.DAY_MS}[tier]
-        sql = aggregate.tier_sql("series_rows", step, keep=layout.SERVICE_LEVEL)
-        services = con.sql(sql).to_arrow_table()
-    finally:
-        con.unregister("series_rows")
+    if isinstance(compute, duckdb.DuckDBPyConnection):  # callers from before Compute
+        compute = DuckDBCompute(compute)
+    step = {"1m": aggregate.MINUTE_MS, "1h": layout.HOUR_MS, "1d": layout.DAY_MS}[tier]
+    services = compute.tier(rows, step, keep=layout.SERVICE_LEVEL)
     store.put(layout.metrics_key(tier, tenant, start_ms), parquet.encode_metrics(rows))
     store.put(
         layout.metrics_key(tier, tenant, start_ms, "service"), parquet.encode_metrics(services)

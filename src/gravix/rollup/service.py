@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from gravix.config import Settings
+from gravix.rollup.compute import Compute
 from gravix.rollup.job import RollupJob
 from gravix.rollup.retention import apply_retention  # also registers its metrics at start
 from gravix.storage.base import ObjectStore
@@ -17,9 +18,21 @@ RETENTION_INTERVAL_SECONDS = 86_400.0
 
 
 def rollup_job(settings: Settings, store: ObjectStore) -> RollupJob:
-    """A RollupJob configured by the settings."""
+    """A RollupJob configured by the settings, on ``settings.rollup_engine``.
+
+    The Spark session is started (or spark-submit's is taken) when a tenant
+    first has work, so a node with nothing to roll up never starts a JVM; a
+    missing PySpark or Java is then a ConfigError from ``run``.
+    """
     temp = settings.data_dir / "tmp" / "rollup"
     temp.mkdir(parents=True, exist_ok=True)
+
+    def spark_compute() -> Compute:
+        from gravix import spark
+        from gravix.rollup.spark import SparkCompute
+
+        return SparkCompute(spark.session(settings.spark_master, settings.spark_conf))
+
     return RollupJob(
         store,
         lease_seconds=settings.rollup_lease_seconds,
@@ -27,6 +40,7 @@ def rollup_job(settings: Settings, store: ObjectStore) -> RollupJob:
         threads=settings.rollup_threads,
         chunk_bytes=settings.rollup_chunk_bytes,
         temp_dir=str(temp),
+        compute=spark_compute if settings.rollup_engine == "spark" else None,
     )
 
 

@@ -1,0 +1,112 @@
+"""The rollup's compute boundary: what does the relational work of a RollupJob.
+
+:class:`gravix.rollup.job.RollupJob` decides what to read, what to write and
+when (locks, chunks, partitions, deletes); a :class:`Compute` does the
+arithmetic on Arrow tables in between. Every engine returns the same tables,
+column for column, type for type and row for row, so the Parquet files a
+rollup writes do not depend on the engine:
+
+* :class:`DuckDBCompute`, embedded DuckDB (the default), runs the SQL of
+  :mod:`gravix.rollup.aggregate`;
+* :class:`gravix.rollup.spark.SparkCompute` runs the same in Spark SQL.
+
+Input and output columns are those of docs/data-model.md with times as
+``*_ms`` epoch milliseconds: facts have :data:`gravix.rollup.facts.FACT_SCHEMA`,
+events :data:`gravix.rollup.facts.EVENT_SCHEMA`, metric rows
+:data:`METRIC_SCHEMA`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final, Protocol
+
+import duckdb
+import pyarrow as pa
+
+from gravix.rollup import aggregate
+
+# Metric rows of every tier and level, exactly as DuckDB returns them (and
+# hence as they are written: the Parquet schema follows the Arrow one).
+METRIC_SCHEMA: Final = pa.schema(
+    [
+        ("bucket_ms", pa.int64()),
+        *((name, pa.string()) for name in aggregate.SERIES),
+        ("requests", pa.int64()),
+        ("errors", pa.int64()),
+        ("client_errors", pa.int64()),
+        ("status_counts", pa.map_(pa.int16(), pa.int64())),
+        ("latency_sum_us", pa.int64()),
+        ("latency_max_us", pa.int64()),
+        ("latency_sketch", pa.map_(pa.int32(), pa.int64())),
+    ]
+)
+assert tuple(METRIC_SCHEMA.names) == aggregate.METRIC_COLUMNS
+
+
+class Compute(Protocol):
+    """The relational steps of the rollup, over Arrow tables.
+
+    Metric rows come back sorted by the series columns (NULLS FIRST), then
+    ``bucket_ms``; map columns hold their keys in ascending order.
+    """
+
+    def dedup(self, facts: pa.Table) -> pa.Table:
+        """One fact per event_id (as :func:`aggregate.dedup_sql`), by timestamp_ms, event_id."""
+        ...
+
+    def minutes(self, facts: pa.Table) -> pa.Table:
+        """Minute metric rows of deduplicated facts (as :func:`aggregate.minute_sql`)."""
+        ...
+
+    def tier(
+        self, rows: pa.Table, step_ms: int, keep: tuple[str, ...] = aggregate.SERIES
+    ) -> pa.Table:
+        """Metric rows merged into buckets of ``step_ms`` (as :func:`aggregate.tier_sql`)."""
+        ...
+
+    def events(self, events: pa.Table) -> pa.Table:
+        """One service event per event_id (as :func:`aggregate.events_dedup_sql`)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine holds (a Spark session started elsewhere stays up)."""
+        ...
+
+
+class DuckDBCompute:
+    """The rollup's steps in an embedded, in-memory DuckDB."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    @classmethod
+    def connect(
+        cls, memory_limit: str = "1GB", threads: int = 0, temp_dir: str | None = None
+    ) -> DuckDBCompute:
+        """A DuckDBCompute on a new connection with the rollup's limits."""
+        return cls(aggregate.connect(memory_limit, threads, temp_dir))
+
+    def dedup(self, facts: pa.Table) -> pa.Table:
+        return self._run(aggregate.dedup_sql, facts)
+
+    def minutes(self, facts: pa.Table) -> pa.Table:
+        return self._run(aggregate.minute_sql, facts)
+
+    def tier(
+        self, rows: pa.Table, step_ms: int, keep: tuple[str, ...] = aggregate.SERIES
+    ) -> pa.Table:
+        return self._run(lambda source: aggregate.tier_sql(source, step_ms, keep), rows)
+
+    def events(self, events: pa.Table) -> pa.Table:
+        return self._run(aggregate.events_dedup_sql, events)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def _run(self, sql: Callable[[str], str], table: pa.Table) -> pa.Table:
+        self.con.register("compute_input", table)
+        try:
+            return self.con.sql(sql("compute_input")).to_arrow_table()
+        finally:
+            self.con.unregister("compute_input")
