@@ -61,6 +61,12 @@ def engines(spark: Any, world: tuple[LocalObjectStore, pa.Table]) -> tuple[Any, 
     return DuckDBEngine(store), SparkEngine(store, session=spark)
 
 
+def _chunked(table: pa.Table) -> pa.Table:
+    half = table.num_rows // 2
+    empty = table.schema.empty_table()
+    return pa.concat_tables([table.slice(0, half), empty, table.slice(half)])
+
+
 @pytest.mark.parametrize(("name", "body", "pending"), QUERIES, ids=[q[0] for q in QUERIES])
 def test_spark_answers_like_duckdb(
     engines: tuple[Any, Any],
@@ -71,7 +77,8 @@ def test_spark_answers_like_duckdb(
 ) -> None:
     duck, spark = engines
     _, extra = world
-    rows = extra if pending else None
+    # In several chunks, one empty: PySpark 4.3 drops every batch after an empty one.
+    rows = _chunked(extra) if pending else None
     for p in plans(body):
         want = duck.run(TENANT, p, rows)
         got = spark.run(TENANT, p, rows)

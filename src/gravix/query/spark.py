@@ -122,7 +122,8 @@ class SparkEngine:
         frames = self.frames(tenant, plan)
         if extra_rows is not None and extra_rows.num_rows:
             pending = extra_rows.select(METRIC_ROW_SCHEMA.names).cast(METRIC_ROW_SCHEMA)
-            frames.append(self.spark.createDataFrame(pending))
+            # One chunk: PySpark (4.3) drops every record batch after an empty one.
+            frames.append(self.spark.createDataFrame(pending.combine_chunks()))
         if not frames:
             frames.append(self.spark.createDataFrame(METRIC_ROW_SCHEMA.empty_table()))
         rows = functools.reduce(lambda a, b: a.unionByName(b), frames)

@@ -20,6 +20,8 @@ import duckdb
 from gravix.rollup import sketch
 
 MINUTE_MS: Final = 60_000
+# Facts are deduplicated within their event hour (docs/data-model.md).
+HOUR_MS: Final = 3_600_000
 
 # The raw archive: one row per deduplicated fact.
 ARCHIVE_COLUMNS: Final = (
@@ -72,8 +74,9 @@ def connect(
 def dedup_sql(source: str, *, ordered: bool = True) -> str:
     """The facts of ``source``, one per event_id (sorted for the archive if ``ordered``).
 
-    Of several facts with one event_id (a client retry, or a segment stored
-    twice) the one Gravix accepted first is kept; full ties are broken by
+    Of several facts with one event_id in one event hour (a client retry, or
+    a segment stored twice) the one Gravix accepted first is kept, so
+    ``source`` may hold several hours; full ties are broken by
     every other column, so the choice never depends on input order.
 
     Only facts whose ``hash(event_id)`` occurs more than once (the retries,
@@ -91,7 +94,7 @@ def dedup_sql(source: str, *, ordered: bool = True) -> str:
         SELECT {cols} FROM (
             SELECT * FROM hashed SEMI JOIN shared USING (id_hash)
             QUALIFY row_number() OVER (
-                PARTITION BY event_id
+                PARTITION BY event_id, timestamp_ms // {HOUR_MS}
                 ORDER BY received_ms, timestamp_ms, service, method, path, status, latency_us,
                          env NULLS FIRST, version NULLS FIRST
             ) = 1

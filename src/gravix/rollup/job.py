@@ -40,6 +40,10 @@ from gravix.storage.base import ObjectInfo, ObjectNotFound, ObjectStore
 from gravix.storage.uploader import OBJECT_SUFFIX
 
 log = logging.getLogger("gravix.rollup")
+# Hours are folded together until they hold this many facts (archive and new):
+# fewer, bigger steps for the engine, with memory still bounded.
+FOLD_BATCH_ROWS = 2_000_000
+_EMPTY_ARCHIVE = FACT_SCHEMA.empty_table()
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -232,10 +236,24 @@ class RollupJob:
                 report.late_facts += late
                 m.ROLLUP_LATE_FACTS.inc(late)
         days: set[int] = set()
+        batch: list[tuple[int, pa.Table, pa.Table]] = []  # (hour, archive, new facts)
         for hour_ms, part in _split(facts, layout.HOUR_MS):
             lock.renew_if_due()
-            self._fold_hour(compute, tenant, hour_ms, part, report)
             days.add(layout.day_start(hour_ms))
+            old = self._read_table(layout.archive_key(tenant, hour_ms), FACT_SCHEMA)
+            if old.num_rows == 0 and self.store.exists(layout.metrics_key("1m", tenant, hour_ms)):
+                # Minutes without an archive: retention already dropped this hour's
+                # raw facts. Recomputing from the late facts alone would erase the
+                # minutes, so add the late facts to them instead (no archive kept).
+                key = layout.metrics_key("1m", tenant, hour_ms)
+                self._add_to_minutes(compute, key, compute.dedup(part.cast(FACT_SCHEMA)), report)
+                continue
+            batch.append((hour_ms, old, part.cast(FACT_SCHEMA)))
+            if sum(o.num_rows + n.num_rows for _, o, n in batch) >= FOLD_BATCH_ROWS:
+                self._fold_hours(compute, lock, tenant, batch, report)
+                batch = []
+        if batch:
+            self._fold_hours(compute, lock, tenant, batch, report)
         for day_ms, part in _split(events, layout.DAY_MS):
             self._fold_events(compute, tenant, day_ms, part)
         for day_ms in sorted(days):
@@ -278,26 +296,42 @@ class RollupJob:
             self._publish_tiers(compute, tenant, day_ms, report)
 
     # --- one partition at a time ------------------------------------------------
-    def _fold_hour(
+    def _fold_hours(
         self,
         compute: Compute,
+        lock: LeaseLock,
         tenant: str,
-        hour_ms: int,
-        new: pa.Table,
+        hours: list[tuple[int, pa.Table, pa.Table]],
         report: TenantReport,
     ) -> None:
-        key = layout.archive_key(tenant, hour_ms)
-        old = self._read_table(key, FACT_SCHEMA)
-        archive = compute.dedup(pa.concat_tables([old, new.cast(FACT_SCHEMA)]))
-        minutes_key = layout.metrics_key("1m", tenant, hour_ms)
-        if old.num_rows == 0 and self.store.exists(minutes_key):
-            # Minutes without an archive: retention already dropped this hour's
-            # raw facts. Recomputing from the late facts alone would erase the
-            # minutes, so add the late facts to them instead (no archive kept).
-            self._add_to_minutes(compute, minutes_key, archive, report)
-            return
-        self.store.put(key, parquet.encode(archive.cast(FACT_SCHEMA)))
-        self._publish_minutes(compute, tenant, hour_ms, archive, report)
+        """Fold new facts into their hours' archives and minutes, several hours at once.
+
+        One dedup (per event hour), one minute aggregation and one service-level
+        merge cover every hour of the batch: on Spark each is a job with a fixed
+        cost, so a job per hour made a day of data cost a hundred jobs. The
+        results are cut by hour; each hour's rows keep the order they would
+        have had alone (filters keep order), so the files are the same bytes.
+        """
+        archive = compute.dedup(pa.concat_tables([t for _, old, new in hours for t in (old, new)]))
+        minutes = compute.minutes(archive)
+        services = compute.tier(minutes, aggregate.MINUTE_MS, keep=layout.SERVICE_LEVEL)
+        archives = dict(_split(archive, layout.HOUR_MS))
+        series = dict(_split(minutes, layout.HOUR_MS, "bucket_ms"))
+        service = dict(_split(services, layout.HOUR_MS, "bucket_ms"))
+        for hour_ms, _, _ in hours:
+            lock.renew_if_due()
+            rows = archives.get(hour_ms, _EMPTY_ARCHIVE).cast(FACT_SCHEMA)
+            self.store.put(layout.archive_key(tenant, hour_ms), parquet.encode(rows))
+            written = put_metrics(
+                self.store,
+                "1m",
+                tenant,
+                hour_ms,
+                series.get(hour_ms, minutes.schema.empty_table()),
+                service.get(hour_ms, services.schema.empty_table()),
+            )
+            self._count_rows(report, written)
+            report.hours.append(hour_ms)
 
     def _add_to_minutes(
         self, compute: Compute, key: str, facts: pa.Table, report: TenantReport
@@ -400,11 +434,13 @@ def _chunks(objects: Iterable[ObjectInfo], limit: int) -> Iterator[list[ObjectIn
         yield chunk
 
 
-def _split(table: pa.Table, step_ms: int) -> Iterator[tuple[int, pa.Table]]:
-    """Rows of ``table`` grouped by ``timestamp_ms`` floored to ``step_ms``."""
+def _split(
+    table: pa.Table, step_ms: int, column: str = "timestamp_ms"
+) -> Iterator[tuple[int, pa.Table]]:
+    """Rows of ``table`` grouped by ``column`` floored to ``step_ms``, in their order."""
     if table.num_rows == 0:
         return
-    starts = pc.multiply(pc.divide(table["timestamp_ms"], step_ms), step_ms)
+    starts = pc.multiply(pc.divide(table[column], step_ms), step_ms)
     for start in sorted(pc.unique(starts).to_pylist()):
         yield start, table.filter(pc.equal(starts, start))
 
@@ -427,6 +463,18 @@ def publish_metrics(
         compute = DuckDBCompute(compute)
     step = {"1m": aggregate.MINUTE_MS, "1h": layout.HOUR_MS, "1d": layout.DAY_MS}[tier]
     services = compute.tier(rows, step, keep=layout.SERVICE_LEVEL)
+    return put_metrics(store, tier, tenant, start_ms, rows, services)
+
+
+def put_metrics(
+    store: ObjectStore,
+    tier: layout.Tier,
+    tenant: str,
+    start_ms: int,
+    rows: pa.Table,
+    services: pa.Table,
+) -> int:
+    """Store a tier object's series rows, then its service-level rows; the rows written."""
     store.put(layout.metrics_key(tier, tenant, start_ms), parquet.encode_metrics(rows))
     store.put(
         layout.metrics_key(tier, tenant, start_ms, "service"), parquet.encode_metrics(services)

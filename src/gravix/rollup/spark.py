@@ -65,7 +65,7 @@ _views = itertools.count()
 
 
 def dedup_sql(source: str) -> str:
-    """As :func:`aggregate.dedup_sql`: the fact accepted first per event_id, by time and id.
+    """As :func:`aggregate.dedup_sql`: the fact accepted first per event_id and hour.
 
     The first fact is the least struct of the tie-break columns: a hash
     aggregate instead of a window that sorts every fact. Structs compare
@@ -75,7 +75,7 @@ def dedup_sql(source: str) -> str:
     return f"""
         SELECT {", ".join(f"f.{c}" for c in aggregate.ARCHIVE_COLUMNS)} FROM (
             SELECT min(struct({_tie_break(_FACT_TIE_BREAK)}, {_ARCHIVE})) AS f
-            FROM {source} GROUP BY event_id
+            FROM {source} GROUP BY event_id, timestamp_ms DIV {aggregate.HOUR_MS}
         )
         ORDER BY f.timestamp_ms NULLS LAST, f.event_id NULLS LAST
     """
@@ -212,7 +212,8 @@ class SparkCompute:
             return schema.empty_table()
         # A view name per call: one session may serve several rollups at once.
         view = f"gravix_rollup_{next(_views)}"
-        self.session.createDataFrame(table).createOrReplaceTempView(view)
+        # One chunk: PySpark (4.3) drops every record batch after an empty one.
+        self.session.createDataFrame(table.combine_chunks()).createOrReplaceTempView(view)
         try:
             result = self.session.sql(sql(view)).toArrow()
         finally:
