@@ -52,7 +52,7 @@ class Compute(Protocol):
     """
 
     def dedup(self, facts: pa.Table) -> pa.Table:
-        """One fact per event_id (as :func:`aggregate.dedup_sql`), by timestamp_ms, event_id."""
+        """One fact per event_id and event hour (as :func:`aggregate.dedup_sql`), in time order."""
         ...
 
     def minutes(self, facts: pa.Table) -> pa.Table:
