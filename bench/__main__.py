@@ -1,8 +1,8 @@
 """``python -m bench`` (what ``make bench`` runs): every benchmark: ingest, upload, rollup, query,
-dashboard, footprint.
+dashboard, footprint, spark.
 
 ``python -m bench ingest [options]`` (or ``upload``, ``rollup``, ``query``, ``dashboard``,
-``footprint``) runs one;
+``footprint``, ``spark``) runs one;
 ``--help`` after the name lists its options. Options given without a name go
 to the ingest benchmark, as before there was a second one; the others then run
 with their defaults.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import dashboard, footprint, ingest, query, rollup, upload
+from bench import dashboard, footprint, ingest, query, rollup, spark, upload
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "ingest": ingest.main,
@@ -22,17 +22,19 @@ BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "query": query.main,
     "dashboard": dashboard.main,
     "footprint": footprint.main,
+    "spark": spark.main,
 }
 USAGE = """\
 usage: python -m bench [ingest|upload|rollup|query|dashboard] [options]
 
-  python -m bench                   ingest, upload, rollup, query, dashboard, then footprint
+  python -m bench                   ingest, upload, rollup, query, dashboard, footprint, spark
   python -m bench ingest [options]  durable ingest beside a non-durable peer
   python -m bench upload [options]  spool upload beside a plain copy of the files
   python -m bench rollup [options]  facts to minute rows beside DuckDB, chdb and Polars
   python -m bench query [options]   dashboard panels beside DuckDB and chdb; freshness
   python -m bench dashboard [...]   navigation to all overview charts drawn, in Chromium
   python -m bench footprint [...]   memory, cold start and installed size of gravix serve
+  python -m bench spark [options]   the rollup on Spark local[2] beside the rollup on DuckDB
   python -m bench NAME --help       the options of one benchmark
 
 Results: bench/README.md; raw figures in bench/results/<name>-<UTC time>.json.
@@ -56,6 +58,7 @@ def main(argv: list[str]) -> int:
         query.main([]),
         dashboard.main([]),
         footprint.main([]),
+        spark.main([]),
     ]
     return max(codes)
 

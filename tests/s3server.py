@@ -187,6 +187,17 @@ class LoopbackS3:
         )
 
 
+def gravix_env(endpoint_url: str, bucket: str, prefix: str, timeout: float) -> dict[str, str]:
+    """The ``GRAVIX_*`` settings of a Gravix process storing into ``s3://bucket/prefix``."""
+    return {
+        "GRAVIX_OBJECT_STORE_URL": f"s3://{bucket}/{prefix}",
+        "GRAVIX_S3_ENDPOINT_URL": endpoint_url,
+        "GRAVIX_S3_PATH_STYLE": "true",
+        "GRAVIX_S3_REGION": "us-east-1",
+        "GRAVIX_S3_TIMEOUT_SECONDS": str(timeout),
+    }
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on (at the moment of asking)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

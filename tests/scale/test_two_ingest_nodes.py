@@ -56,13 +56,9 @@ RAW_KEY = re.compile(
 
 def s3_env(endpoint_url: str, bucket: str) -> dict[str, str]:
     return {
-        "GRAVIX_OBJECT_STORE_URL": f"s3://{bucket}/{PREFIX}",
-        "GRAVIX_S3_ENDPOINT_URL": endpoint_url,
-        "GRAVIX_S3_PATH_STYLE": "true",
-        "GRAVIX_S3_REGION": "us-east-1",
+        **s3server.gravix_env(endpoint_url, bucket, PREFIX, timeout=5),
         "GRAVIX_S3_ACCESS_KEY_ID": "testing",
         "GRAVIX_S3_SECRET_ACCESS_KEY": "testing",
-        "GRAVIX_S3_TIMEOUT_SECONDS": "5",
         "GRAVIX_SEGMENT_MAX_AGE_SECONDS": "0.5",
         "GRAVIX_UPLOAD_INTERVAL_SECONDS": "0.2",
         "GRAVIX_UPLOAD_BACKOFF_MAX_SECONDS": "1",

@@ -30,11 +30,7 @@ PREFIX = "gravix"
 
 def s3_env(endpoint_url: str, bucket: str) -> dict[str, str]:
     return {
-        "GRAVIX_OBJECT_STORE_URL": f"s3://{bucket}/{PREFIX}",
-        "GRAVIX_S3_ENDPOINT_URL": endpoint_url,
-        "GRAVIX_S3_PATH_STYLE": "true",
-        "GRAVIX_S3_REGION": "us-east-1",
-        "GRAVIX_S3_TIMEOUT_SECONDS": "2",
+        **s3server.gravix_env(endpoint_url, bucket, PREFIX, timeout=2),
         "GRAVIX_SEGMENT_MAX_AGE_SECONDS": "0.3",
         "GRAVIX_SEGMENT_MAX_BYTES": "32768",
         "GRAVIX_UPLOAD_INTERVAL_SECONDS": "0.2",

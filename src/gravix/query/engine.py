@@ -48,6 +48,16 @@ class UnreadableMetrics(ServiceUnavailable):
     code = "metrics_unreadable"
 
 
+def unreadable(error: BaseException) -> UnreadableMetrics:
+    """The 503 for stored metrics an engine could not read, logged with its cause."""
+    log.error("stored metrics could not be read", exc_info=error)
+    return UnreadableMetrics(
+        f"stored metrics could not be read ({type(error).__name__}); "
+        "the server log has the details",
+        retry_after=30,
+    )
+
+
 class QueryOutOfMemory(ServiceUnavailable):
     code = "query_out_of_memory"
 
@@ -261,12 +271,7 @@ class DuckDBEngine:
                             continue
                         # A damaged file, a full descriptor table, a failing disk:
                         # the server's fault, said as such, never a bare 500.
-                        log.error("stored metrics could not be read", exc_info=e)
-                        raise UnreadableMetrics(
-                            f"stored metrics could not be read ({type(e).__name__}); "
-                            "the server log has the details",
-                            retry_after=30,
-                        ) from e
+                        raise unreadable(e) from e
             raise AssertionError("unreachable")
         finally:
             cursor.close()

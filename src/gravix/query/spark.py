@@ -30,8 +30,8 @@ from gravix.query.engine import (
     DEFAULT_CACHE_BYTES,
     METRIC_ROW_SCHEMA,
     TierFiles,
-    UnreadableMetrics,
     object_keys,
+    unreadable,
 )
 from gravix.query.spec import Plan
 from gravix.storage.base import ObjectStore
@@ -81,12 +81,7 @@ class SparkEngine:
                 if attempt == 1:
                     log.info("query read a file that changed; retrying", exc_info=e)
                     continue
-                log.error("stored metrics could not be read", exc_info=e)
-                raise UnreadableMetrics(
-                    f"stored metrics could not be read ({type(e).__name__}); "
-                    "the server log has the details",
-                    retry_after=30,
-                ) from e
+                raise unreadable(e) from e
         raise AssertionError("unreachable")
 
     def frames(self, tenant: str, plan: Plan) -> list[Any]:
