@@ -119,6 +119,21 @@ class TierFiles:
         self._bytes = 0
         self._lock = threading.Lock()
 
+    def segment_paths(self, tenant: str, segment: Segment, lvl: layout.Level) -> list[str]:
+        """Local files of the tier objects of ``segment`` at level ``lvl``.
+
+        A service-level object missing (written before that level existed)
+        is read at the series level instead.
+        """
+        paths = []
+        for key in object_keys(tenant, segment, lvl):
+            path = self.path(key)
+            if path is None and lvl == "service":
+                path = self.path(key.removeprefix("service_"))  # the series level
+            if path is not None:
+                paths.append(path)
+        return paths
+
     def path(self, key: str) -> str | None:
         if self.local is not None:
             path = self.local.file_path(key)
@@ -227,13 +242,11 @@ class DuckDBEngine:
         parts = []
         for segment in segments(plan):
             _, start, end = segment
-            paths = []
-            for key in object_keys(tenant, segment, lvl):
-                path = self.files.path(key)
-                if path is None and lvl == "service":
-                    path = self.files.path(key.removeprefix("service_"))  # the series level
-                if path is not None and (pinned := _pin(path, pins)) is not None:
-                    paths.append(pinned)
+            paths = [
+                pinned
+                for path in self.files.segment_paths(tenant, segment, lvl)
+                if (pinned := _pin(path, pins)) is not None
+            ]
             if paths:
                 files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
                 parts.append(

@@ -30,7 +30,6 @@ from gravix.query.engine import (
     DEFAULT_CACHE_BYTES,
     METRIC_ROW_SCHEMA,
     TierFiles,
-    object_keys,
     unreadable,
 )
 from gravix.query.spec import Plan
@@ -94,13 +93,7 @@ class SparkEngine:
         frames = []
         for segment in segments(plan):
             _, start, end = segment
-            paths = []
-            for key in object_keys(tenant, segment, lvl):
-                path = self.files.path(key)
-                if path is None and lvl == "service":
-                    path = self.files.path(key.removeprefix("service_"))
-                if path is not None:
-                    paths.append(path)
+            paths = self.files.segment_paths(tenant, segment, lvl)
             if paths:
                 rows = (
                     self.spark.read.schema(_FILE_SCHEMA)
