@@ -6,9 +6,10 @@ import { ChartsSection } from "./chartsection.js";
 import { h } from "./dom.js";
 import * as fmt from "./format.js";
 import { quiet, settle } from "./overview.js";
-import { delta, emptyState, eventsList, note, records, replaceSlot, table } from "./panels.js";
+import { delta, eventsList, note, records, replaceSlot, table } from "./panels.js";
 import { chartQuery, scopeFilters } from "./queries.js";
 import { chartGrain, href, rangeLabel, timeRange } from "./state.js";
+import { View } from "./view.js";
 
 function statusClass(code) {
   return `status-${String(code)[0]}xx`;
@@ -78,14 +79,10 @@ function figures(result) {
   );
 }
 
-export class EndpointView {
+export class EndpointView extends View {
   constructor(app, state) {
-    this.app = app;
-    this.state = state;
-    this.mode = null;
-    this.charts = null;
+    super(app, state, "endpoint");
     this.title = `${state.method} ${state.path} · ${state.service} · Gravix`;
-    this.el = h("div", { class: "view view-endpoint" });
   }
 
   backLink() {
@@ -141,13 +138,6 @@ export class EndpointView {
     );
   }
 
-  mountEmpty() {
-    if (this.mode === "empty") return;
-    this.destroy();
-    this.mode = "empty";
-    this.el.replaceChildren(emptyState(this.app.me.tenant));
-  }
-
   async refresh() {
     const s = this.state;
     const range = timeRange(s);
@@ -192,10 +182,5 @@ export class EndpointView {
 
   restyle() {
     if (this.charts) this.charts.restyle();
-  }
-
-  destroy() {
-    if (this.charts) this.charts.destroy();
-    this.charts = null;
   }
 }

@@ -4,9 +4,10 @@
 import * as api from "./api.js";
 import { ChartsSection } from "./chartsection.js";
 import { h } from "./dom.js";
-import { emptyState, eventsList, replaceSlot, servicesTable, topEndpointsTable } from "./panels.js";
+import { eventsList, replaceSlot, servicesTable, topEndpointsTable } from "./panels.js";
 import { chartQuery, scopeFilters } from "./queries.js";
 import { chartGrain, grainFor, rangeLabel, timeRange } from "./state.js";
+import { View } from "./view.js";
 
 const SPARK_POINTS = 40;
 const TOP = 10;
@@ -50,14 +51,10 @@ async function topEndpoints(scope, when, previous) {
   return { ...counts, p95 };
 }
 
-export class OverviewView {
+export class OverviewView extends View {
   constructor(app, state) {
-    this.app = app;
-    this.state = state;
-    this.mode = null;
-    this.charts = null;
+    super(app, state, "overview");
     this.title = state.service ? `${state.service} · Gravix` : "Overview · Gravix";
-    this.el = h("div", { class: "view view-overview" });
   }
 
   mountNormal() {
@@ -92,13 +89,6 @@ export class OverviewView {
         h("h3", { id: "events-title" }, "Events"),
         this.eventsSlot),
     );
-  }
-
-  mountEmpty() {
-    if (this.mode === "empty") return;
-    this.destroy();
-    this.mode = "empty";
-    this.el.replaceChildren(emptyState(this.app.me.tenant));
   }
 
   async refresh() {
@@ -146,10 +136,5 @@ export class OverviewView {
 
   restyle() {
     if (this.charts) this.charts.restyle();
-  }
-
-  destroy() {
-    if (this.charts) this.charts.destroy();
-    this.charts = null;
   }
 }
