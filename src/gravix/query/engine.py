@@ -69,9 +69,9 @@ class QueryEngineUnavailable(ServiceUnavailable):
 
 
 class Engine(Protocol):
-    """An engine may also say ``includes_pending = False``: it ignores ``extra_rows``."""
-
     name: str
+    # False: the engine reads only the store (Trino) and ignores ``extra_rows``.
+    includes_pending: bool
 
     def run(self, tenant: str, plan: Plan, extra_rows: pa.Table | None = None) -> pa.Table:
         """The plan's answer for ``tenant``; ``extra_rows`` are minute rows not yet stored."""

@@ -53,7 +53,7 @@ class QueryService:
         p = plan(query, now)
         # An engine that cannot see this node's pending rows (Trino) is not
         # handed them, and the answer says so.
-        included = bool(getattr(self.engine, "includes_pending", True))
+        included = self.engine.includes_pending
         extra, newest_pending = self.pending.minute_rows(tenant) if included else (None, None)
         table = self.engine.run(tenant, p, extra)
         result: dict[str, Any] = {

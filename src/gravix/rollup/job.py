@@ -241,12 +241,13 @@ class RollupJob:
             lock.renew_if_due()
             days.add(layout.day_start(hour_ms))
             old = self._read_table(layout.archive_key(tenant, hour_ms), FACT_SCHEMA)
-            if old.num_rows == 0 and self.store.exists(layout.metrics_key("1m", tenant, hour_ms)):
+            minutes = layout.metrics_key("1m", tenant, hour_ms)
+            if old.num_rows == 0 and self.store.exists(minutes):
                 # Minutes without an archive: retention already dropped this hour's
                 # raw facts. Recomputing from the late facts alone would erase the
                 # minutes, so add the late facts to them instead (no archive kept).
-                key = layout.metrics_key("1m", tenant, hour_ms)
-                self._add_to_minutes(compute, key, compute.dedup(part.cast(FACT_SCHEMA)), report)
+                late = compute.dedup(part.cast(FACT_SCHEMA))
+                self._add_to_minutes(compute, minutes, late, report)
                 continue
             batch.append((hour_ms, old, part.cast(FACT_SCHEMA)))
             if sum(o.num_rows + n.num_rows for _, o, n in batch) >= FOLD_BATCH_ROWS:
