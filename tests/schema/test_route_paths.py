@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gravix.errors import InvalidFacts
 from gravix.schema import MEDIA_TYPES, decode_facts
-from gravix.schema.paths import path_problem
+from gravix.schema.paths import path_problem, template_path
 
 JSON, NDJSON, PROTOBUF = MEDIA_TYPES
 
@@ -117,3 +117,28 @@ def test_any_numeric_segment_is_replaced_by_id(parts, number, data):
 def test_any_uuid_is_an_id(value):
     assert path_problem(f"/things/{value}") is not None
     assert path_problem(f"/things/{str(value).upper()}/x") is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "template"),
+    [
+        ("/users/123", "/users/{id}"),
+        ("/users/123?tab=1#top", "/users/{id}"),
+        ("/orgs/42/repos/7", "/orgs/{id}/repos/{id}"),
+        ("/files/123.json", "/files/{id}.json"),
+        ("/users/ada@example.com/avatar", "/users/{email}/avatar"),
+        ("/health", "/health"),
+        ("", "/"),
+        ("users/5", "/users/{id}"),
+        ("/a b/é", "/a%20b/%C3%A9"),
+        ("/" + "x" * 300, "/" + "x" * 255),
+    ],
+)
+def test_template_path_turns_a_url_into_a_route_template(url, template):
+    assert template_path(url) == template
+    assert path_problem(template_path(url)) is None
+
+
+@given(st.text(max_size=400))
+def test_template_path_always_gives_an_acceptable_template(url):
+    assert path_problem(template_path(url)) is None

@@ -105,3 +105,37 @@ def path_problem(path: str) -> str | None:
         return None
     template = "/".join(segments)
     return f"path contains {' and '.join(problems)}; use a route template such as {template}"
+
+
+_UNSAFE: Final = re.compile(r"[^!-~]")
+
+
+@lru_cache(maxsize=65_536)
+def template_path(path: str) -> str:
+    """The route template for a requested URL path, by the rules above.
+
+    For senders that only know the URL (access logs, spans without
+    ``http.route``, middleware outside a router): the query string and
+    fragment are cut, raw ids become ``{id}`` / ``{email}``, spaces and
+    control or non-ASCII characters are percent-encoded, a path without a
+    leading ``/`` gets one, and the result is cut to the length limit. The
+    result always passes :func:`path_problem`, so ``/users/123?x=1`` becomes
+    ``/users/{id}``.
+    """
+    cut = min((i for i in (path.find("?"), path.find("#")) if i != -1), default=len(path))
+    path = path[:cut]
+    if not path.startswith("/"):
+        path = "/" + path
+    if _UNSAFE.search(path):
+        path = _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), path)
+    segments = path.split("/")
+    for i, segment in enumerate(segments):
+        placeholder = _templated(segment)
+        if placeholder is not None:
+            segments[i] = placeholder
+    template = "/".join(segments)[:MAX_PATH_LENGTH]
+    if path_problem(template) is not None:  # a cut id ("/x/12345" -> "/x/12"), or "{id" left
+        template = "/".join(segments[:-1])[:MAX_PATH_LENGTH] or "/"
+        if path_problem(template) is not None:
+            return "/"
+    return template
