@@ -63,6 +63,19 @@ def test_dotenv_is_read(tmp_path: Path) -> None:
     assert load_settings().port == 7004
 
 
+def test_dotenv_may_hold_the_clients_variables(tmp_path: Path) -> None:
+    # gravix.client, import-logs and the docs' curl lines read these; a shared
+    # .env must not stop the server, while a misspelt setting still does.
+    (tmp_path / ".env").write_text(
+        "GRAVIX_PORT=7005\nGRAVIX_URL=http://gravix:8080\nGRAVIX_KEY=gvx_x\n"
+        "GRAVIX_SERVICE=shop\nGRAVIX_ENV=prod\nGRAVIX_VERSION=v1\nGRAVIX_TOKEN=gvq_x\n"
+    )
+    assert load_settings().port == 7005
+    (tmp_path / ".env").write_text("GRAVIX_PROT=7006\n")
+    with pytest.raises(ConfigError, match="gravix_prot"):
+        load_settings()
+
+
 def test_named_config_file_and_section(tmp_path: Path) -> None:
     path = tmp_path / "other.toml"
     path.write_text("[gravix]\nraw_retention_days = 7\n")

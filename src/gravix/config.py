@@ -44,6 +44,37 @@ def _default_node_id() -> str:
     return cleaned[:48] or "node"
 
 
+# Variables read by Gravix's clients, not by the server: gravix.client, `gravix
+# import-logs` / `tail-logs`, `gravix loadgen` and the docs' curl lines. A .env
+# shared with them must not stop the server, which refuses unknown GRAVIX_*
+# names there (to catch typos).
+CLIENT_VARIABLES = frozenset(
+    {
+        "gravix_url",
+        "gravix_key",
+        "gravix_service",
+        "gravix_env",
+        "gravix_version",
+        "gravix_token",
+        "gravix_loadgen_key",
+    }
+)
+
+
+class _ClientVariablesSkipped(PydanticBaseSettingsSource):
+    """The ``.env`` source without :data:`CLIENT_VARIABLES`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.inner().items() if k.lower() not in CLIENT_VARIABLES}
+
+
 class Settings(BaseSettings):
     """Every tunable of Gravix, with its default."""
 
@@ -368,7 +399,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, dotenv_settings, _FileSource(settings_cls))
+        return (
+            init_settings,
+            env_settings,
+            _ClientVariablesSkipped(settings_cls, dotenv_settings),
+            _FileSource(settings_cls),
+        )
 
     @property
     def spool_dir(self) -> Path:
