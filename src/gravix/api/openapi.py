@@ -487,8 +487,9 @@ def openapi_document() -> dict[str, Any]:
             "services by service, endpoint and time, for the tenant of the credential. Every "
             "error has the one shape `Error`; an unknown route is a 404 and a known route with "
             "another method a 405 (with `Allow`), in that shape too. Sending facts and events "
-            "(`POST /api/v1/facts`, `POST /api/v1/events`, with an ingest key) and the probes "
-            "(`/live`, `/ready`, `/metrics`) on the same port are in docs/ingest.md. "
+            "(`POST /api/v1/facts`, `POST /api/v1/events`, and OpenTelemetry traces on "
+            "`POST /v1/traces`, with an ingest key) and the probes (`/live`, `/ready`, "
+            "`/metrics`) on the same port are in docs/ingest.md. "
             "Guide: docs/query-api.md.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },

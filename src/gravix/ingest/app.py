@@ -5,12 +5,14 @@ no tenant data)::
 
     POST /api/v1/facts    RequestFacts  -> 202 {"accepted": n, "request_id": ...}
     POST /api/v1/events   ServiceEvents -> 202 {"accepted": n, "request_id": ...}
+    POST /v1/traces       OTLP/HTTP spans -> 200 ExportTraceServiceResponse (ingest/otlp.py)
     GET  /live            the process is up
     GET  /ready           the spool is writable and below its high-water mark
     GET  /metrics         Prometheus text format
 
-A 202 means the batch is fsynced in this worker's spool. It is plain ASGI
-rather than a framework: this is the hot path, and it has five routes.
+A 202 (a 200 on /v1/traces) means the batch is fsynced in this worker's
+spool. It is plain ASGI rather than a framework: this is the hot path, and it
+has six routes.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from gravix.errors import (
     ServiceUnavailable,
     error_body,
 )
-from gravix.ingest import metrics
+from gravix.ingest import metrics, otlp
 from gravix.ingest.body import read_request_body
 from gravix.ingest.keys import Authenticator, KeyStore, presented_key
 from gravix.ingest.ratelimit import RateLimiter
@@ -55,6 +57,7 @@ _json = msgspec.json.Encoder()
 _ROUTES: dict[str, tuple[str, ...]] = {
     "/api/v1/facts": ("POST",),
     "/api/v1/events": ("POST",),
+    "/v1/traces": ("POST",),
     "/live": ("GET", "HEAD"),
     "/ready": ("GET", "HEAD"),
     "/metrics": ("GET",),
@@ -297,6 +300,8 @@ class IngestApp:
         if self.spool is None or self.catalog is None:
             raise ServiceUnavailable("starting up", retry_after=1)
         batch = SpoolBatch(tenant=principal.tenant, received_ms=limits.now_ms)
+        if path == "/v1/traces":
+            return await self._ingest_otlp(body, kind, limits, batch)
         if path == "/api/v1/facts":
             batch.facts = decode_facts(body, kind, limits)
             self.catalog.admit(principal.tenant, batch.facts)
@@ -307,3 +312,32 @@ class IngestApp:
         await self.spool.append(encode_batch(batch))
         metrics.INGESTION_FACTS.labels(label).inc(count)
         return 202, _json.encode({"accepted": count, "request_id": request_id}), None, {}
+
+    async def _ingest_otlp(
+        self, body: bytes, kind: str, limits: Limits, batch: SpoolBatch
+    ) -> tuple[int, bytes, bytes | None, dict[str, str]]:
+        """OTLP/HTTP traces: valid HTTP server spans are stored, invalid ones reported.
+
+        200 with ``partial_success`` rather than 400 for invalid spans: OTLP
+        exporters retry nothing on 400 but log it, and retry 429/503 (which
+        keep their ``Retry-After``), so a bad span never blocks a batch.
+        """
+        assert self.spool is not None and self.catalog is not None  # checked by _ingest
+        translation = otlp.decode_traces(body, kind, limits)
+        otlp.admit_series(self.catalog, batch.tenant, translation)
+        batch.facts = translation.facts
+        if batch.facts:
+            await self.spool.append(encode_batch(batch))
+        accepted, rejected = len(batch.facts), len(translation.rejected)
+        metrics.INGESTION_FACTS.labels("fact").inc(accepted)
+        metrics.OTLP_SPANS.labels("accepted").inc(accepted)
+        metrics.OTLP_SPANS.labels("ignored").inc(translation.ignored)
+        if rejected:
+            metrics.OTLP_SPANS.labels("rejected").inc(rejected)
+            metrics.INGESTION_REJECTED_ITEMS.labels("/v1/traces").inc(rejected)
+            log.info(
+                "OTLP spans rejected",
+                extra={"fields": {"rejected": rejected, "first": translation.rejected[0][1]}},
+            )
+        response, content_type = otlp.export_response(kind, translation)
+        return 200, response, content_type, {}

@@ -24,6 +24,12 @@ INGESTION_FACTS = Counter(
     "Facts and service events acknowledged (durable on disk).",
     ["kind"],
 )
+OTLP_SPANS = Counter(
+    "ingestion_otlp_spans_total",
+    "Spans received on POST /v1/traces, by outcome: accepted (stored as facts), ignored "
+    "(not an HTTP server span) or rejected (an invalid HTTP span, reported in partial_success).",
+    ["outcome"],
+)
 INGESTION_REJECTED_ITEMS = Counter(
     "ingestion_rejected_items_total",
     "Items in batches rejected as invalid.",

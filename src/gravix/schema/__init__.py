@@ -6,7 +6,7 @@
 from gravix.schema.decode import MEDIA_TYPES, decode_events, decode_facts
 from gravix.schema.model import RequestFact, ServiceEvent
 from gravix.schema.spool import SpoolBatch, decode_batch, encode_batch
-from gravix.schema.validate import Limits
+from gravix.schema.validate import Limits, partition_facts
 
 __all__ = [
     "MEDIA_TYPES",
@@ -18,4 +18,5 @@ __all__ = [
     "decode_events",
     "decode_facts",
     "encode_batch",
+    "partition_facts",
 ]

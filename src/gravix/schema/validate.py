@@ -245,6 +245,21 @@ def _item_errors(kind: ItemKind[T], raw: object, limits: Limits) -> tuple[T | No
     return check_fields(kind, raw, limits)
 
 
+def _sort_items(
+    kind: ItemKind[T], raw_items: Sequence[object], limits: Limits
+) -> tuple[list[T], list[tuple[int, Errors]]]:
+    """Each raw item on its own: the valid items, and (index, errors) of the others."""
+    items: list[T] = []
+    rejected: list[tuple[int, Errors]] = []
+    for index, raw in enumerate(raw_items):
+        item, errors = _item_errors(kind, raw, limits)
+        if item is not None:
+            items.append(item)
+        else:
+            rejected.append((index, errors))
+    return items, rejected
+
+
 def validate_items(kind: ItemKind[T], raw_items: Sequence[object], limits: Limits) -> list[T]:
     """Slow path: validate raw decoded items one field at a time.
 
@@ -252,25 +267,41 @@ def validate_items(kind: ItemKind[T], raw_items: Sequence[object], limits: Limit
     (every invalid field of every invalid item, in order) when any item is
     invalid; the whole batch is rejected.
     """
-    items: list[T] = []
-    problems: list[ItemError] = []
-    invalid = 0
-    for index, raw in enumerate(raw_items):
-        item, errors = _item_errors(kind, raw, limits)
-        if item is not None:
-            items.append(item)
-            continue
-        invalid += 1
-        for field, message in errors:
-            if len(problems) < MAX_ITEM_ERRORS:
-                problems.append(ItemError(index, field, message))
-    if not problems:
+    items, rejected = _sort_items(kind, raw_items, limits)
+    if not rejected:
         return items
+    problems = [
+        ItemError(index, field, message) for index, errors in rejected for field, message in errors
+    ][:MAX_ITEM_ERRORS]
     first = problems[0]
-    verb = "is" if invalid == 1 else "are"
+    verb = "is" if len(rejected) == 1 else "are"
     raise InvalidFacts(
-        f"{invalid} of {len(raw_items)} {kind.plural} {verb} invalid; the batch was rejected "
-        f"({kind.noun} {first.index}: {first.message})",
+        f"{len(rejected)} of {len(raw_items)} {kind.plural} {verb} invalid; the batch was "
+        f"rejected ({kind.noun} {first.index}: {first.message})",
         field=first.field,
         items=problems,
     )
+
+
+_FACT_LIST: Final = list[RequestFact]
+
+
+def partition_facts(
+    raw_facts: Sequence[dict[str, Any]], limits: Limits
+) -> tuple[list[RequestFact], list[tuple[int, Errors]]]:
+    """Keep the valid facts of a batch and say why each other one is not.
+
+    For intakes that may accept part of a batch (OTLP's partial success), with
+    the same rules as :func:`validate_items`: raw facts are dicts as JSON
+    objects decode to. Returns the valid facts in order, and (index into
+    ``raw_facts``, every (field, message)) for each invalid one. The fast path
+    (one C-level convert and :func:`_finish_facts`) answers a valid batch.
+    """
+    try:
+        facts = msgspec.convert(raw_facts, _FACT_LIST)
+    except msgspec.ValidationError:
+        pass
+    else:
+        if _finish_facts(facts, limits):
+            return facts, []
+    return _sort_items(FACTS, raw_facts, limits)
