@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gravix.accesslog import commands as accesslog_commands
 from gravix.config import Settings, load_settings
 from gravix.errors import ConfigError, GravixError
 
@@ -346,6 +347,10 @@ def loadgen(
     print(stats.summary(), flush=True)
     if stats.fatal:
         raise GravixError(stats.fatal)
+
+
+app.command("import-logs")(friendly(accesslog_commands.import_logs))
+app.command("tail-logs")(friendly(accesslog_commands.tail_logs))
 
 
 @app.command()
