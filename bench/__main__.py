@@ -1,8 +1,8 @@
 """``python -m bench`` (what ``make bench`` runs): every benchmark: ingest, upload, rollup, query,
-dashboard, footprint, spark.
+dashboard, footprint, spark, otlp, logs.
 
 ``python -m bench ingest [options]`` (or ``upload``, ``rollup``, ``query``, ``dashboard``,
-``footprint``, ``spark``) runs one;
+``footprint``, ``spark``, ``otlp``, ``logs``) runs one;
 ``--help`` after the name lists its options. Options given without a name go
 to the ingest benchmark, as before there was a second one; the others then run
 with their defaults.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import dashboard, footprint, ingest, query, rollup, spark, upload
+from bench import dashboard, footprint, ingest, logs, otlp, query, rollup, spark, upload
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "ingest": ingest.main,
@@ -23,11 +23,13 @@ BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "dashboard": dashboard.main,
     "footprint": footprint.main,
     "spark": spark.main,
+    "otlp": otlp.main,
+    "logs": logs.main,
 }
 USAGE = """\
-usage: python -m bench [ingest|upload|rollup|query|dashboard] [options]
+usage: python -m bench [ingest|upload|rollup|query|dashboard|footprint|spark|otlp|logs] [options]
 
-  python -m bench                   ingest, upload, rollup, query, dashboard, footprint, spark
+  python -m bench                   all of them, in this order
   python -m bench ingest [options]  durable ingest beside a non-durable peer
   python -m bench upload [options]  spool upload beside a plain copy of the files
   python -m bench rollup [options]  facts to minute rows beside DuckDB, chdb and Polars
@@ -35,6 +37,8 @@ usage: python -m bench [ingest|upload|rollup|query|dashboard] [options]
   python -m bench dashboard [...]   navigation to all overview charts drawn, in Chromium
   python -m bench footprint [...]   memory, cold start and installed size of gravix serve
   python -m bench spark [options]   the rollup on Spark local[2] beside the rollup on DuckDB
+  python -m bench otlp [options]    OTLP spans/s through /v1/traces beside native facts/s
+  python -m bench logs [options]    gravix import-logs lines/s beside a plain regex and wc -l
   python -m bench NAME --help       the options of one benchmark
 
 Results: bench/README.md; raw figures in bench/results/<name>-<UTC time>.json.
@@ -59,6 +63,8 @@ def main(argv: list[str]) -> int:
         dashboard.main([]),
         footprint.main([]),
         spark.main([]),
+        otlp.main([]),
+        logs.main([]),
     ]
     return max(codes)
 
