@@ -28,7 +28,7 @@ PACED_INTERVAL_S = 0.02  # each paced worker sends one request per 20 ms
 
 _WRK_SCRIPT = """\
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Content-Type"] = "{content_type}"
 wrk.headers["Authorization"] = "Bearer " .. [==[{key}]==]
 local f = assert(io.open([==[{body}]==], "rb"))
 wrk.body = f:read("*a")
@@ -92,8 +92,11 @@ class HeyResult:
         return asdict(self)
 
 
-def write_wrk_script(path: Path, body_path: Path, key: str) -> Path:
-    path.write_text(_WRK_SCRIPT.format(key=key, body=body_path))
+def write_wrk_script(
+    path: Path, body_path: Path, key: str, content_type: str = "application/json"
+) -> Path:
+    """A wrk script POSTing the file ``body_path`` with ``key``; ``done`` prints JSON."""
+    path.write_text(_WRK_SCRIPT.format(key=key, body=body_path, content_type=content_type))
     return path
 
 

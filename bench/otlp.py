@@ -39,7 +39,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from bench.fleet import SERVICES, fleet_fact
-from bench.load import check_tools, run_wrk
+from bench.load import check_tools, run_wrk, write_wrk_script
 from bench.machine import describe_machine, probe_fsync, publish_results
 from bench.servers import (
     REPO,
@@ -60,26 +60,6 @@ TYPES = {
     "native-pb": "application/x-protobuf",
     "otlp": "application/x-protobuf",
 }
-# What wrk sends, as bench.load's script but with the body's own Content-Type.
-_WRK_SCRIPT = """\
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "{content_type}"
-wrk.headers["Authorization"] = "Bearer " .. [==[{key}]==]
-local f = assert(io.open([==[{body}]==], "rb"))
-wrk.body = f:read("*a")
-f:close()
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '\\n{{"requests": %d, "duration_us": %d, "bytes": %d, "connect_errors": %d, '
-    .. '"read_errors": %d, "write_errors": %d, "status_errors": %d, "timeouts": %d, '
-    .. '"p50_us": %d, "p90_us": %d, "p99_us": %d}}\\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
-    e.status, e.timeout, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99)))
-end
-"""
 
 
 def _kv(key: str, value: str | int) -> KeyValue:
@@ -182,9 +162,8 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, Any]], dic
     scripts = {}
     for side, body in bodies.items():
         (work / f"{side}.body").write_bytes(body)
-        scripts[side] = work / f"{side}.lua"
-        scripts[side].write_text(
-            _WRK_SCRIPT.format(content_type=TYPES[side], key=key, body=work / f"{side}.body")
+        scripts[side] = write_wrk_script(
+            work / f"{side}.lua", work / f"{side}.body", key, TYPES[side]
         )
     server = gravix_server(data_dir, cpu=args.server_cpu, log_path=work / "gravix.log")
     # The uploader's bursts (a sealed segment compressed and shipped on the same

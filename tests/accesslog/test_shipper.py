@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gravix.accesslog.parser import Fact
-from gravix.accesslog.shipper import Batch, Shipper, retry_after_seconds
+from gravix.accesslog.shipper import Batch, Shipper
 
 
 class Script:
@@ -125,14 +125,6 @@ def test_one_sender_acknowledges_in_order(scripted: tuple[str, Script]) -> None:
     url, _ = scripted
     _, acked = ship(url, [facts(1) for _ in range(20)])
     assert [b.mark for b in acked] == list(range(20))
-
-
-def test_retry_after_parsing() -> None:
-    assert retry_after_seconds("2", 1.0) == 2.0
-    assert retry_after_seconds(None, 1.0) == 1.0
-    assert retry_after_seconds("soon", 1.0) == 1.0
-    assert retry_after_seconds("9999", 1.0) == 30.0
-    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", 1.0) == 0.05
 
 
 def test_facts_as_old_as_one_named_too_old_go_with_it(scripted: tuple[str, Script]) -> None:

@@ -32,7 +32,6 @@ from gravix.loadgen.sender import (
     LoadgenOptions,
     LoadgenStats,
     Sender,
-    retry_after_seconds,
     run_loadgen,
 )
 from gravix.loadgen.traffic import TrafficModel
@@ -182,14 +181,6 @@ def test_events_are_posted_but_not_ack_logged(stub: StubServer) -> None:
     assert stub.seen[0].path == "/api/v1/events"
     assert stats.events_acknowledged == len(events)
     assert stub.ack_log.read_text() == ""
-
-
-def test_retry_after_parsing() -> None:
-    assert retry_after_seconds("3", 1.0, 10.0) == 3.0
-    assert retry_after_seconds("300", 1.0, 10.0) == 10.0
-    assert retry_after_seconds(None, 1.0, 10.0) == 1.0
-    assert retry_after_seconds("soon", 2.0, 10.0) == 2.0
-    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", 1.0, 10.0) == 0.05
 
 
 def test_a_run_sends_traffic_and_logs_exactly_the_acknowledged_ids(stub: StubServer) -> None:

@@ -35,11 +35,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import httpx
 import msgspec
+
+from gravix.retry import retry_after_seconds
 
 FACTS_PATH: Final = "/api/v1/facts"
 USER_AGENT: Final = "gravix-accesslog"
@@ -74,22 +75,6 @@ class ShipStats:
 
 class ShipperStopped(Exception):
     """The sender thread stopped for good (see ``stats.fatal``)."""
-
-
-def retry_after_seconds(value: str | None, default: float) -> float:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    if not value:
-        return default
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            seconds = default
-    if seconds != seconds:  # NaN
-        seconds = default
-    return min(max(seconds, 0.05), RETRY_AFTER_CAP)
 
 
 def _error_of(response: httpx.Response) -> dict[str, Any]:
@@ -262,7 +247,9 @@ class Shipper:
                     return False
                 failures += 1
                 if status in (429, 503):
-                    wait = retry_after_seconds(response.headers.get("retry-after"), 1.0)
+                    wait = retry_after_seconds(
+                        response.headers.get("retry-after"), 1.0, RETRY_AFTER_CAP
+                    )
                 else:
                     wait = min(BACKOFF_CAP, 0.1 * 2**failures) * random.uniform(0.5, 1)
                 if self._pause(wait):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any, Final, TypeAlias
 
-from gravix.client.client import GravixClient
+from gravix.client.client import GravixClient, middleware_client
 
 Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
@@ -88,15 +88,8 @@ class GravixASGIMiddleware:
         route: RouteHook | None = None,
         **client_options: Any,
     ) -> None:
-        if client is None:
-            if client_options:
-                client = GravixClient(**client_options)
-            else:
-                from gravix.client import get_client
-
-                client = get_client()
         self.app = app
-        self.client = client
+        self.client = middleware_client(client, client_options)
         self.exclude_paths = frozenset(exclude_paths)
         self.route = route
 

@@ -268,3 +268,15 @@ def _check_names(service: str | None, env: str | None, version: str | None) -> N
     except GravixError as e:
         problem = e.items[0].message if e.items else str(e)
         raise ValueError(f"invalid Gravix client setting: {problem}") from e
+
+
+def middleware_client(client: GravixClient | None, options: dict[str, Any]) -> GravixClient:
+    """The client a middleware records into: the one given, else one built from
+    ``options``, else the shared client of :func:`gravix.client.get_client`."""
+    if client is not None:
+        return client
+    if options:
+        return GravixClient(**options)
+    from gravix.client import get_client
+
+    return get_client()

@@ -28,11 +28,11 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from gravix.client.buffer import Entry, FactBuffer
+from gravix.retry import retry_after_seconds
 
 log = logging.getLogger("gravix.client")
 
@@ -45,23 +45,6 @@ _LOG_EVERY: Final = 60.0  # seconds between repeats of a recurring warning
 # A framework route written with angle brackets: Flask/werkzeug "<int:id>",
 # Django "<slug:name>"; Gravix spells a placeholder "{name}".
 _ANGLE_PARAM: Final = re.compile(r"<(?:[^<>:/]+:)?([^<>:/]+)>")
-
-
-def retry_after_seconds(value: str | None, default: float, cap: float) -> float:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or HTTP date)."""
-    seconds = default
-    if value:
-        value = value.strip()
-        try:
-            seconds = float(value)
-        except ValueError:
-            try:
-                seconds = parsedate_to_datetime(value).timestamp() - time.time()
-            except (TypeError, ValueError):
-                seconds = default
-    if math.isnan(seconds):
-        seconds = default
-    return min(max(seconds, 0.05), cap)
 
 
 class FactEncoder:

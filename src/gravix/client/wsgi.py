@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from types import TracebackType
 from typing import Any, TypeAlias
 
-from gravix.client.client import GravixClient
+from gravix.client.client import GravixClient, middleware_client
 
 Environ: TypeAlias = dict[str, Any]
 ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType]
@@ -120,15 +120,8 @@ class GravixWSGIMiddleware:
         route: RouteHook | None = None,
         **client_options: Any,
     ) -> None:
-        if client is None:
-            if client_options:
-                client = GravixClient(**client_options)
-            else:
-                from gravix.client import get_client
-
-                client = get_client()
         self.app = app
-        self.client = client
+        self.client = middleware_client(client, client_options)
         self.exclude_paths = frozenset(exclude_paths)
         self.route = route
 

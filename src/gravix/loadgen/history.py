@@ -21,8 +21,9 @@ import httpx
 import msgspec
 
 from gravix.errors import GravixError
-from gravix.loadgen.sender import EVENTS_PATH, FACTS_PATH, USER_AGENT, retry_after_seconds
+from gravix.loadgen.sender import EVENTS_PATH, FACTS_PATH, USER_AGENT
 from gravix.loadgen.traffic import TrafficModel
+from gravix.retry import retry_after_seconds
 
 SLICE_MS = 5_000  # spikes and slow windows are taken at a slice's middle
 BATCH = 5_000

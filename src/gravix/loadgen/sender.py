@@ -33,7 +33,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -44,6 +43,7 @@ from rich.live import Live
 from rich.text import Text
 
 from gravix.loadgen.traffic import TrafficModel
+from gravix.retry import retry_after_seconds
 
 FACTS_PATH = "/api/v1/facts"
 EVENTS_PATH = "/api/v1/events"
@@ -124,23 +124,6 @@ class Batch:
     @classmethod
     def of(cls, kind: Literal["facts", "events"], items: list[dict[str, Any]]) -> Batch:
         return cls(kind, [item["event_id"] for item in items], _encode(items))
-
-
-def retry_after_seconds(value: str | None, default: float, cap: float) -> float:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or HTTP date)."""
-    if not value:
-        return min(default, cap)
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            seconds = default
-    if math.isnan(seconds):
-        seconds = default
-    return min(max(seconds, 0.05), cap)
 
 
 def _describe_error(response: httpx.Response) -> str:
