@@ -47,3 +47,18 @@ async def test_http_errors_share_the_shape(client: httpx.AsyncClient) -> None:
         assert body["error"]["request_id"] == r.headers["x-request-id"]
         assert r.headers["content-type"].startswith("application/json")
     assert responses[0].json()["error"]["request_id"] == "abc"
+
+
+def test_senders_read_the_shape_back_in_one_line() -> None:
+    from gravix.errors import describe_error_body
+
+    body = b'{"error": {"code": "invalid_fact", "message": "1 of 2 facts is invalid", '
+    body += b'"field": "status", "request_id": "r", "items": [{"index": 1, "field": "status", '
+    body += b'"message": "status must be an integer between 100 and 599"}]}}'
+    assert describe_error_body(body) == (
+        "invalid_fact (field status): 1 of 2 facts is invalid; "
+        "first: item 1 status: status must be an integer between 100 and 599"
+    )
+    assert describe_error_body(b"<html>bad gateway</html>") == "<html>bad gateway</html>"
+    assert describe_error_body(b'["error"]') == '["error"]'
+    assert describe_error_body(b"") == ""

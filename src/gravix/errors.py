@@ -14,6 +14,7 @@ Every error a client sees is rendered by :func:`error_body` as::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,3 +130,24 @@ def error_body(err: GravixError, request_id: str | None) -> dict[str, Any]:
     if err.items:
         body["items"] = [item.as_dict() for item in err.items[:MAX_ITEM_ERRORS]]
     return {"error": body}
+
+
+def describe_error_body(body: bytes) -> str:
+    """One line from a response body in the error shape, for Gravix's own senders.
+
+    ``code (field F): message; first: item I F: message``, or the body's first
+    200 characters when it is not in the shape.
+    """
+    try:
+        error = json.loads(body)["error"]
+        text = f"{error['code']}: {error['message']}"
+        if error.get("field"):
+            text = f"{error['code']} (field {error['field']}): {error['message']}"
+        items = error.get("items") or []
+        if items:
+            first = items[0]
+            text += f"; first: item {first.get('index')} {first.get('field')}: "
+            text += str(first.get("message"))
+        return text
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return body[:200].decode("utf-8", "replace")

@@ -32,6 +32,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from gravix.client.buffer import Entry, FactBuffer
+from gravix.errors import describe_error_body
 from gravix.retry import retry_after_seconds
 
 log = logging.getLogger("gravix.client")
@@ -171,21 +172,6 @@ class IntakeConnection:
         return response.status, response.getheader("Retry-After"), data
 
 
-def describe_error(body: bytes) -> str:
-    """``code: message`` from the Gravix error shape, or the start of the body."""
-    try:
-        error = json.loads(body)["error"]
-        text = f"{error['code']}: {error['message']}"
-        items = error.get("items") or []
-        if items:
-            first = items[0]
-            text += f"; first: item {first.get('index')} {first.get('field')}: "
-            text += str(first.get("message"))
-        return text
-    except (ValueError, KeyError, TypeError, IndexError):
-        return body[:200].decode("utf-8", "replace")
-
-
 class FactSender:
     """The loop the client's daemon thread runs; see the module docstring."""
 
@@ -281,7 +267,7 @@ class FactSender:
             if 200 <= status < 300:
                 buffer.settle(n, sent=valid, rejected=invalid)
                 return
-            detail = describe_error(reply)
+            detail = describe_error_body(reply)
             if status in _THROTTLED:
                 buffer.count(failed=1)
                 delay = retry_after_seconds(retry_after, 1.0, self.retry_after_cap)

@@ -42,6 +42,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from gravix.errors import describe_error_body
 from gravix.loadgen.traffic import TrafficModel
 from gravix.retry import retry_after_seconds
 
@@ -128,19 +129,7 @@ class Batch:
 
 def _describe_error(response: httpx.Response) -> str:
     """``code (field): message`` from the Gravix error shape, or the raw body."""
-    try:
-        error = response.json()["error"]
-        text = f"{error['code']}: {error['message']}"
-        if error.get("field"):
-            text = f"{error['code']} (field {error['field']}): {error['message']}"
-        items = error.get("items") or []
-        if items:
-            first = items[0]
-            text += f"; first: item {first.get('index')} {first.get('field')}: "
-            text += str(first.get("message"))
-        return text
-    except (ValueError, KeyError, TypeError, IndexError):
-        return response.text[:200] or response.reason_phrase
+    return describe_error_body(response.content) or response.reason_phrase
 
 
 class Sender:
