@@ -98,7 +98,7 @@ def test_import_sends_every_good_line_once_with_templates(tmp_path: Path, server
     assert "bad lines (first 10 of" in result.stderr
     assert server.terminate() == 0
 
-    prefix = event_id_prefix(file_fingerprint(log) or "")
+    prefix = event_id_prefix(file_fingerprint(log) or "", socket.gethostname())
     data = server.data_dir
     ids = durable_event_ids(data)
     assert sorted(ids) == sorted(f"{prefix}{o}" for o in expected["good"])
@@ -115,6 +115,14 @@ def test_import_sends_every_good_line_once_with_templates(tmp_path: Path, server
     counts = Counter(durable_event_ids(data))
     assert set(counts) == set(ids) and set(counts.values()) == {2}
 
+    # The same lines logged by another web server (--source) are other requests.
+    with ServerProcess(data, env=SERVER_ENV) as other:
+        args[args.index("--url") + 1] = other.url
+        assert gravix(*args, "--source", "web-2").returncode == 0
+        assert other.terminate() == 0
+    counts = Counter(durable_event_ids(data))
+    assert len(counts) == 2 * len(ids) and set(counts.values()) == {1, 2}
+
 
 def test_lines_the_server_refuses_are_dropped_and_the_rest_sent(
     tmp_path: Path, server: Any
@@ -129,7 +137,7 @@ def test_lines_the_server_refuses_are_dropped_and_the_rest_sent(
     assert "3 facts accepted, 0 bad lines, 1 rejected by the server" in result.stderr
     assert "retention window" in result.stderr
     assert server.terminate() == 0
-    prefix = event_id_prefix(file_fingerprint(log) or "")
+    prefix = event_id_prefix(file_fingerprint(log) or "", socket.gethostname())
     offsets = [0, len(lines[0]) + len(lines[1]), sum(map(len, lines[:3]))]
     assert sorted(durable_event_ids(server.data_dir)) == sorted(f"{prefix}{o}" for o in offsets)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,7 +43,7 @@ class LogWriter:
                 self.n += 1
                 fingerprint = file_fingerprint(path)
                 assert fingerprint is not None
-                self.ids.add(f"{event_id_prefix(fingerprint)}{offset}")
+                self.ids.add(f"{event_id_prefix(fingerprint, socket.gethostname())}{offset}")
 
 
 class Tail:
@@ -72,6 +74,18 @@ def wait_durable(data_dir: Path, ids: set[str], timeout: float = 30) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"{len(missing)} of {len(ids)} lines never arrived")
+
+
+def wait_saved(state: Path, before: str, timeout: float = 30) -> str:
+    """The tailer's saved position (the state file's text), once it differs from ``before``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            saved = state.read_text()
+            if saved != before:
+                return saved
+        time.sleep(0.02)
+    raise AssertionError(f"the tailer saved no new position in {timeout} s")
 
 
 @pytest.fixture
@@ -126,12 +140,16 @@ def test_tail_follows_copytruncate(tmp_path: Path, server: Any) -> None:
 def test_kill_9_and_a_rotation_while_down_lose_nothing(tmp_path: Path, server: Any) -> None:
     log, state = tmp_path / "access.log", tmp_path / "state.json"
     writer = LogWriter(log)
+    saved = ""
     for round_ in range(3):
         tail = Tail(log, state, server)
         for _ in range(5):
             writer.write(40)
             time.sleep(0.05)
-        time.sleep(0.3 * round_)
+        # Killed once it has saved a position past the last one (its start-up
+        # time varies), while lines may still be in flight.
+        saved = wait_saved(state, saved)
+        time.sleep(0.1 * round_)
         tail.stop(signal.SIGKILL)
         if round_ == 1:
             writer.write(30)  # nobody reads these before the rotation

@@ -58,6 +58,13 @@ LogShowBadOpt = Annotated[
     int, typer.Option(min=0, help="Show the first N bad lines and rejected facts.")
 ]
 LogQuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+LogSourceOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Name of the host that wrote the log, part of the event ids (default: this "
+        "host's name); give the same one to re-import a copy elsewhere."
+    ),
+]
 
 
 def _say(message: str) -> None:
@@ -76,6 +83,7 @@ def _log_parser_and_shipper(
     service_version: str | None,
     show_bad: int,
     retry_for: float | None,
+    source: str | None,
 ) -> tuple[Any, Any]:
     from gravix.accesslog.parser import make_parser
     from gravix.accesslog.shipper import Shipper
@@ -96,6 +104,7 @@ def _log_parser_and_shipper(
         env=env,
         version=service_version,
         keep_bad=show_bad,
+        source=source,
     )
     # An import may post two batches at once; a tail posts in order (it saves offsets).
     senders = 2 if retry_for is not None else 1
@@ -132,6 +141,7 @@ def import_logs(
         float, typer.Option(min=0, help="Give up when the server fails this many seconds.")
     ] = 60.0,
     quiet: LogQuietOpt = False,
+    source: LogSourceOpt = None,
 ) -> None:
     """Send the requests of access log files to Gravix as facts (re-importing is harmless).
 
@@ -143,7 +153,7 @@ def import_logs(
 
     parser, shipper = _log_parser_and_shipper(
         url, key, log_format, field, service, service_from_host, routes, env,
-        service_version, show_bad, retry_for,
+        service_version, show_bad, retry_for, source,
     )  # fmt: skip
     report = run(files, parser, shipper, batch_size=batch, console=err_console, quiet=quiet)
     _log_summary(report, show_bad, "import-logs")
@@ -176,6 +186,7 @@ def tail_logs(
         float | None, typer.Option(min=0, help="Seconds to follow; unset: until SIGTERM/Ctrl-C.")
     ] = None,
     poll: Annotated[float, typer.Option(min=0.01, help="Seconds between looks at the file.")] = 0.2,
+    source: LogSourceOpt = None,
 ) -> None:
     """Follow an access log like `tail -F` (rotation too), resuming where it stopped."""
     import signal
@@ -186,7 +197,7 @@ def tail_logs(
 
     parser, shipper = _log_parser_and_shipper(
         url, key, log_format, field, service, service_from_host, routes, env,
-        service_version, show_bad, None,
+        service_version, show_bad, None, source,
     )  # fmt: skip
     tailer = Tailer(
         file,

@@ -157,7 +157,7 @@ def _import_one(
     fingerprint = fingerprint_of(read_head(path), complete=True)
     if fingerprint is None:  # an empty file
         return
-    prefix = event_id_prefix(fingerprint)
+    prefix = event_id_prefix(fingerprint, parser.source)
     stream, raw = open_log(path)
     task = bar.add_task(path.name, total=path.stat().st_size)
     pending: list[dict[str, Any]] = []

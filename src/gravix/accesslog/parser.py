@@ -8,13 +8,15 @@ per distinct timestamp string, one templating per distinct URL shape
 (``/users/{id}``), one lookup per distinct host. bench/logs.py measures it.
 
 A fact's ``event_id`` is ``<prefix><byte offset of the line>``, where the
-prefix names the file by its fingerprint (see :mod:`gravix.accesslog.reader`),
+prefix names the file by its source host and fingerprint (see
+:mod:`gravix.accesslog.reader`),
 so reading the same line twice (a re-import, a tail resumed after a crash)
 produces the same id, and Gravix counts it once.
 """
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -79,8 +81,10 @@ class LineParser:
         env: str | None = None,
         version: str | None = None,
         keep_bad: int = 10,
+        source: str = "",
     ) -> None:
         self.format = fmt
+        self.source = source  # the host that wrote the lines, part of the event ids
         self.rules = rules or RouteRules()
         self.service = service
         self.by_host = service_from_host
@@ -375,6 +379,7 @@ def make_parser(
     env: str | None = None,
     version: str | None = None,
     keep_bad: int = 10,
+    source: str | None = None,
 ) -> LineParser:
     """The parser the two commands use; ConfigError for unusable options."""
     if service is not None and not name_ok(service):
@@ -406,4 +411,5 @@ def make_parser(
         env=env,
         version=version,
         keep_bad=keep_bad,
+        source=socket.gethostname() if source is None else source,
     )

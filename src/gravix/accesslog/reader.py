@@ -5,10 +5,15 @@ first line (the bytes up to and including the first ``\\n``, at most
 :data:`FINGERPRINT_BYTES`). It names the *content*, not the path: a file
 keeps its fingerprint when logrotate renames it to ``access.log.1`` or
 compresses it to ``access.log.2.gz`` (the first line of the decompressed
-stream), and a new or truncated file gets a new one. Event ids are
-``al-<fingerprint>-<byte offset of the line>``, so they are stable too.
-A file whose first line is not complete yet has no fingerprint; the tailer
-waits for it.
+stream), and a new or truncated file gets a new one. A file whose first
+line is not complete yet has no fingerprint; the tailer waits for it.
+
+Event ids are ``al-<16 hex>-<byte offset of the line>``, the hex being the
+SHA-256 of the **source** (``--source``, by default the host name) and the
+fingerprint: stable across rotation and re-imports on the same host, while
+two web servers behind one load balancer, whose logs may well start with the
+same health-check line, never share ids (the rollup would count one of them
+as duplicates of the other).
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ class UnreadableLog(GravixError):
     code = "unreadable_log"
 
 
-def event_id_prefix(fingerprint: str) -> str:
-    return f"al-{fingerprint}-"
+def event_id_prefix(fingerprint: str, source: str) -> str:
+    """``al-<16 hex>-``: what the event ids of a file's lines start with (see above)."""
+    digest = hashlib.sha256(f"{source}\0{fingerprint}".encode()).hexdigest()[:16]
+    return f"al-{digest}-"
 
 
 def fingerprint_of(head: bytes, *, complete: bool) -> str | None:

@@ -171,7 +171,7 @@ class Tailer:
     # --- reading --------------------------------------------------------
     def _lines(self, buf: bytes, *, final: bool = False) -> None:
         cut = len(buf) if final else buf.rfind(b"\n") + 1
-        prefix = event_id_prefix(self._fingerprint)
+        prefix = event_id_prefix(self._fingerprint, self.parser.source)
         pos, base = 0, self._base
         while pos < cut:
             pos = self.parser.parse(buf, pos, cut, base, prefix, self._pending, self.batch_size)
