@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -47,7 +47,9 @@ class LogWriter:
 
 
 class Tail:
-    """A `gravix tail-logs` child process."""
+    """A `gravix tail-logs` child process (killed at the end of the test, if still running)."""
+
+    running: ClassVar[list[subprocess.Popen[str]]] = []
 
     def __init__(self, log: Path, state: Path, server: Any, *extra: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
@@ -58,6 +60,7 @@ class Tail:
              *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
+        Tail.running.append(self.proc)
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
         self.proc.send_signal(sig)
@@ -86,6 +89,16 @@ def wait_saved(state: Path, before: str, timeout: float = 30) -> str:
                 return saved
         time.sleep(0.02)
     raise AssertionError(f"the tailer saved no new position in {timeout} s")
+
+
+@pytest.fixture(autouse=True)
+def _no_tailer_left() -> Iterator[None]:
+    yield
+    while Tail.running:
+        proc = Tail.running.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
 
 
 @pytest.fixture
@@ -200,6 +213,27 @@ def test_tail_keeps_retrying_while_the_server_is_down(tmp_path: Path, server: An
         code, err = tail.stop()
         assert code == 0, err
         assert "cannot reach" in err and "reachable again" in err
+
+
+def test_sigterm_ends_a_tail_whose_server_is_down(tmp_path: Path, server: Any) -> None:
+    # More batches than the shipper queues, the server gone: SIGTERM must still
+    # end the tailer (after its grace period), and the next run sends them all.
+    log, state = tmp_path / "access.log", tmp_path / "state.json"
+    writer = LogWriter(log)
+    writer.write(1000)
+    data, url = server.data_dir, server.url
+    server.terminate()
+    tail = Tail(log, state, server)
+    time.sleep(1)
+    code, err = tail.stop()
+    assert code == 0, err
+    assert "cannot reach" in err
+    assert not state.exists()  # nothing was acknowledged
+    with ServerProcess(data, env=SERVER_ENV, port=int(url.rsplit(":", 1)[1])) as again:
+        again.key = server.key  # type: ignore[attr-defined]
+        code, err = Tail(log, state, again, "--once").stop(0)
+        assert code == 0, err
+        wait_durable(again.data_dir, writer.ids)
 
 
 def test_from_end_skips_what_the_file_held(tmp_path: Path, server: Any) -> None:

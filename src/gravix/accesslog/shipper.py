@@ -152,16 +152,23 @@ class Shipper:
                     raise ShipperStopped("stopped") from None
 
     def close(self, grace: float | None = None) -> ShipStats:
-        """Send what is queued, then stop; after ``grace`` seconds give up on the rest."""
+        """Send what is queued, then stop; after ``grace`` seconds give up on the rest.
+
+        The grace period covers handing the senders their stop marks too: with
+        the server down and the queue full, a mark never fits, and only the
+        abort (which empties the queue) lets SIGTERM end a tail.
+        """
+        deadline = None if grace is None else time.monotonic() + grace
         for _ in self._threads:
             while any(t.is_alive() for t in self._threads):
                 try:
                     self._queue.put(None, timeout=0.2)
                     break
                 except queue.Full:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self.abort.set()
                     if self.abort.is_set():
                         self._drain()
-        deadline = None if grace is None else time.monotonic() + grace
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if any(t.is_alive() for t in self._threads):
