@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import msgspec
@@ -199,13 +198,11 @@ def test_parser_never_raises_on_arbitrary_text(lines: list[str]) -> None:
             assert 100 <= fact["status"] <= 599
 
 
-def test_parse_only_speed_is_not_asserted_but_runs(benchmark_lines: int = 20_000) -> None:
-    # Not a timing assertion (bench/logs.py measures): only that a large buffer parses.
+def test_a_large_buffer_parses(benchmark_lines: int = 20_000) -> None:
+    # Its speed is bench/logs.py's to measure, never asserted here.
     parser = make_parser("combined", service="web")
     buf = "".join(combined(NOW + i / 100, url=f"/users/{i}") for i in range(benchmark_lines))
-    started = time.perf_counter()
     assert len(parse_all(parser, buf.encode())) == benchmark_lines
-    assert time.perf_counter() - started < 60
 
 
 def parse_all(parser: LineParser, buf: bytes) -> list[Any]:

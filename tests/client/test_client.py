@@ -120,9 +120,7 @@ def test_close_flushes_what_is_buffered(fake_intake: FakeIntake) -> None:
     client = GravixClient(fake_intake.url, "k", "t-close", flush_interval=60, batch_size=100)
     for i in range(250):
         client.send("GET", "/a", 200, 1, event_id=f"c{i}")
-    started = time.monotonic()
     stats = client.close(5)
-    assert time.monotonic() - started < 2
     assert sorted(fake_intake.accepted_ids()) == sorted(f"c{i}" for i in range(250))
     assert (stats.sent, stats.buffered, stats.dropped) == (250, 0, 0)
     assert not client.send("GET", "/a", 200, 1)  # closed: dropped
@@ -134,9 +132,7 @@ def test_close_with_gravix_down_is_bounded_and_counts_the_loss() -> None:
     for _ in range(100):
         client.send("GET", "/a", 200, 1)
     time.sleep(0.2)  # the thread is now backing off
-    started = time.monotonic()
-    stats = client.close(0.5)
-    assert time.monotonic() - started < 1.5
+    stats = client.close(0.5)  # returns (pytest's timeout would catch a hang) having given up:
     assert (stats.sent, stats.dropped, stats.buffered) == (0, 100, 0)
     assert stats.failed >= 1
 
@@ -171,12 +167,8 @@ def test_send_never_raises_and_does_no_io(fake_intake: FakeIntake) -> None:
         fake_intake.url, "k", "t-noraise", flush_interval=60, batch_size=20_000, max_buffered=20_000
     )
     assert client.send(None, None, None, None)  # type: ignore[arg-type]
-    started = time.perf_counter()
     for _ in range(10_000):
         client.send("GET", "/a", 200, 1.0)
-    per_call = (time.perf_counter() - started) / 10_000
-    print(f"send(): {per_call * 1e6:.2f} µs a call")
-    assert per_call < 50e-6, per_call  # about 1 µs on a laptop
     assert fake_intake.requests == []  # nothing was sent from the caller's thread
     stats = client.close()
     assert (stats.sent, stats.rejected) == (10_000, 1)
@@ -264,17 +256,14 @@ def test_the_shared_client(fake_intake: FakeIntake) -> None:
 def test_importing_the_client_stays_light() -> None:
     """Only the standard library at import; no environment read either."""
     code = (
-        "import sys, time; t = time.perf_counter(); import gravix.client; "
-        "print(time.perf_counter() - t); "
+        "import sys; import gravix.client; "
         "heavy = {'msgspec', 'google', 'duckdb', 'pyarrow', 'httpx', 'starlette', 'pydantic'}; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
     )
-    seconds, modules = out.stdout.splitlines()
-    assert modules == "[]"
-    assert float(seconds) < 1.0  # about 15 ms on top of the standard library
+    assert out.stdout.strip() == "[]"
 
 
 def test_a_bug_in_the_sender_thread_drops_the_batch_not_the_thread(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import sys
-import time
 
 import pytest
 
@@ -77,14 +76,12 @@ def test_outage_then_recovery_keeps_objects(s3_endpoint: LoopbackS3) -> None:
     port = s3_endpoint.port
 
     s3_endpoint.stop()
-    started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="after 2 attempts"):
         store.put("during/outage", b"lost")
     with pytest.raises(StoreUnavailable):
         store.get("before/outage")
     with pytest.raises(StoreUnavailable):
         store.ping()
-    assert time.monotonic() - started < 5
 
     s3_endpoint.start()
     assert s3_endpoint.port == port
@@ -109,17 +106,14 @@ def test_nothing_listening_is_unavailable_after_bounded_attempts() -> None:
         connect_timeout=1,
         read_timeout=1,
     )
-    started = time.monotonic()
+    # Bounded by attempts, not by a stopwatch (the suite asserts no timings).
     with pytest.raises(StoreUnavailable, match="after 4 attempts") as caught:
         store.put("x", b"y")
     assert "127.0.0.1" in caught.value.message
     assert caught.value.status == 503
-    assert time.monotonic() - started < 3
 
-    started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="after 1 attempt"):
         store.ping()
-    assert time.monotonic() - started < 1
 
 
 def test_slow_down_is_retried_then_succeeds() -> None:
