@@ -52,7 +52,7 @@ apt-deps:
 	fi
 
 demo: setup web
-	$(BIN)/gravix demo
+	MALLOC_ARENA_MAX=2 $(BIN)/gravix demo  # docs/deploy.md, "Memory"
 
 test: setup web apt-deps
 	$(BIN)/pytest

@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Any
 
+import pyarrow as pa
+
 from gravix.config import Settings
 from gravix.rollup.compute import Compute
 from gravix.rollup.job import RollupJob
@@ -107,6 +109,11 @@ class RollupService:
         ):
             self._last_retention = time.monotonic()
             self._retention()
+        # A pass re-reads and rewrites the current hour's archive, so its Arrow
+        # buffers grow through the hour, and Arrow's pool (mimalloc) keeps their
+        # freed pages resident: about 150 MB after a pass over 560k facts, held
+        # between passes. Handing them back costs a few milliseconds.
+        pa.default_memory_pool().release_unused()
 
     def _retention(self) -> None:
         try:
