@@ -4,6 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
+# Python dependencies come from uv.lock (every extra, with hashes), made from
+# pyproject.toml by `make lock`. uv itself is pinned here and lives in its own
+# venv, so `uv sync` (which removes what the lock does not name) leaves it be.
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV    := $(TOOLS)/bin/uv
+EXTRAS := --extra dev --extra s3 --extra spark --extra trino
+# The venv for `make test-latest`: the newest releases the ranges in pyproject allow.
+LATEST_VENV := .venv-latest
 # The dashboard's chart library, from the npm registry (web/package-lock.json).
 WEB_STAMP := web/node_modules/.installed
 # Debian packages the suites and benchmarks use (installed only when missing);
@@ -13,23 +22,28 @@ WEB_STAMP := web/node_modules/.installed
 APT_PACKAGES := strace wrk hey curl chromium prometheus prometheus-alertmanager openjdk-17-jre-headless
 
 .DEFAULT_GOAL := help
-.PHONY: help setup web apt-deps demo test test-fast lint format bench clean
+.PHONY: help setup web apt-deps demo test test-fast test-latest lint lock format bench clean
 
 help:
 	@echo "make demo   install, then start Gravix with demo traffic (prints URL and key)"
 	@echo "make test   install, then run the whole test suite (what CI runs)"
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  run the benchmarks (results: bench/README.md)"
+	@echo "make lock   refresh uv.lock from pyproject.toml (newest releases in range)"
+	@echo "make test-latest  the suite on the newest releases, not the lock (drift check)"
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,s3,spark,trino]'
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# --locked: fail if uv.lock no longer matches pyproject.toml, never re-resolve.
+$(STAMP): $(UV) pyproject.toml uv.lock
+	UV_PYTHON=$(PYTHON) $(UV) sync --locked --quiet $(EXTRAS)
 	touch $@
 
 # The benchmarks' peers (chdb, Polars) come with the `bench` extra, on top of dev.
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,s3,spark,trino,bench]'
+	UV_PYTHON=$(PYTHON) $(UV) sync --locked --quiet $(EXTRAS) --extra bench
 	touch $@
 
 setup: $(STAMP)
@@ -60,6 +74,16 @@ test: setup web apt-deps
 test-fast: setup web
 	$(BIN)/pytest -m "not slow"
 
+# The suite on the newest releases pyproject.toml allows, in a venv of its own,
+# so a library's change shows up here before `make lock` takes it in.
+test-latest: $(UV) web apt-deps
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(LATEST_VENV)
+	VIRTUAL_ENV=$(abspath $(LATEST_VENV)) $(UV) pip install --quiet --upgrade -e '.[dev,s3,spark,trino]'
+	$(LATEST_VENV)/bin/pytest
+
+lock: $(UV)
+	$(UV) lock --upgrade
+
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -73,4 +97,4 @@ bench: $(BENCH_STAMP) web apt-deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) gravix-data gravix-demo .pytest_cache .mypy_cache .ruff_cache web/node_modules test-artifacts
+	rm -rf $(VENV) $(LATEST_VENV) $(TOOLS) gravix-data gravix-demo .pytest_cache .mypy_cache .ruff_cache web/node_modules test-artifacts

@@ -141,6 +141,10 @@ def test_dockerfile_is_multi_stage_pinned_non_root_and_health_checked() -> None:
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
     assert ignore[ignore.index("*") if "*" in ignore else 0] == "*"  # deny by default
     assert not any(line.startswith("!") and ".env" in line for line in ignore)
+    # Python dependencies from the lock, at the uv version the Makefile pins.
+    assert "!uv.lock" in ignore and "uv sync --locked" in text
+    pinned = re.search(r"^UV_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert pinned and f"uv=={pinned[1]}" in text
 
 
 def _env_file(path: Path) -> dict[str, str]:
