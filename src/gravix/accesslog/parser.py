@@ -28,6 +28,7 @@ from gravix.accesslog.routes import ID_SEGMENTS, RouteRules, ServiceRules
 from gravix.accesslog.timestamps import TimeParser, iso_ms, msec_ms, number_ms
 from gravix.errors import ConfigError
 from gravix.schema.model import MAX_LATENCY_MS, METHODS
+from gravix.schema.problems import json_problem
 from gravix.schema.rules import FIELD_MESSAGES, name_ok, version_ok
 
 _METHODS: Final = {m.encode(): m for m in METHODS}
@@ -255,8 +256,8 @@ class LineParser:
         fields = fmt.fields
         try:
             obj = _decode_json(line)
-        except msgspec.DecodeError as e:
-            raise _Bad(f"not JSON: {e}") from None
+        except (msgspec.DecodeError, RecursionError) as e:
+            raise _Bad(f"not JSON: {json_problem(e, line)}") from None
         if not isinstance(obj, dict):
             raise _Bad("not a JSON object")
         method = obj.get(fields["method"])

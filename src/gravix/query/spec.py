@@ -41,6 +41,7 @@ from gravix.query.model import (
     TARGET_POINTS,
     TIERS,
 )
+from gravix.schema.problems import json_problem, struct_problem
 
 _DURATION = re.compile(r"([0-9]{1,6})(s|m|h|d|w)")
 # Times a query may name: 1970 to the end of 2199 (a date library's range is wider,
@@ -140,19 +141,13 @@ def decode_query(body: bytes) -> Query:
     """The Query in a JSON body; BadRequest naming the field otherwise."""
     try:
         return msgspec.json.decode(body, type=Query)
-    except msgspec.ValidationError as e:
-        message = str(e)
-        field = message.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in message else None
-        if "Object contains unknown field" in message:
-            unknown = message.split("`")[1]
-            raise BadRequest(
-                f"unknown field {unknown!r} (a query never names a tenant: "
-                "it comes from your credential)",
-                field=unknown if field is None else f"{field}.{unknown}",
-            ) from None
-        raise BadRequest(message, field=field) from None
-    except msgspec.DecodeError as e:
-        raise BadRequest(f"the body is not valid JSON: {e}") from None
+    except msgspec.ValidationError:
+        message, field = struct_problem(msgspec.json.decode(body), Query)
+        if message.startswith("unknown field"):
+            message += " (a query never names a tenant: it comes from your credential)"
+        raise BadRequest(message, field=field or None) from None
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise BadRequest(f"the body is not valid JSON: {json_problem(e, body)}") from None
 
 
 def plan(query: Query, now_ms: int | None = None) -> Plan:

@@ -26,6 +26,7 @@ from google.protobuf.message import Message as ProtobufMessage
 from gravix.errors import BadRequest, UnsupportedMediaType
 from gravix.schema import gravix_pb2
 from gravix.schema.model import RequestFact, ServiceEvent
+from gravix.schema.problems import json_problem
 from gravix.schema.validate import EVENTS, FACTS, ItemKind, Limits, check_count, validate_items
 
 T = TypeVar("T", RequestFact, ServiceEvent)
@@ -123,20 +124,6 @@ def _empty(kind: ItemKind[Any]) -> BadRequest:
 _NOT_JSON: Final = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 
 
-def _json_problem(err: Exception) -> str:
-    """What is wrong with a body that is not JSON, with the position when known."""
-    if isinstance(err, RecursionError):
-        return "it nests arrays or objects too deeply"
-    if isinstance(err, UnicodeDecodeError):
-        return "it is not valid UTF-8"  # msgspec does not say where
-    # msgspec says "JSON is malformed: invalid character (byte 12)"; keep the
-    # part after the colon, which carries the position.
-    problem = str(err).removeprefix("JSON is malformed: ")
-    if problem == "Input data was truncated":
-        return "it ends before the JSON value is complete"
-    return problem
-
-
 def _from_json(kind: ItemKind[T], body: bytes, limits: Limits) -> list[T]:
     if not body or body.isspace():
         raise _empty(kind)
@@ -145,7 +132,7 @@ def _from_json(kind: ItemKind[T], body: bytes, limits: Limits) -> list[T]:
     except msgspec.ValidationError:
         return _validate_raw_json(kind, body, limits)
     except _NOT_JSON as e:
-        raise _malformed(f"body is not valid JSON: {_json_problem(e)}") from e
+        raise _malformed(f"body is not valid JSON: {json_problem(e, body)}") from e
     items: list[T] = decoded if isinstance(decoded, list) else [decoded]
     check_count(kind, len(items), limits)
     if not items:
@@ -159,7 +146,7 @@ def _validate_raw_json(kind: ItemKind[T], body: bytes, limits: Limits) -> list[T
     try:
         raw = _RAW_JSON.decode(body)
     except _NOT_JSON as e:
-        raise _malformed(f"body is not valid JSON: {_json_problem(e)}") from e
+        raise _malformed(f"body is not valid JSON: {json_problem(e, body)}") from e
     if isinstance(raw, dict):
         raw = [raw]
     elif not isinstance(raw, list):
@@ -193,7 +180,7 @@ def _validate_raw_ndjson(kind: ItemKind[T], body: bytes, limits: Limits) -> list
         try:
             raw.append(_RAW_JSON.decode(line))
         except _NOT_JSON as e:
-            raise _malformed(f"line {number} is not valid JSON: {_json_problem(e)}") from e
+            raise _malformed(f"line {number} is not valid JSON: {json_problem(e, line)}") from e
     return validate_items(kind, raw, limits)
 
 
