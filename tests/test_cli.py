@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -46,6 +49,27 @@ def test_serve_refuses_a_bad_store_url_in_one_line(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "unknown scheme" in result.stderr and "Traceback" not in result.output
+
+
+def test_serve_keeps_a_relative_store_url_inside_the_data_dir(tmp_path: Path) -> None:
+    # A real process, started where the URL would have led it: nothing is made beside.
+    data_dir = tmp_path / "work" / "data"
+    data_dir.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
+    env["GRAVIX_OBJECT_STORE_URL"] = "file://../x"
+    result = subprocess.run(
+        [sys.executable, "-m", "gravix.cli", "serve", "--data-dir", str(data_dir), "--port", "0"],
+        cwd=data_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "GRAVIX_OBJECT_STORE_URL" in lines[0]
+    assert "leaves the data directory" in lines[0]
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["data"]
 
 
 def test_upload_once_ships_orphaned_spools_and_reports_what_it_cannot(tmp_path: Path) -> None:

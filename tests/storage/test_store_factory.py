@@ -70,6 +70,8 @@ def test_s3_url_without_prefix(tmp_path: Path) -> None:
         ("/var/lib/gravix", "no scheme"),
         ("store", "no scheme"),
         ("file://", "no folder"),
+        ("file://../x", "leaves the data directory"),
+        ("file://a/../../x", "leaves the data directory"),
         ("s3://", "no bucket"),
         ("s3:///prefix", "no bucket"),
         ("s3://Bad_Bucket/x", "not a valid S3 bucket"),

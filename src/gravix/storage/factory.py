@@ -13,8 +13,9 @@ empty or None                 LocalObjectStore at ``<data_dir>/store``
 ============================  ==================================================
 
 File URLs are taken literally: no ``%``-decoding, no ``~`` expansion, no host
-part (``file://localhost/x`` would mean ``<data_dir>/localhost/x``). Any other
-scheme, or a bare path, is a ConfigError.
+part (``file://localhost/x`` would mean ``<data_dir>/localhost/x``). A relative
+one with a ``..`` part (``file://../x``) would leave the data directory and is
+a ConfigError, as is any other scheme or a bare path.
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ def open_store(url: str | None, *, data_dir: Path, **s3_options: Any) -> ObjectS
     if scheme == "file":
         if not rest.strip("/"):
             raise ConfigError(f"object store URL {url!r} names no folder")
+        if not rest.startswith("/") and ".." in Path(rest).parts:
+            # A relative URL is a folder under the data directory; ".." would
+            # put the objects beside it, wherever the server was started.
+            raise ConfigError(
+                f"object_store_url (GRAVIX_OBJECT_STORE_URL) {url!r} leaves the data "
+                "directory: file://path is a folder under data_dir; for another place "
+                "use file:///absolute/path"
+            )
         path = Path(rest) if rest.startswith("/") else data_dir / rest
         return LocalObjectStore(path)
     if scheme == "s3":
