@@ -329,6 +329,9 @@ def test_status_page(tab: Tab) -> None:
     expect(figures).to_contain_text("Segments waiting for upload")
     expect(figures.locator(".figure").filter(has_text="Raw facts")).to_contain_text("30 days")
     expect(figures).to_contain_text("None: every stored object could be read.")
+    # The demo user is an admin: the node's quarantine of damaged spool segments shows.
+    quarantine = figures.locator(".figure").filter(has_text="Damaged segments in quarantine")
+    expect(quarantine).to_contain_text("none")
     expect(page.locator("#controls")).to_be_hidden()
     screenshot(page, "status")
 

@@ -12,12 +12,14 @@ from hypothesis import strategies as st
 from gravix.ingest.segment import (
     FILE_HEADER,
     FILE_HEADER_SIZE,
+    QUARANTINE_DIR,
     RECORD_HEADER_SIZE,
     RECORD_MAGIC,
     CorruptSegment,
     SegmentIdGenerator,
     encode_records,
     is_segment_name,
+    quarantined_files,
     read_segment,
     scan_segment,
     segment_created_ms,
@@ -184,3 +186,12 @@ def test_write_sealed_segment(tmp_path: Path) -> None:
     assert path.name == "0000000000001-abcdef01.seg"
     assert list(read_segment(path)) == [b"a", b"", b"c"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_quarantined_files(tmp_path: Path) -> None:
+    assert quarantined_files(tmp_path) == []  # no quarantine/ yet
+    (tmp_path / QUARANTINE_DIR).mkdir()
+    (tmp_path / QUARANTINE_DIR / "b.seg.1").write_bytes(b"x")
+    (tmp_path / QUARANTINE_DIR / "a.seg").write_bytes(b"")
+    (tmp_path / QUARANTINE_DIR / "notes").mkdir()
+    assert [p.name for p in quarantined_files(tmp_path)] == ["a.seg", "b.seg.1"]

@@ -1,4 +1,4 @@
-"""Pipeline health for GET /api/v1/status: intake rate, spool and upload backlog.
+"""Pipeline health for GET /api/v1/status: intake rate, spool and upload backlog, quarantine.
 
 Intake figures are this worker process's (each worker counts its own
 requests); spool and upload backlog are read from the spool folders on disk,
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gravix.ingest.metrics import INGESTION_FACTS
-from gravix.ingest.segment import segment_created_ms
+from gravix.ingest.segment import quarantined_files, segment_created_ms
 
 
 def facts_accepted() -> float:
@@ -64,3 +64,16 @@ def spool_backlog(spool_root: Path, now_ms: int | None = None) -> dict[str, Any]
         "upload_pending_segments": sealed,
         "upload_oldest_pending_age_seconds": None if oldest is None else (now - oldest) / 1000,
     }
+
+
+def spool_quarantine(spool_root: Path) -> dict[str, int]:
+    """Damaged segments kept in the ``quarantine/`` of every worker's spool on this node."""
+    segments, size = 0, 0
+    for spool_dir in spool_root.glob("w*"):
+        for path in quarantined_files(spool_dir):
+            try:
+                size += path.stat().st_size
+            except FileNotFoundError:
+                continue  # removed by an operator meanwhile
+            segments += 1
+    return {"segments": segments, "bytes": size}

@@ -63,7 +63,13 @@ SPOOL_TORN_TAILS = Counter(
 )
 SPOOL_QUARANTINED = Counter(
     "spool_quarantined_segments_total",
-    "Segments with a corrupt record moved to quarantine during recovery.",
+    "Damaged segments moved to quarantine during recovery (their valid records copied out).",
+)
+# Read from disk at each scrape, so an alert clears once an operator has dealt with the files.
+# (Not "spool_quarantined_segments": the counter above owns that name.)
+SPOOL_QUARANTINED_FILES = Gauge(
+    "spool_quarantined_files",
+    "Files in this worker's spool quarantine/: damaged segments waiting for an operator.",
 )
 SPOOL_RECOVERED_RECORDS = Counter(
     "spool_recovered_records_total", "Records recovered from segments at start."
@@ -74,3 +80,9 @@ SPOOL_REJECTIONS = Counter(
     ["reason"],
 )
 RATE_LIMITED = Counter("ingestion_rate_limited_total", "Requests answered 429.")
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "http_connections_closed_total",
+    "Connections the server closed on a slow or surplus client: header_timeout or "
+    "body_timeout (answered 408 when a request had begun) and max_connections (503).",
+    ["reason"],
+)

@@ -4,7 +4,8 @@ Spool directory (one per worker process)::
 
     <segment_id>.open   the active segment; only the spool's writer thread appends to it
     <segment_id>.seg    a sealed segment: fsynced, renamed, never written again
-    quarantine/         segments that failed a checksum, moved here and kept, never deleted
+    quarantine/         damaged segments, moved here byte for byte by recovery and kept
+                        (never deleted or shortened by Gravix; an operator removes them)
     LOCK                flock()ed by the worker process that owns the directory
 
 ``segment_id`` is ``f"{created_ms:013d}-{token}"``: milliseconds since the Unix
@@ -31,13 +32,15 @@ All integers are unsigned little-endian::
 The header CRC exists so that a flipped bit in the length field is detected as
 corruption instead of looking like a record that runs past the end of the file.
 
-How :func:`scan_segment` classifies what follows the last valid record:
+How :func:`scan_segment` classifies what follows the last valid record (the
+scanner does not know the file's name; what recovery does with each class
+depends on it, see :mod:`gravix.ingest.recovery`):
 
-* **torn tail** (an interrupted append, never acknowledged; recovery truncates it):
+* **torn tail** (what an interrupted append leaves, never acknowledged):
   a file shorter than the file header that is a prefix of it or all zeros; fewer
   than 16 bytes; a record whose header checks out but whose payload runs past
   the end of the file; or only zero bytes up to the end of the file.
-* **corrupt** (bit rot or foreign bytes; recovery quarantines the segment):
+* **corrupt** (bit rot, foreign bytes or a damaged middle):
   a wrong file header; a complete record whose payload CRC does not match;
   a header that fails its CRC followed by a valid record (found by scanning
   forward for the record magic with a valid header CRC and payload CRC); or
@@ -45,6 +48,13 @@ How :func:`scan_segment` classifies what follows the last valid record:
   append never looks like that last case (a truncated record of 16 bytes or more
   has a valid header), but a bit flip in the header of the last record does, and
   that record may have been acknowledged, so the file is kept rather than cut.
+
+Only an ``.open`` segment can have a torn tail. A ``.seg`` was fsynced whole
+before its rename, so in a sealed segment a "torn tail", like a header and no
+record at all, is damage too. Every record after damaged bytes is still found:
+the scanner resyncs on the next record magic whose header CRC and payload CRC
+both check. A sealed segment cut exactly at a record boundary cannot be told
+from a shorter one (the format keeps no record count).
 """
 
 from __future__ import annotations
@@ -148,6 +158,15 @@ class SegmentIdGenerator:
             self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)
             created = self._last_ms
         return f"{created:013d}-{secrets.token_hex(4)}"
+
+
+def quarantined_files(directory: Path) -> list[Path]:
+    """The files in ``directory``'s ``quarantine/`` (none if it does not exist)."""
+    try:
+        with os.scandir(directory / QUARANTINE_DIR) as entries:
+            return sorted(Path(e.path) for e in entries if e.is_file(follow_symlinks=False))
+    except OSError:
+        return []  # no quarantine/ yet (or it cannot be listed: nothing to show)
 
 
 def fsync_dir(directory: Path) -> None:
