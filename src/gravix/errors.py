@@ -15,10 +15,27 @@ Every error a client sees is rendered by :func:`error_body` as::
 from __future__ import annotations
 
 import json
+import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
 MAX_ITEM_ERRORS = 100
+# A client's X-Request-ID is echoed when it looks like an id, never when it could
+# smuggle anything into a log line or a header.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id(given: str | None) -> str:
+    """The client's X-Request-ID if it is a sane id, else a new random one.
+
+    Not uuid4: its os.urandom call releases the GIL on every request, which
+    wakes the spool writer early and shrinks group commits (bench/README.md).
+    ``random`` is reseeded in each forked worker.
+    """
+    if given and _REQUEST_ID.match(given):
+        return given
+    return f"{random.getrandbits(128):032x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +120,13 @@ class UnsupportedMediaType(GravixError):
     code = "unsupported_media_type"
 
 
+class RequestTimeout(GravixError):
+    """A request whose headers or body did not arrive in time; the connection is closed."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class TooManyRequests(GravixError):
     status = 429
     code = "rate_limited"
@@ -111,6 +135,12 @@ class TooManyRequests(GravixError):
 class ServiceUnavailable(GravixError):
     status = 503
     code = "unavailable"
+
+
+class DiskFull(ServiceUnavailable):
+    """The data directory's file system has no room for the write (ENOSPC, SQLite full)."""
+
+    code = "disk_full"
 
 
 class ConfigError(GravixError):

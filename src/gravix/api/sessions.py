@@ -22,7 +22,8 @@ their own. Login has no session yet, so it insists on
 without a CORS preflight that Gravix never grants (no login CSRF).
 
 Tables in ``<data_dir>/users.db`` (beside ``users``; WAL, shared by all
-worker processes)::
+worker processes; on a full disk sessions are still read, and login and logout
+answer 503 ``disk_full``, see :mod:`gravix.metadata`)::
 
     sessions (id_sha256 BLOB PRIMARY KEY,   -- sha256 of the id; the id itself is never stored
               user TEXT, password_tag BLOB, -- sha256 of the user's password hash at login
@@ -44,10 +45,8 @@ import hmac
 import math
 import re
 import secrets
-import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -58,6 +57,7 @@ from starlette.routing import BaseRoute, Route
 
 from gravix.api.auth import Caller
 from gravix.api.users import ROLES, Role, User, UserStore
+from gravix.api.users import SCHEMA as USERS_SCHEMA
 from gravix.config import Settings
 from gravix.errors import (
     BadRequest,
@@ -67,6 +67,7 @@ from gravix.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from gravix.metadata import MetadataDB
 
 COOKIE: Final = "gravix_session"
 CSRF_HEADER: Final = "X-CSRF-Token"
@@ -122,9 +123,8 @@ class SessionStore:
         self.failures_per_minute = failures_per_minute
         self.clock = clock
         self.scrypt_slots = asyncio.Semaphore(SCRYPT_SLOTS)
-        with self._db(immediate=True) as db:
-            for statement in _SCHEMA.split(";"):
-                db.execute(statement)
+        # With the users table: a session is read joined to its user.
+        self.db = MetadataDB(path, USERS_SCHEMA + ";" + _SCHEMA, "the session store")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SessionStore:
@@ -133,21 +133,6 @@ class SessionStore:
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    @contextmanager
-    def _db(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
-        """A connection in one transaction; ``immediate`` takes the write lock at once."""
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        try:
-            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
-
     # --- sessions -----------------------------------------------------------
 
     def start(self, user: User, replaces: str | None = None) -> tuple[str, int]:
@@ -155,7 +140,7 @@ class SessionStore:
         session_id = secrets.token_urlsafe(32)
         now = self._now_ms()
         expires = now + self.lifetime_ms
-        with self._db(immediate=True) as db:
+        with self.db.writing() as db:
             db.execute("DELETE FROM sessions WHERE expires_ms <= ?", (now,))
             if replaces:
                 db.execute("DELETE FROM sessions WHERE id_sha256 = ?", (_sha256(replaces),))
@@ -170,7 +155,7 @@ class SessionStore:
         return session_id, expires
 
     def end(self, session_id: str) -> None:
-        with self._db(immediate=True) as db:
+        with self.db.writing() as db:
             db.execute("DELETE FROM sessions WHERE id_sha256 = ?", (_sha256(session_id),))
 
     def caller(self, request: Request) -> Caller | None:
@@ -180,7 +165,7 @@ class SessionStore:
             return None
         if not _SESSION_ID_RE.match(session_id):
             raise Unauthorized(_ENDED)
-        with self._db() as db:
+        with self.db.reading() as db:
             row = db.execute(
                 "SELECT u.name, u.tenant, u.role, u.password, s.password_tag "
                 "FROM sessions s JOIN users u ON u.name = s.user "
@@ -212,7 +197,7 @@ class SessionStore:
         """
         keys = (_sha256(f"name\0{name.lower()}"), _sha256(f"addr\0{address}"))
         now = self._now_ms()
-        with self._db(immediate=True) as db:
+        with self.db.writing() as db:
             db.execute("DELETE FROM login_failures WHERE at_ms <= ?", (now - LOGIN_WINDOW_MS,))
             wait_ms = 0
             for key in keys:
@@ -240,7 +225,7 @@ class SessionStore:
 
     def login_succeeded(self, name: str, attempt: list[int]) -> None:
         """Forget this attempt and the name's failures (not the address's)."""
-        with self._db(immediate=True) as db:
+        with self.db.writing() as db:
             db.executemany("DELETE FROM login_failures WHERE rowid = ?", [(i,) for i in attempt])
             db.execute(
                 "DELETE FROM login_failures WHERE key = ?", (_sha256(f"name\0{name.lower()}"),)

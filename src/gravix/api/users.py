@@ -1,6 +1,7 @@
 """Dashboard users: a name, a tenant, a role and a scrypt password hash.
 
-Table ``users`` in SQLite (``<data_dir>/users.db``, WAL mode)::
+Table ``users`` in SQLite (``<data_dir>/users.db``, WAL mode; readable on a
+full disk, see :mod:`gravix.metadata`)::
 
     name TEXT PRIMARY KEY, tenant TEXT, role TEXT ('viewer' | 'admin'),
     password TEXT, created_ms INTEGER, disabled_ms INTEGER NULL
@@ -20,13 +21,12 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
 from gravix.errors import BadRequest, NotFound
+from gravix.metadata import MetadataDB
 
 Role = Literal["viewer", "admin"]
 ROLES: Final = ("viewer", "admin")
@@ -35,7 +35,7 @@ TENANT_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MIN_PASSWORD: Final = 10
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -100,19 +100,8 @@ class UserStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(_SCHEMA)
-
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10)
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+        # Nothing is written here: a server starting on a full disk reads users.
+        self.db = MetadataDB(self.path, SCHEMA, "the user store")
 
     def create(self, name: str, tenant: str, role: str, password: str) -> User:
         if not NAME_RE.fullmatch(name):
@@ -126,7 +115,7 @@ class UserStore:
         _check_new_password(password)
         now = int(time.time() * 1000)
         try:
-            with self._db() as db:
+            with self.db.writing() as db:
                 db.execute(
                     "INSERT INTO users (name, tenant, role, password, created_ms) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -138,7 +127,7 @@ class UserStore:
 
     def set_password(self, name: str, password: str) -> None:
         _check_new_password(password)
-        with self._db() as db:
+        with self.db.writing() as db:
             changed = db.execute(
                 "UPDATE users SET password = ? WHERE name = ?", (hash_password(password), name)
             ).rowcount
@@ -147,7 +136,7 @@ class UserStore:
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user if the password is right; None otherwise (same cost either way)."""
-        with self._db() as db:
+        with self.db.reading() as db:
             row = db.execute(
                 "SELECT name, tenant, role, password, created_ms FROM users "
                 "WHERE name = ? AND disabled_ms IS NULL",
@@ -161,7 +150,7 @@ class UserStore:
         return User(row[0], row[1], row[2], row[4])
 
     def get(self, name: str) -> User | None:
-        with self._db() as db:
+        with self.db.reading() as db:
             row = db.execute(
                 "SELECT name, tenant, role, created_ms FROM users "
                 "WHERE name = ? AND disabled_ms IS NULL",
@@ -170,7 +159,7 @@ class UserStore:
         return User(row[0], row[1], row[2], row[3]) if row else None
 
     def list(self) -> list[User]:
-        with self._db() as db:
+        with self.db.reading() as db:
             rows = db.execute(
                 "SELECT name, tenant, role, created_ms FROM users "
                 "WHERE disabled_ms IS NULL ORDER BY tenant, name"

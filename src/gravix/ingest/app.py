@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Protocol
@@ -30,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gravix.config import Settings
 from gravix.errors import (
+    DiskFull,
     GravixError,
     InvalidFacts,
     MethodNotAllowed,
@@ -37,6 +36,7 @@ from gravix.errors import (
     ServiceUnavailable,
     error_body,
 )
+from gravix.errors import request_id as make_request_id
 from gravix.ingest import metrics, otlp
 from gravix.ingest.body import read_request_body
 from gravix.ingest.keys import Authenticator, KeyStore, presented_key
@@ -52,7 +52,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("gravix.ingest")
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _json = msgspec.json.Encoder()
 _ROUTES: dict[str, tuple[str, ...]] = {
     "/api/v1/facts": ("POST",),
@@ -142,7 +141,10 @@ class IngestApp:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         if s.bootstrap_key is not None:
-            self.keys.register(s.bootstrap_key.get_secret_value(), s.bootstrap_tenant)
+            try:
+                self.keys.register(s.bootstrap_key.get_secret_value(), s.bootstrap_tenant)
+            except DiskFull as e:  # start anyway: the spool must be able to drain
+                log.warning("bootstrap key not registered: %s; restart once there is room", e)
         spool_dir, self._spool_lock_fd = claim_spool_dir(s.spool_dir)
         self.spool = SpoolWriter(
             spool_dir,
@@ -152,7 +154,12 @@ class IngestApp:
             min_free_bytes=s.spool_min_free_bytes,
         )
         report = self.spool.open()
-        self.catalog = SeriesCatalog(s.catalog_db, s.max_series_per_service)
+        self.catalog = SeriesCatalog(
+            s.catalog_db,
+            s.max_series_per_service,
+            max_services=s.max_services_per_tenant,
+            max_series=s.max_series_per_tenant,
+        )
         self.services = [factory(self.spool) for factory in self._service_factories]
         for service in self.services:
             service.start()
@@ -205,10 +212,7 @@ class IngestApp:
         started = time.perf_counter()
         headers = _headers(scope)
         given = headers.get("x-request-id", "")
-        # Not uuid4: its os.urandom call releases the GIL on every request, which
-        # wakes the spool writer early and shrinks group commits (bench/README.md).
-        # `random` is reseeded in each forked worker.
-        request_id = given if _REQUEST_ID_RE.match(given) else f"{random.getrandbits(128):032x}"
+        request_id = make_request_id(given)
         token = request_id_var.set(request_id)
         path = scope["path"]
         route = path if path in _ROUTES else "other"
@@ -276,16 +280,23 @@ class IngestApp:
         return await self._ingest(path, receive, headers, request_id)
 
     def _ready(self) -> tuple[int, bytes, bytes | None, dict[str, str]]:
-        if self.spool is not None and self.spool.healthy:
+        spool = self.spool
+        reason = spool.unhealthy_reason() if spool is not None else ("not_ready", "starting up")
+        if reason is None:
             body: dict[str, Any] = {"status": "ready"}
             for service in self.services:
                 body.update(service.status())
+            # Still ready (intake works), but a human should look: docs/ingest.md.
+            assert spool is not None
+            body["quarantined_segments"] = quarantined = len(spool.quarantined_segments())
+            if quarantined:
+                body["quarantine"] = (
+                    f"{quarantined} damaged spool segments kept in {spool.directory.name}/"
+                    "quarantine/ for an operator; see 'Damaged segments' in docs/ingest.md"
+                )
             return 200, _json.encode(body), None, {}
-        raise ServiceUnavailable(
-            "not ready: the spool is not writable or is above its high-water mark",
-            code="not_ready",
-            retry_after=5,
-        )
+        # The code says why (disk_full, spool_full, ...), as intake would.
+        raise ServiceUnavailable(f"not ready: {reason[1]}", code=reason[0], retry_after=5)
 
     async def _ingest(
         self, path: str, receive: Receive, headers: dict[str, str], request_id: str

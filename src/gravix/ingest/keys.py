@@ -7,7 +7,8 @@ copy of ``keys.db`` does not let anyone send facts. Keys carry 256 bits of
 entropy, so a fast hash is enough (no password stretching needed).
 
 Table ``keys`` in SQLite (``<data_dir>/keys.db``, WAL mode so several worker
-processes read it while the CLI writes)::
+processes read it while the CLI writes; readable on a full disk, see
+:mod:`gravix.metadata`)::
 
     id TEXT PRIMARY KEY, tenant TEXT, sha256 BLOB, label TEXT,
     created_ms INTEGER, revoked_ms INTEGER NULL
@@ -20,14 +21,12 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from gravix.errors import BadRequest, NotFound, Unauthorized
+from gravix.metadata import MetadataDB
 
 INGEST_PREFIX = "gvx"  # ingest keys; query API tokens use "gvq" (gravix.api.tokens)
 
@@ -100,18 +99,8 @@ class KeyStore:
         self.path = path
         self.prefix = prefix
         self.pattern = key_pattern(prefix)
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(_SCHEMA)
-            yield conn
-        finally:
-            conn.close()
+        what = "the key store" if prefix == INGEST_PREFIX else "the token store"
+        self.db = MetadataDB(path, _SCHEMA, what)
 
     def create(self, tenant: str, label: str = "") -> tuple[ApiKey, str]:
         """Create a key for ``tenant``; the full key is returned once, never stored."""
@@ -133,7 +122,7 @@ class KeyStore:
                 "make one with `gravix keys create`",
                 field="bootstrap_key",
             )
-        with self._connect() as conn:
+        with self.db.reading() as conn:
             row = conn.execute("SELECT tenant FROM keys WHERE id = ?", (match[1],)).fetchone()
         if row is not None:
             return next(k for k in self.list() if k.id == match[1])
@@ -141,7 +130,7 @@ class KeyStore:
 
     def _insert(self, key_id: str, key: str, tenant: str, label: str) -> ApiKey:
         created = int(time.time() * 1000)
-        with self._connect() as conn:
+        with self.db.writing() as conn:
             conn.execute(
                 "INSERT INTO keys (id, tenant, sha256, label, created_ms) VALUES (?, ?, ?, ?, ?)",
                 (key_id, tenant, _digest(key), label, created),
@@ -149,7 +138,7 @@ class KeyStore:
         return ApiKey(key_id, tenant, label, created, None)
 
     def list(self) -> list[ApiKey]:
-        with self._connect() as conn:
+        with self.db.reading() as conn:
             rows = conn.execute(
                 "SELECT id, tenant, label, created_ms, revoked_ms FROM keys ORDER BY created_ms"
             ).fetchall()
@@ -157,7 +146,7 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> ApiKey:
         now = int(time.time() * 1000)
-        with self._connect() as conn:
+        with self.db.writing() as conn:
             cur = conn.execute(
                 "UPDATE keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
                 (now, key_id),
@@ -170,7 +159,7 @@ class KeyStore:
 
     def active_digests(self) -> dict[str, tuple[bytes, str]]:
         """``{key id: (sha256, tenant)}`` of every key not revoked."""
-        with self._connect() as conn:
+        with self.db.reading() as conn:
             rows = conn.execute(
                 "SELECT id, sha256, tenant FROM keys WHERE revoked_ms IS NULL"
             ).fetchall()

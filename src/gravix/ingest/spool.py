@@ -8,9 +8,11 @@ those futures; requests arriving during the fsync queue for the next commit.
 The file format is documented in :mod:`gravix.ingest.segment`; the files
 themselves are handled by :class:`~gravix.ingest.appender.SegmentAppender`.
 
-Refusals happen before touching disk (503 ``spool_full`` / ``spool_closed``):
-bytes on disk (plus queued) at the high-water mark, too little free space on the
-file system, or a closed writer.
+Refusals happen before touching disk (503 ``spool_full`` / ``spool_closed`` /
+``disk_full``): bytes on disk (plus queued) at the high-water mark, less free
+space on the file system than ``min_free_bytes``, a full file system (below
+``gravix.metadata.FULL_BELOW_BYTES`` free, whatever ``min_free_bytes`` says),
+or a closed writer.
 
 Failures: when a write or fsync raises, no payload of that commit is
 acknowledged (503 ``spool_write_failed`` with Retry-After). After a failed write
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from gravix.errors import GravixError, PayloadTooLarge, ServiceUnavailable
+from gravix.errors import DiskFull, GravixError, PayloadTooLarge, ServiceUnavailable
 from gravix.ingest.appender import CommitFailed, SegmentAppender
 from gravix.ingest.metrics import (
     SPOOL_BYTES,
@@ -47,6 +49,7 @@ from gravix.ingest.metrics import (
     SPOOL_FSYNCS,
     SPOOL_HIGH_WATER_BYTES,
     SPOOL_PENDING_SEGMENTS,
+    SPOOL_QUARANTINED_FILES,
     SPOOL_REJECTIONS,
     SPOOL_WRITE_ERRORS,
 )
@@ -58,9 +61,11 @@ from gravix.ingest.segment import (
     SegmentIdGenerator,
     fsync_dir,
     is_segment_name,
+    quarantined_files,
     record_size,
     segment_created_ms,
 )
+from gravix.metadata import FULL_BELOW_BYTES
 
 __all__ = ["RecoveryReport", "SpoolStats", "SpoolWriter", "claim_spool_dir"]
 
@@ -190,6 +195,7 @@ class SpoolWriter:
             self._bytes = total
             self._sealed = sealed
             self._publish_gauges()
+            SPOOL_QUARANTINED_FILES.set_function(lambda: len(self.quarantined_segments()))
             self._thread = threading.Thread(
                 target=self._run, name=f"gravix-spool-writer:{self._dir}", daemon=True
             )
@@ -310,6 +316,12 @@ class SpoolWriter:
                 retry_after=RETRY_AFTER_SECONDS,
             )
         free = self._free_bytes()
+        if free is not None and free < FULL_BELOW_BYTES:
+            SPOOL_REJECTIONS.labels("disk_low").inc()
+            raise DiskFull(
+                f"the spool's file system is full ({free} bytes free)",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
         if free is not None and free < self.min_free_bytes:
             SPOOL_REJECTIONS.labels("disk_low").inc()
             raise ServiceUnavailable(
@@ -337,17 +349,35 @@ class SpoolWriter:
     @property
     def healthy(self) -> bool:
         """Writable and below the high-water mark (for /ready)."""
+        return self.unhealthy_reason() is None
+
+    def unhealthy_reason(self) -> tuple[str, str] | None:
+        """Why the spool would refuse a write now, as (error code, message); None if not."""
         with self._lock:
             thread = self._thread
             if self._closed or thread is None or not thread.is_alive():
-                return False
+                return "spool_closed", "the spool's writer is not running"
             if self._bytes >= self.high_water_bytes:
-                return False
+                return "spool_full", (
+                    f"the spool holds {self._bytes} bytes, at its high-water mark of "
+                    f"{self.high_water_bytes} (is the uploader keeping up?)"
+                )
             free = self._free_bytes()
+            if free is not None and free < FULL_BELOW_BYTES:
+                return "disk_full", f"the spool's file system is full ({free} bytes free)"
             if free is not None and free < self.min_free_bytes:
-                return False
+                return "spool_full", (
+                    f"only {free} bytes free on the spool's file system, "
+                    f"{self.min_free_bytes} required"
+                )
             failed = self._last_failure
-        return failed is None or time.monotonic() - failed >= _UNHEALTHY_AFTER_FAILURE_SECONDS
+        if failed is not None and time.monotonic() - failed < _UNHEALTHY_AFTER_FAILURE_SECONDS:
+            return "spool_write_failed", "the spool's last write failed (see the log)"
+        return None
+
+    def quarantined_segments(self) -> list[Path]:
+        """Damaged segments recovery set aside in ``quarantine/``, for an operator."""
+        return quarantined_files(self._dir)
 
     def sealed_segments(self) -> list[Path]:
         """Sealed segments, oldest first: the uploader's input."""

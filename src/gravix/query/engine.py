@@ -11,6 +11,10 @@ replaces meanwhile is read as one whole version; objects of a remote store
 (S3) are copied once into a local cache folder, known by their SHA-256.
 Other engines (Spark, Trino) plug in here with their own reading of the
 same layout.
+
+On a full disk a query that fits in memory still answers; one that must
+spill (``spill_dir``) or copy an object into the cache folder answers 503
+``disk_full``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import duckdb
 import pyarrow as pa
 
 from gravix.errors import ServiceUnavailable
+from gravix.metadata import disk_full, disk_full_error, out_of_space
 from gravix.query.compile import Segment, compile_sql, level, segments
 from gravix.query.spec import Plan
 from gravix.rollup import layout
@@ -220,6 +225,8 @@ class DuckDBEngine:
         spill_dir: Path | None = None,
     ) -> None:
         self.files = TierFiles(store, cache_dir, cache_bytes)
+        # Where this engine writes: a failure there on a full disk is a 503 disk_full.
+        self.scratch = spill_dir or cache_dir or Path(".")
         _raise_open_files_limit()
         self._db = duckdb.connect(":memory:")
         if threads:
@@ -270,24 +277,43 @@ class DuckDBEngine:
                         parts = [*self.sources(tenant, plan, pins), *tail]
                         source = "(" + " UNION ALL BY NAME ".join(parts) + ")"
                         return cursor.sql(compile_sql(plan, source)).to_arrow_table()
-                    except duckdb.OutOfMemoryException as e:
+                    except (duckdb.OutOfMemoryException, duckdb.IOException, OSError) as e:
+                        if self._out_of_space(e):
+                            raise disk_full_error("a query's spill", self.scratch, e) from e
+                        if not isinstance(e, duckdb.OutOfMemoryException):
+                            self._unreadable(e, attempt)
+                            continue
                         raise QueryOutOfMemory(
                             "the query needs more memory than query_memory_limit allows: "
                             "shorten the range or drop dimensions",
                             retry_after=30,
                         ) from e
-                    except (duckdb.IOException, duckdb.InvalidInputException, OSError) as e:
-                        # Without /proc/self/fd, a file replaced between
-                        # DuckDB's opens of it: list and read again, once.
-                        if attempt == 1 and not _PROC_FD:
-                            log.info("query read a file that changed; retrying", exc_info=e)
-                            continue
-                        # A damaged file, a full descriptor table, a failing disk:
-                        # the server's fault, said as such, never a bare 500.
-                        raise unreadable(e) from e
+                    except duckdb.InvalidInputException as e:
+                        self._unreadable(e, attempt)
             raise AssertionError("unreachable")
         finally:
             cursor.close()
+
+    def _unreadable(self, error: Exception, attempt: int) -> None:
+        """Return to retry the query once; raise the 503 of unreadable metrics otherwise."""
+        # Without /proc/self/fd, a file replaced between DuckDB's opens of it:
+        # list and read again, once.
+        if attempt == 1 and not _PROC_FD:
+            log.info("query read a file that changed; retrying", exc_info=error)
+            return
+        # A damaged file, a full descriptor table, a failing disk:
+        # the server's fault, said as such, never a bare 500.
+        raise unreadable(error) from error
+
+    def _out_of_space(self, error: Exception) -> bool:
+        """Whether a write to the spill or cache folder failed for lack of room."""
+        if isinstance(error, OSError):
+            return out_of_space(error, self.scratch)
+        # DuckDB words ENOSPC in its message; a full disk also fails a spill
+        # as "could not write" or as out of memory (nowhere to spill to).
+        text = str(error).lower()
+        words = ("no space left", "could not write", "spill")
+        return any(word in text for word in words) and disk_full(self.scratch)
 
 
 _PROC_FD = os.path.isdir("/proc/self/fd")

@@ -18,6 +18,11 @@ Safety: a segment is deleted locally only after every one of its objects was
 written and then verified by ``head`` (size and SHA-256). Any failure leaves the
 segment in place; the pass stops there, so the backlog drains oldest-first, and
 the next pass waits with exponential backoff and jitter.
+
+A full disk does not stop it: it writes nothing locally, and each verified
+upload deletes its segment, which frees that space (unless the store is a
+local folder on the same disk). That is how a server started on a full disk
+drains its spool (tests/ingest/test_disk_full.py).
 """
 
 from __future__ import annotations
