@@ -26,6 +26,7 @@ import signal
 import socket
 import ssl
 import sys
+import threading
 import time
 from typing import Any
 
@@ -36,6 +37,7 @@ from gravix.config import Settings
 from gravix.dashboard.routes import dashboard_routes
 from gravix.errors import ConfigError
 from gravix.ingest.app import IngestApp, ServiceFactory, WorkerService
+from gravix.ingest.http_protocol import bounded_http_protocol
 from gravix.ingest.spool import SpoolWriter
 from gravix.logs import configure_logging
 from gravix.rollup.service import RollupService
@@ -46,6 +48,8 @@ from gravix.storage.uploader import Uploader
 log = logging.getLogger("gravix.server")
 STARTUP_FAILURE = 3
 SWITCH_INTERVAL_SECONDS = 0.0005
+# How long past shutdown_grace_seconds an orphaned worker may take to stop.
+ORPHAN_EXIT_MARGIN_SECONDS = 30.0
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -129,7 +133,7 @@ class NodeRole:
         return {"role": self.role, "node_id": self.node_id}
 
 
-def _run_worker(settings: Settings, sock: socket.socket) -> int:
+def _run_worker(settings: Settings, sock: socket.socket, parent_pipe: int | None = None) -> int:
     config = uvicorn.Config(
         IngestApp(
             settings,
@@ -140,13 +144,16 @@ def _run_worker(settings: Settings, sock: socket.socket) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
         log_config=None,
         access_log=False,
-        http="httptools",
+        # httptools with header/body deadlines and a connection cap (issue 16).
+        http=bounded_http_protocol(settings),
         loop="uvloop",
         server_header=False,
         ssl_certfile=settings.tls_cert_file,
         ssl_keyfile=settings.tls_key_file,
     )
     server = uvicorn.Server(config)
+    if parent_pipe is not None:
+        _stop_when_parent_dies(server, parent_pipe, settings.shutdown_grace_seconds)
     # The spool writer thread needs the GIL for a moment after each fsync; with
     # the default 5 ms switch interval it waits behind the busy event loop for
     # that long, and every acknowledgement with it (bench/README.md).
@@ -158,6 +165,31 @@ def _run_worker(settings: Settings, sock: socket.socket) -> int:
         signal.signal(signum, lambda *_: None)
     server.run(sockets=[sock])
     return 0 if server.started else STARTUP_FAILURE
+
+
+def _stop_when_parent_dies(server: uvicorn.Server, pipe: int, grace: float) -> None:
+    """Stop this worker, as on SIGTERM, once the supervisor has died.
+
+    The supervisor holds the only write end of ``pipe`` and never writes; when
+    it dies, even of SIGKILL, the kernel closes that end and the read here
+    returns EOF (portable, and no race with a parent that died before the
+    worker started watching). The worker then finishes its requests, seals its
+    spool and closes the listening socket, so that a restart can bind the port
+    (issue 16: orphans kept serving and the restart got "Address already in
+    use"). Should that shutdown hang, the worker exits anyway: nothing
+    acknowledged depends on it, the spool recovers like after a crash.
+    """
+
+    def watch() -> None:
+        while os.read(pipe, 1):
+            pass
+        log.warning("the supervisor is gone; stopping this worker")
+        server.handle_exit(signal.SIGTERM, None)
+        time.sleep(grace + ORPHAN_EXIT_MARGIN_SECONDS)
+        log.error("worker still running after its supervisor died; exiting")
+        os._exit(1)
+
+    threading.Thread(target=watch, name="gravix-parent-watch", daemon=True).start()
 
 
 def serve(settings: Settings) -> int:
@@ -208,15 +240,18 @@ def _check_tls(settings: Settings) -> None:
 def _supervise(settings: Settings, sock: socket.socket) -> int:
     children: dict[int, int] = {}
     stopping = False
+    # Workers read the other end: EOF means this process is gone (_stop_when_parent_dies).
+    parent_pipe, parent_alive = os.pipe()
 
     def spawn(slot: int) -> None:
         pid = os.fork()
         if pid == 0:
+            os.close(parent_alive)  # else the worker would keep its own pipe open
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = STARTUP_FAILURE
             try:
-                code = _run_worker(settings, sock)
+                code = _run_worker(settings, sock, parent_pipe)
             finally:
                 sys.stdout.flush()
                 os._exit(code)
