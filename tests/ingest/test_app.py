@@ -265,3 +265,43 @@ def test_stop_seals_the_spool(settings: Settings, tenant_key: str, tmp_path: Pat
     application.stop()
     assert list((settings.spool_dir / "w0").glob("*.open")) == []
     assert len(list((settings.spool_dir / "w0").glob("*.seg"))) == 1
+
+
+async def test_services_per_tenant_are_capped(client: httpx.AsyncClient, app: IngestApp) -> None:
+    assert app.catalog is not None
+    app.catalog.max_services = 3
+    ok = await client.post(FACTS, json=[fact(service=f"s{i}") for i in range(3)])
+    assert ok.status_code == 202
+    # 10,000 new services in one go are refused whole, each fact named.
+    r = await client.post(FACTS, json=[fact(service=f"n{i}") for i in range(10_000)])
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["code"] == "series_limit" and error["field"] == "service"
+    assert "3 services" in error["message"] and error["request_id"]
+    assert error["items"][0] == {
+        "index": 0,
+        "field": "service",
+        "message": error["items"][0]["message"],
+    }
+    # Known services keep working; another tenant has its own cap.
+    assert (await client.post(FACTS, json=fact(service="s1", path="/x"))).status_code == 202
+
+
+async def test_series_per_tenant_are_capped(client: httpx.AsyncClient, app: IngestApp) -> None:
+    assert app.catalog is not None
+    app.catalog.max_series = 4
+    first = [
+        fact(service="a", path="/one"),
+        fact(service="a", path="/two"),
+        fact(service="b", path="/one"),
+    ]
+    ok = await client.post(FACTS, json=first)
+    assert ok.status_code == 202, ok.text
+    r = await client.post(
+        FACTS, json=[fact(service="c", path="/one"), fact(service="c", path="/two")]
+    )
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["code"] == "series_limit" and "4 distinct series" in error["message"]
+    assert [item["index"] for item in error["items"]] == [1]
+    assert (await client.post(FACTS, json=fact(service="c", path="/one"))).status_code == 202
