@@ -118,6 +118,24 @@ class Settings(BaseSettings):
     )
 
     # --- intake limits ------------------------------------------------------
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A request's headers must arrive within this long (else 408 and close).",
+    )
+    body_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="A request's body must arrive within this long of its headers (else 408).",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Open connections per worker; one more is answered 503 and closed.",
+    )
     max_body_bytes: int = Field(
         10 * 1024 * 1024,
         ge=1024,
@@ -136,6 +154,14 @@ class Settings(BaseSettings):
         2000,
         ge=1,
         description="Distinct (method, path, env, version) series per tenant and service.",
+    )
+    max_services_per_tenant: int = Field(
+        500,
+        ge=1,
+        description="Distinct services per tenant; facts naming a new one above it are refused.",
+    )
+    max_series_per_tenant: int = Field(
+        50_000, ge=1, description="Distinct series per tenant, all services together."
     )
     rate_limit_per_second: float = Field(
         200.0, gt=0, description="Sustained requests per second allowed per API key (429 above)."
@@ -343,6 +369,14 @@ class Settings(BaseSettings):
         "default",
         pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
         description="Tenant of `bootstrap_key`.",
+    )
+    operator_tenant: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description=(
+            "The tenant whose admins run this node: they alone see its intake, spool and "
+            "quarantine in `GET /api/v1/status` (all tenants together). Unset: nobody does."
+        ),
     )
 
     @field_validator("dashboard_api_base")

@@ -204,6 +204,7 @@ def _server(data_dir: Path, host: str, port: int, log: Path) -> Iterator[subproc
     env = {
         "GRAVIX_SEGMENT_MAX_AGE_SECONDS": str(DEMO_SEGMENT_SECONDS),
         "GRAVIX_ROLLUP_INTERVAL_SECONDS": str(DEMO_ROLLUP_SECONDS),
+        "GRAVIX_OPERATOR_TENANT": TENANT,  # the demo's admin runs the node too
         **os.environ,
     }
     with log.open("wb") as out:

@@ -46,6 +46,7 @@ SERVER_ENV = {
     "GRAVIX_SEGMENT_MAX_AGE_SECONDS": "1",
     "GRAVIX_UPLOAD_INTERVAL_SECONDS": "0.5",
     "GRAVIX_ROLLUP_INTERVAL_SECONDS": "2",
+    "GRAVIX_OPERATOR_TENANT": TENANT,  # the test admin runs the node, as in the demo
 }
 DATA_TIMEOUT_MS = 20_000  # how long a test waits for data to show up
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +33,7 @@ from gravix.api.admin import admin_routes
 from gravix.api.auth import Caller, TokenAuth
 from gravix.api.export import check_format, render
 from gravix.api.openapi import openapi_routes
-from gravix.api.pipeline import IntakeRate, spool_backlog
+from gravix.api.pipeline import IntakeRate, spool_backlog, spool_quarantine
 from gravix.api.sessions import SessionStore, session_routes
 from gravix.config import Settings
 from gravix.errors import (
@@ -46,6 +44,7 @@ from gravix.errors import (
     Unauthorized,
     error_body,
 )
+from gravix.errors import request_id as make_request_id
 from gravix.logs import request_id_var
 from gravix.query.engines import make_engine
 from gravix.query.service import QueryService
@@ -54,7 +53,6 @@ from gravix.rollup import layout, parquet
 from gravix.storage.base import ObjectNotFound, ObjectStore
 
 log = logging.getLogger("gravix.api")
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_QUERY_BODY = 64 * 1024
 
 
@@ -194,16 +192,20 @@ async def status(request: Request) -> Response:
     rollup = await asyncio.to_thread(state.queries.rollup_state, caller.tenant)
     s = state.settings
     overrides = s.tenant_retention.get(caller.tenant, {})
-    backlog = await asyncio.to_thread(spool_backlog, s.spool_dir)
     pending = await asyncio.to_thread(state.queries.pending.sources, caller.tenant)
+    backlog: dict[str, Any] = {"rollup_pending_objects": sum(1 for p in pending if p[1] == "store")}
+    node: dict[str, Any] = {}
+    if caller.role == "admin" and caller.tenant == s.operator_tenant:
+        # Intake, the spool and its quarantine are the node's, whoever's facts
+        # they hold: a tenant's figure would show what other tenants send (issue
+        # 16), so only the admins of the operator tenant see them.
+        node["intake"] = state.intake.sample()
+        backlog.update(await asyncio.to_thread(spool_backlog, s.spool_dir))
+        node["spool_quarantine"] = await asyncio.to_thread(spool_quarantine, s.spool_dir)
     return _json(
         {
             "tenant": caller.tenant,
-            "intake": state.intake.sample(),
-            "backlog": {
-                **backlog,
-                "rollup_pending_objects": sum(1 for p in pending if p[1] == "store"),
-            },
+            "backlog": backlog,
             "rollup": {
                 "last_success_ms": rollup.get("last_success_ms"),
                 "newest_fact_ms": rollup.get("newest_fact_ms"),
@@ -216,6 +218,7 @@ async def status(request: Request) -> Response:
                 "hour": overrides.get("hour_retention_days", s.hour_retention_days),
                 "day": overrides.get("day_retention_days", s.day_retention_days),
             },
+            **node,
         }
     )
 
@@ -231,7 +234,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID_RE.match(given) else f"{random.getrandbits(128):032x}"
+        request_id = make_request_id(given)
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
 

@@ -208,7 +208,8 @@ def _result_schemas() -> dict[str, Any]:
                     {
                         "facts_total": {"type": "number", "description": "This worker's."},
                         "facts_per_second": {"type": "number"},
-                    }
+                    },
+                    description="Admins only: the node's intake, all tenants together.",
                 ),
                 "backlog": _object(
                     {
@@ -216,7 +217,14 @@ def _result_schemas() -> dict[str, Any]:
                         "upload_pending_segments": _INT,
                         "upload_oldest_pending_age_seconds": {"type": ["number", "null"]},
                         "rollup_pending_objects": _INT,
-                    }
+                    },
+                    optional=(
+                        "spool_bytes",
+                        "upload_pending_segments",
+                        "upload_oldest_pending_age_seconds",
+                    ),
+                    description="rollup_pending_objects is the caller's tenant's; the spool "
+                    "figures are the node's, all tenants together, for admins only.",
                 ),
                 "rollup": _object(
                     {
@@ -227,7 +235,13 @@ def _result_schemas() -> dict[str, Any]:
                     }
                 ),
                 "retention_days": _object({k: _INT for k in ("raw", "minute", "hour", "day")}),
+                "spool_quarantine": _object(
+                    {"segments": _INT, "bytes": _INT},
+                    description="Admins only: damaged spool segments kept on this node "
+                    "for an operator (docs/ingest.md).",
+                ),
             },
+            optional=("intake", "spool_quarantine"),
         ),
         "Login": _object({"name": _STR, "password": _STR}),
         "Session": _object(

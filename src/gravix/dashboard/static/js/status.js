@@ -1,5 +1,6 @@
 // The status page: pipeline health from GET /api/v1/status (intake, spool and upload
-// backlog, rollup, unreadable objects, retention), and the freshness queries see.
+// backlog, damaged segments in quarantine for admins, rollup, unreadable objects,
+// retention), and the freshness queries see.
 
 import * as api from "./api.js";
 import { h } from "./dom.js";
@@ -46,8 +47,22 @@ export class StatusView {
     const stale = newest !== null && nowMs - newest > api.staleSeconds * 1000;
     const unreadable = rollup.unreadable_objects || [];
     const oldestUpload = backlog.upload_oldest_pending_age_seconds;
+    // Intake, the spool and the quarantine are the node's (all tenants): admins only.
+    const node = st.intake !== undefined;
+    const nodeRows = node
+      ? [
+        row("Facts accepted per second", st.intake.facts_per_second.toFixed(1)),
+        row("Facts accepted since start", fmt.exactCount(st.intake.facts_total)),
+        row("Spool on disk", fmt.bytes(backlog.spool_bytes)),
+        row("Segments waiting for upload", fmt.exactCount(backlog.upload_pending_segments),
+          backlog.upload_pending_segments > 10 ? "bad" : ""),
+        row("Oldest waiting segment", oldestUpload === null ? "none" : `${fmt.ago(oldestUpload)} old`),
+      ]
+      : [];
     this.slot.replaceChildren(
-      h("p", { class: "panel-hint" }, `Tenant ${st.tenant}. Intake and backlog are this server's; freshness and rollup are the tenant's.`),
+      h("p", { class: "panel-hint" }, node
+        ? `Tenant ${st.tenant}. Intake, spool and quarantine are this server's, all tenants together; the rest is the tenant's.`
+        : `Tenant ${st.tenant}. Freshness, rollup and retention are the tenant's; the server's intake and spool are shown to admins.`),
       h(
         "div",
         { class: "columns" },
@@ -60,15 +75,18 @@ export class StatusView {
             row("Rollup runs every", `${rollup.interval_seconds} s`),
           )),
         h("section", { class: "panel", "aria-labelledby": "intake-title" },
-          h("h3", { id: "intake-title" }, "Intake and backlog"),
+          h("h3", { id: "intake-title" }, node ? "Intake and backlog" : "Backlog"),
           h("dl", { class: "figures" },
-            row("Facts accepted per second", st.intake.facts_per_second.toFixed(1)),
-            row("Facts accepted since start", fmt.exactCount(st.intake.facts_total)),
-            row("Spool on disk", fmt.bytes(backlog.spool_bytes)),
-            row("Segments waiting for upload", fmt.exactCount(backlog.upload_pending_segments),
-              backlog.upload_pending_segments > 10 ? "bad" : ""),
-            row("Oldest waiting segment", oldestUpload === null ? "none" : `${fmt.ago(oldestUpload)} old`),
+            ...nodeRows,
             row("Objects waiting for the rollup", fmt.exactCount(backlog.rollup_pending_objects)),
+            // Admins only (node-level): damaged spool segments an operator should look at.
+            st.spool_quarantine
+              ? row("Damaged segments in quarantine",
+                st.spool_quarantine.segments
+                  ? `${fmt.exactCount(st.spool_quarantine.segments)} (${fmt.bytes(st.spool_quarantine.bytes)}): see "Damaged segments" in docs/ingest.md`
+                  : "none",
+                st.spool_quarantine.segments ? "bad" : "")
+              : null,
           )),
       ),
       h(
