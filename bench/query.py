@@ -122,7 +122,7 @@ class WorkerProcess:
 # --- answers must agree ------------------------------------------------------------
 def _bucket(value: float | None) -> int | None:
     """The sketch key a percentile value stands for (values are bucket values)."""
-    from gravix.rollup import sketch
+    from gravix.schema import sketch
 
     if value is None:
         return None

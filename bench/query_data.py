@@ -34,7 +34,7 @@ random rounding (``floor(n * share + u)``); and one latency per fact, drawn
 one by one (about 24 a row, 1.24 billion for the default size) as
 ``exp(mu + sigma * z)`` ms rounded to microseconds (Box-Muller, capped at
 60 s), which give the latency sum, the max and the sketch, built with
-:func:`gravix.rollup.sketch.key_sql` as
+:func:`gravix.schema.sketch.key_sql` as
 :func:`~gravix.rollup.aggregate.minute_sql` builds it: mostly 5-60 keys, 21
 on average. Every random figure is a DuckDB hash of (minute, series, draw,
 field, seed), so a size and seed give the same rows on every machine. The
@@ -57,8 +57,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.rollup_data import DAY_MS, HOUR_MS, T0
-from gravix.rollup import aggregate, layout, parquet, sketch
+from gravix.rollup import aggregate, parquet
 from gravix.rollup.job import publish_metrics
+from gravix.schema import layout, sketch
 from gravix.storage.local import LocalObjectStore
 
 TENANT: Final = "bench"

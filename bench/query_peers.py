@@ -127,10 +127,10 @@ def peer_sql(panel: Panel, now_ms: int, source: str, dialect: str) -> str:
 
     The range and grain are the ones Gravix's plan resolved, so all answer the
     same question. Percentiles merge the minute sketches and take the
-    nearest rank, as :mod:`gravix.rollup.sketch` defines it: DuckDB unnests
+    nearest rank, as :mod:`gravix.schema.sketch` defines it: DuckDB unnests
     the maps and runs a window sum; ClickHouse adds the maps with ``sumMap``.
     """
-    from gravix.rollup import sketch
+    from gravix.schema import sketch
 
     p = _plan(panel, now_ms)
     ch = dialect == "clickhouse"

@@ -180,7 +180,7 @@ def _key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def cross_check(outputs: dict[str, Path], unique_facts: int) -> dict[str, Any]:
     """Fail unless every output has the same requests per (minute, series)."""
-    from gravix.rollup import sketch
+    from gravix.schema import sketch
 
     rows = {name: {_key(r): r for r in _read_rows(path)} for name, path in outputs.items()}
     reference_name = "gravix" if "gravix" in rows else next(iter(rows))
@@ -224,7 +224,8 @@ def cross_check(outputs: dict[str, Path], unique_facts: int) -> dict[str, Any]:
 # --- percentile error over windows ------------------------------------------------
 def percentile_errors(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Sketch percentiles merged over random windows against exact nearest-rank ones."""
-    from gravix.rollup import aggregate, parquet, sketch
+    from gravix.rollup import aggregate, parquet
+    from gravix.schema import sketch
 
     span = args.error_days * DAY_MS
     meta = dataset(args.data_dir, args.error_facts, span, args.seed)

@@ -36,7 +36,7 @@ Contenders (every one limited to ``--threads``):
   ``quantile(interpolation="equiprobable")``, ``sink_parquet`` (streaming).
 
 All exact quantiles are nearest-rank (the rank ``ceil(q * n)`` value), the
-definition of :mod:`gravix.rollup.sketch`: DuckDB's ``quantile_disc``,
+definition of :mod:`gravix.schema.sketch`: DuckDB's ``quantile_disc``,
 ClickHouse's ``quantilesExactLow`` and Polars' ``equiprobable`` all give it.
 Every peer writes ``bucket_ms, service, method, path, env, version, requests,
 errors, client_errors, latency_sum_us, latency_max_us, p50_us, p95_us,

@@ -42,7 +42,7 @@ import msgspec
 from bench.machine import describe_machine, probe_fsync, publish_results
 from bench.rollup_data import HOUR_MS, dataset
 from bench.servers import REPO, BenchError
-from gravix.ingest.segment import FILE_HEADER, encode_records
+from gravix.schema.segment import FILE_HEADER, encode_records
 
 RESULTS_DIR = REPO / "bench" / "results"
 DATA_DIR = Path(tempfile.gettempdir()) / "gravix-bench-spark"

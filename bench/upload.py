@@ -50,14 +50,14 @@ from typing import Any
 from bench.fleet import SERVICES, fleet_fact
 from bench.machine import describe_machine, probe_fsync, publish_results
 from bench.servers import REPO, BenchError
-from gravix.ingest.segment import SEALED_SUFFIX
 from gravix.ingest.spool import SpoolWriter
+from gravix.ingest.uploader import Uploader
 from gravix.schema.model import RequestFact
+from gravix.schema.segment import SEALED_SUFFIX
 from gravix.schema.spool import SpoolBatch, encode_batch
 from gravix.storage.base import ObjectStore
 from gravix.storage.local import LocalObjectStore
 from gravix.storage.s3 import S3ObjectStore
-from gravix.storage.uploader import Uploader
 
 KIB, MIB, MB = 1024, 1024 * 1024, 1_000_000
 BATCH = 100

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from gravix.ingest.segment import scan_segment
 from gravix.schema import SpoolBatch, decode_batch
+from gravix.schema.segment import scan_segment
 from tests.factories import fact
 
 _LISTENING = re.compile(r"listening on (http://\S+)")

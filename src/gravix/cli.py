@@ -387,8 +387,8 @@ def upload(
     """Ship sealed spool segments to the object store (`gravix serve` does this itself)."""
     from rich.progress import Progress
 
+    from gravix.ingest.backlog import pending_segments, upload_spools_once
     from gravix.server import object_store
-    from gravix.storage.backlog import pending_segments, upload_spools_once
 
     if not once:
         raise ConfigError("only `gravix upload --once` exists: `gravix serve` uploads continuously")

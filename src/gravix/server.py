@@ -39,11 +39,11 @@ from gravix.errors import ConfigError
 from gravix.ingest.app import IngestApp, ServiceFactory, WorkerService
 from gravix.ingest.http_protocol import bounded_http_protocol
 from gravix.ingest.spool import SpoolWriter
+from gravix.ingest.uploader import Uploader
 from gravix.logs import configure_logging
 from gravix.rollup.service import RollupService
 from gravix.storage.base import ObjectStore
 from gravix.storage.factory import open_store
-from gravix.storage.uploader import Uploader
 
 log = logging.getLogger("gravix.server")
 STARTUP_FAILURE = 3

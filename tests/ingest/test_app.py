@@ -16,8 +16,8 @@ from gravix.config import Settings
 from gravix.ingest import keys as keys_module
 from gravix.ingest.app import IngestApp
 from gravix.ingest.keys import KeyStore
-from gravix.ingest.segment import read_segment
 from gravix.schema import SpoolBatch, decode_batch
+from gravix.schema.segment import read_segment
 from tests.factories import event, fact
 
 FACTS = "/api/v1/facts"

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gravix.ingest.segment import scan_segment
+from gravix.schema.segment import scan_segment
 from tests.factories import fact
 from tests.procs import ServerProcess, durable_event_ids
 

@@ -26,7 +26,9 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from gravix.ingest.keys import KeyStore
-from gravix.ingest.segment import (
+from gravix.ingest.spool import SpoolWriter
+from gravix.schema import RequestFact, SpoolBatch, decode_batch, encode_batch
+from gravix.schema.segment import (
     FILE_HEADER_SIZE,
     OPEN_SUFFIX,
     QUARANTINE_DIR,
@@ -34,8 +36,6 @@ from gravix.ingest.segment import (
     read_segment,
     scan_segment,
 )
-from gravix.ingest.spool import SpoolWriter
-from gravix.schema import RequestFact, SpoolBatch, decode_batch, encode_batch
 from tests.api.test_sessions import PASSWORD, build_api, login
 from tests.factories import fact
 from tests.procs import ServerProcess

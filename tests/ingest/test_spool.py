@@ -22,13 +22,8 @@ from prometheus_client import REGISTRY
 
 from gravix.errors import ServiceUnavailable
 from gravix.ingest import appender
-from gravix.ingest.segment import (
-    FILE_HEADER_SIZE,
-    RECORD_HEADER_SIZE,
-    RECORD_MAGIC,
-    read_segment,
-)
 from gravix.ingest.spool import SpoolWriter, claim_spool_dir
+from gravix.schema.segment import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, RECORD_MAGIC, read_segment
 
 KIB = 1024
 

@@ -20,8 +20,8 @@ import pyarrow as pa
 
 from gravix.query.pending import PendingFacts
 from gravix.query.spec import Plan, Query, plan
-from gravix.rollup import layout
 from gravix.rollup.job import RollupJob
+from gravix.schema import layout
 from gravix.storage.local import LocalObjectStore
 from tests.rollup.conftest import HOUR, T0, fact, put_raw
 

@@ -14,8 +14,8 @@ from gravix.errors import BadRequest
 from gravix.query.compile import level, segments
 from gravix.query.engine import DuckDBEngine
 from gravix.query.spec import Query, decode_query, plan
-from gravix.rollup import sketch
 from gravix.rollup.job import RollupJob
+from gravix.schema import sketch
 from gravix.storage.local import LocalObjectStore
 from tests import s3server
 from tests.rollup.conftest import HOUR, T0, fact, put_raw
@@ -231,7 +231,8 @@ def test_a_long_range_reads_hundreds_of_files_under_a_low_open_files_limit(
 
     import pyarrow as pa
 
-    from gravix.rollup import layout, parquet
+    from gravix.rollup import parquet
+    from gravix.schema import layout
 
     store = LocalObjectStore(tmp_path / "store")
     days = 380

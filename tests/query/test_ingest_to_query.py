@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from gravix.config import Settings
 from gravix.ingest.app import IngestApp
+from gravix.ingest.uploader import Uploader
 from gravix.query.service import QueryService
 from gravix.query.spec import Query
-from gravix.rollup import sketch
 from gravix.rollup.job import RollupJob
+from gravix.schema import sketch
 from gravix.storage.local import LocalObjectStore
-from gravix.storage.uploader import Uploader
 
 DAY = 86_400_000
 HOUR = 3_600_000

@@ -10,9 +10,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from gravix.ingest.segment import FILE_HEADER, encode_record
 from gravix.rollup.job import RollupJob
 from gravix.schema.model import RequestFact, ServiceEvent
+from gravix.schema.segment import FILE_HEADER, encode_record
 from gravix.schema.spool import SpoolBatch, encode_batch
 from gravix.storage.local import LocalObjectStore
 

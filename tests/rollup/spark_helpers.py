@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gravix.errors import ConfigError
-from gravix.rollup import layout
+from gravix.schema import layout
 from gravix.storage.base import ObjectStore
 from tests.rollup.conftest import HOUR, T0, fact, put_raw
 

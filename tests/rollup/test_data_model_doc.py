@@ -7,8 +7,8 @@ import io
 import re
 from pathlib import Path
 
-from gravix.rollup import sketch
 from gravix.rollup.job import RollupJob
+from gravix.schema import sketch
 from gravix.storage.local import LocalObjectStore
 from tests.rollup.conftest import fact, put_raw
 

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gravix.rollup import layout, parquet, sketch
+from gravix.rollup import parquet
 from gravix.rollup.job import RollupJob
+from gravix.schema import layout, sketch
 from gravix.storage.base import ObjectStore
 from gravix.storage.local import LocalObjectStore
 from tests import s3server

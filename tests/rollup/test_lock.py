@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from gravix.rollup.layout import lock_prefix
 from gravix.rollup.lock import LeaseLock, LockHeld, LockLost
+from gravix.schema.layout import lock_prefix
 from gravix.storage.local import LocalObjectStore
 
 

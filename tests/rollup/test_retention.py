@@ -18,13 +18,13 @@ from typer.testing import CliRunner
 from gravix.cli import app
 from gravix.config import Settings, load_settings
 from gravix.errors import ConfigError, GravixError
-from gravix.rollup import layout
 from gravix.rollup.retention import (
     STATE_KEY,
     RetentionPolicy,
     apply_retention,
     policy_for,
 )
+from gravix.schema import layout
 from gravix.storage.base import ObjectStore
 from gravix.storage.local import LocalObjectStore
 from tests import s3server

@@ -18,13 +18,13 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-import gravix.rollup.spark_submit
+import gravix.spark_submit
 from gravix.cli import app
-from gravix.rollup import layout, sketch
 from gravix.rollup.compute import DuckDBCompute
 from gravix.rollup.job import RollupJob
-from gravix.rollup.layout import LEVELS, TIERS
 from gravix.rollup.spark import _SKETCH_KEY, SparkCompute
+from gravix.schema import layout, sketch
+from gravix.schema.layout import LEVELS, TIERS
 from gravix.storage.local import LocalObjectStore
 from tests.rollup.conftest import HOUR, T0, put_raw
 from tests.rollup.spark_helpers import (
@@ -178,7 +178,7 @@ def test_spark_submit_runs_the_rollup(tmp_path: Path, spark: Any) -> None:
             "spark.ui.enabled=false",
             "--conf",
             "spark.sql.shuffle.partitions=1",
-            gravix.rollup.spark_submit.__file__,
+            gravix.spark_submit.__file__,
             *submit_args,
         ],
         capture_output=True,

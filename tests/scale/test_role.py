@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from gravix.config import load_settings
+from gravix.ingest.uploader import Uploader
 from gravix.rollup.service import RollupService
 from gravix.server import NodeRole, runs_rollup, worker_services
-from gravix.storage.uploader import Uploader
 
 
 class _Spool:

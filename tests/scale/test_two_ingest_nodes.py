@@ -27,10 +27,10 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from gravix.ingest.segment import RECORD_HEADER_SIZE, record_spans
 from gravix.query.service import QueryService
 from gravix.query.spec import Query
 from gravix.schema import decode_batch
+from gravix.schema.segment import RECORD_HEADER_SIZE, record_spans
 from gravix.storage.s3 import S3ObjectStore
 from tests import s3server
 from tests.factories import fact

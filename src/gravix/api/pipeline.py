@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gravix.ingest.metrics import INGESTION_FACTS
-from gravix.ingest.segment import quarantined_files, segment_created_ms
+from gravix.schema.segment import quarantined_files, segment_created_ms
 
 
 def facts_accepted() -> float:

@@ -27,11 +27,11 @@ from typing import Final, Literal
 
 from gravix.errors import BadRequest, NotFound
 from gravix.metadata import MetadataDB
+from gravix.schema.tenant import TENANT_RE
 
 Role = Literal["viewer", "admin"]
 ROLES: Final = ("viewer", "admin")
 NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
-TENANT_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MIN_PASSWORD: Final = 10
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 

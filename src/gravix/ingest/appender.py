@@ -24,13 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gravix.ingest.metrics import BATCH_ROTATION_ERRORS
-from gravix.ingest.segment import (
-    FILE_HEADER,
-    OPEN_SUFFIX,
-    SEALED_SUFFIX,
-    SegmentIdGenerator,
-    encode_records,
-)
+from gravix.ingest.segment import SegmentIdGenerator
+from gravix.schema.segment import FILE_HEADER, OPEN_SUFFIX, SEALED_SUFFIX, encode_records
 
 logger = logging.getLogger("gravix.spool")
 

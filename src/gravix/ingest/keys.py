@@ -27,6 +27,7 @@ from pathlib import Path
 
 from gravix.errors import BadRequest, NotFound, Unauthorized
 from gravix.metadata import MetadataDB
+from gravix.schema.tenant import TENANT_RE
 
 INGEST_PREFIX = "gvx"  # ingest keys; query API tokens use "gvq" (gravix.api.tokens)
 
@@ -36,7 +37,6 @@ def key_pattern(prefix: str) -> re.Pattern[str]:
 
 
 KEY_RE = key_pattern(INGEST_PREFIX)
-TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Compared against when the key id is unknown, so that a miss costs the same
 # hash-and-compare as a hit (no timing oracle on which ids exist).
 _DUMMY_DIGEST = hashlib.sha256(b"gravix-no-such-key").digest()

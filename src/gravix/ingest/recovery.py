@@ -5,7 +5,7 @@ It must never crash-loop a worker: a segment that cannot be handled now (an I/O
 error while reading or rewriting it) is logged, left in place and retried at the
 next start, and the worker starts anyway.
 
-What each file gets (the damage classes are defined in :mod:`gravix.ingest.segment`):
+What each file gets (the damage classes are defined in :mod:`gravix.schema.segment`):
 
 * ``.open`` (left by a crash): a torn tail is cut (it was never acknowledged: an
   append is acknowledged only after its fsync), then the file is sealed, or
@@ -27,16 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gravix.ingest.metrics import SPOOL_QUARANTINED, SPOOL_RECOVERED_RECORDS, SPOOL_TORN_TAILS
-from gravix.ingest.segment import (
+from gravix.ingest.segment import SegmentIdGenerator, fsync_dir, write_sealed_segment
+from gravix.schema.segment import (
     FILE_HEADER_SIZE,
     QUARANTINE_DIR,
     SEALED_SUFFIX,
     ScanResult,
-    SegmentIdGenerator,
-    fsync_dir,
     is_segment_name,
     scan_segment,
-    write_sealed_segment,
 )
 
 logger = logging.getLogger("gravix.spool")

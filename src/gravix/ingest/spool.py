@@ -5,7 +5,7 @@ wait for the commit). :meth:`SpoolWriter.append` queues ``(payload, future)`` an
 waits on the future. The writer takes everything queued, writes it with one
 write and makes it durable with ONE fsync (a group commit), then resolves all
 those futures; requests arriving during the fsync queue for the next commit.
-The file format is documented in :mod:`gravix.ingest.segment`; the files
+The file format is documented in :mod:`gravix.schema.segment`; the files
 themselves are handled by :class:`~gravix.ingest.appender.SegmentAppender`.
 
 Refusals happen before touching disk (503 ``spool_full`` / ``spool_closed`` /
@@ -54,18 +54,17 @@ from gravix.ingest.metrics import (
     SPOOL_WRITE_ERRORS,
 )
 from gravix.ingest.recovery import RecoveryReport, recover_spool
-from gravix.ingest.segment import (
+from gravix.ingest.segment import SegmentIdGenerator, fsync_dir
+from gravix.metadata import FULL_BELOW_BYTES
+from gravix.schema.segment import (
     FILE_HEADER_SIZE,
     MAX_PAYLOAD_BYTES,
     SEALED_SUFFIX,
-    SegmentIdGenerator,
-    fsync_dir,
     is_segment_name,
     quarantined_files,
     record_size,
     segment_created_ms,
 )
-from gravix.metadata import FULL_BELOW_BYTES
 
 __all__ = ["RecoveryReport", "SpoolStats", "SpoolWriter", "claim_spool_dir"]
 

@@ -4,7 +4,7 @@ The SQL reads one relation (``metric_rows`` unless told), holding rows of any
 tier and level in the metric row shape; :func:`segments` says which tier covers which part of the
 range, so the engine loads the fewest rows. Percentiles come from merged
 sketches (never averaged), with the nearest-rank definition of
-:mod:`gravix.rollup.sketch`.
+:mod:`gravix.schema.sketch`.
 
 One compiler serves every engine (issue #7): :func:`compile_sql` writes SQL
 that DuckDB, Spark SQL and Trino all read the same way (``x - x % g``, not
@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from gravix.query.model import METRICS, SERIES_DIMENSIONS, TIERS
 from gravix.query.spec import Filter, Plan
-from gravix.rollup import layout, sketch
+from gravix.schema import layout, sketch
 
 Segment = tuple[str, int, int]  # (tier, start ms, end ms)
 Dialect = Literal["duckdb", "spark", "trino"]

@@ -38,7 +38,7 @@ from gravix.errors import ServiceUnavailable
 from gravix.metadata import disk_full, disk_full_error, out_of_space
 from gravix.query.compile import Segment, compile_sql, level, segments
 from gravix.query.spec import Plan
-from gravix.rollup import layout
+from gravix.schema import layout
 from gravix.storage.base import ObjectNotFound, ObjectStore
 from gravix.storage.local import LocalObjectStore
 

@@ -30,7 +30,7 @@ from gravix.query.engine import DuckDBEngine, Engine
 from gravix.query.model import METRICS
 from gravix.query.pending import PendingFacts
 from gravix.query.spec import Plan, Query, plan
-from gravix.rollup import layout
+from gravix.schema import layout
 from gravix.storage.base import ObjectNotFound, ObjectStore
 
 

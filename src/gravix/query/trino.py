@@ -40,7 +40,7 @@ from gravix.query.compile import (
 )
 from gravix.query.engine import QueryEngineUnavailable, object_keys
 from gravix.query.spec import Plan
-from gravix.rollup import layout
+from gravix.schema import layout
 from gravix.storage.base import ObjectStore
 
 if TYPE_CHECKING:

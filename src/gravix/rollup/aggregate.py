@@ -17,7 +17,7 @@ from typing import Final
 
 import duckdb
 
-from gravix.rollup import sketch
+from gravix.schema import sketch
 
 MINUTE_MS: Final = 60_000
 # Facts are deduplicated within their event hour (docs/data-model.md).
@@ -51,7 +51,7 @@ METRIC_COLUMNS: Final = (
     "status_counts",  # MAP(SMALLINT, BIGINT)
     "latency_sum_us",  # BIGINT
     "latency_max_us",  # BIGINT
-    "latency_sketch",  # MAP(INTEGER, BIGINT), see gravix.rollup.sketch
+    "latency_sketch",  # MAP(INTEGER, BIGINT), see gravix.schema.sketch
 )
 
 
@@ -128,7 +128,7 @@ def tier_sql(source: str, step_ms: int, keep: tuple[str, ...] = SERIES) -> str:
     Counts and sums add, maxima take the max, maps add key by key, so an
     hour built from its minutes equals an hour built from its facts. The
     series dimensions not in ``keep`` become NULL and merge too: with
-    :data:`gravix.rollup.layout.SERVICE_LEVEL` this makes the service level.
+    :data:`gravix.schema.layout.SERVICE_LEVEL` this makes the service level.
     """
     dims = ", ".join(c if c in keep else f"CAST(NULL AS VARCHAR) AS {c}" for c in SERIES)
     return f"""

@@ -1,4 +1,4 @@
-"""Pending raw objects (segment format, see gravix.ingest.segment) -> Arrow tables."""
+"""Pending raw objects (segment format, see gravix.schema.segment) -> Arrow tables."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
-from gravix.ingest.segment import RECORD_HEADER_SIZE, CorruptSegment, record_spans
 from gravix.rollup.aggregate import ARCHIVE_COLUMNS
+from gravix.schema.segment import RECORD_HEADER_SIZE, CorruptSegment, record_spans
 from gravix.schema.spool import SpoolBatch, decode_batch
 
 FACT_SCHEMA = pa.schema(

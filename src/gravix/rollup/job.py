@@ -31,13 +31,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gravix.rollup import aggregate, layout, parquet
+from gravix.rollup import aggregate, parquet
 from gravix.rollup import metrics as m
 from gravix.rollup.compute import Compute, DuckDBCompute
 from gravix.rollup.facts import EVENT_SCHEMA, FACT_SCHEMA, RawBatch, UnreadableObject
 from gravix.rollup.lock import LeaseLock, LockHeld
+from gravix.schema import layout
 from gravix.storage.base import ObjectInfo, ObjectNotFound, ObjectStore
-from gravix.storage.uploader import OBJECT_SUFFIX
 
 log = logging.getLogger("gravix.rollup")
 # Hours are folded together until they hold this many facts (archive and new):
@@ -112,7 +112,7 @@ class RollupJob:
     def pending(self, tenant: str | None = None) -> list[ObjectInfo]:
         """Raw objects not yet rolled up, in key order."""
         prefix = layout.tenant_prefix(layout.RAW, tenant) if tenant else layout.RAW
-        return [info for info in self.store.list(prefix) if info.key.endswith(OBJECT_SUFFIX)]
+        return [info for info in self.store.list(prefix) if info.key.endswith(layout.OBJECT_SUFFIX)]
 
     def tenants(self, *areas: str) -> list[str]:
         """Tenants with objects under the given areas (default: pending raw objects)."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Final, Self
 
 from gravix.errors import GravixError
-from gravix.rollup.layout import lock_prefix
+from gravix.schema.layout import lock_prefix
 from gravix.storage.base import ObjectNotFound, ObjectStore
 
 ALREADY_RUNNING_EXIT: Final = 75  # EX_TEMPFAIL: try again later

@@ -1,6 +1,6 @@
 """Retention: delete rolled-up partitions once their date is past the policy.
 
-What is deleted, by area of the key layout (:mod:`gravix.rollup.layout`)::
+What is deleted, by area of the key layout (:mod:`gravix.schema.layout`)::
 
     archive/     raw facts           raw_retention_days
     events/      service events      minute_retention_days (deploy markers live
@@ -47,8 +47,7 @@ from prometheus_client import Counter, Gauge
 
 from gravix.config import Settings
 from gravix.errors import ConfigError, GravixError
-from gravix.ingest.keys import TENANT_RE
-from gravix.rollup.layout import (
+from gravix.schema.layout import (
     ARCHIVE,
     EVENTS,
     LEVELS,
@@ -57,6 +56,7 @@ from gravix.rollup.layout import (
     parse_key,
     tenant_prefix,
 )
+from gravix.schema.tenant import TENANT_RE
 from gravix.storage.base import ObjectNotFound, ObjectStore
 
 log = logging.getLogger("gravix.retention")

@@ -17,7 +17,7 @@ What differs between the two dialects, and is spelled out here:
 * Spark's Arrow export marks columns NOT NULL where it can prove it, so
   results are cast to the exact DuckDB schema (nullability is in the Parquet
   schema).
-* The sketch key is :func:`gravix.rollup.sketch.key_sql`, the same SQL on
+* The sketch key is :func:`gravix.schema.sketch.key_sql`, the same SQL on
   both; the tests check that keys agree at every bucket boundary.
 
 Every method is one Spark action (``toArrow``) over one input table handed
@@ -33,9 +33,10 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from gravix.rollup import aggregate, sketch
+from gravix.rollup import aggregate
 from gravix.rollup.compute import METRIC_SCHEMA
 from gravix.rollup.facts import EVENT_SCHEMA, FACT_SCHEMA
+from gravix.schema import sketch
 
 _SERIES: Final = ", ".join(aggregate.SERIES)
 _SERIES_ORDER: Final = aggregate.SERIES_ORDER  # "service NULLS FIRST, ..." (valid Spark SQL)

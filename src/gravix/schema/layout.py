@@ -1,12 +1,13 @@
-"""Where the rollup reads and writes in the object store (docs/data-model.md).
+"""The object-key layout: where every stage writes and reads in the object store.
 
-All keys are Hive-style partitions so that DuckDB, Spark and Trino read the
-folders as tables as they are::
+See docs/data-model.md and docs/storage.md. All keys are Hive-style partitions
+so that DuckDB, Spark and Trino read the folders as tables as they are::
 
     raw/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/<node>-<worker>-<segment>.gvx
-        pending raw facts and events, written by the uploader; partitioned
-        by the time the segment was *created*, not by event time; the
-        rollup deletes each one once it is folded into the archive
+        pending raw facts and events, written by the uploader
+        (:func:`object_key`); partitioned by the time the segment was
+        *created*, not by event time; the rollup deletes each one once it is
+        folded into the archive
     archive/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/facts.parquet
         raw archive: every deduplicated fact of that event hour
     events/tenant=<t>/date=<YYYY-MM-DD>/events.parquet
@@ -29,6 +30,14 @@ folders as tables as they are::
 
 Dates and hours are UTC. Each Parquet object is replaced whole, in one step,
 so a reader sees either the complete old or the complete new file.
+
+A ``raw/`` key names one tenant's share of one spool segment: ``date`` and
+``hour`` are the UTC creation time of the segment (when the facts arrived, not
+their own timestamps), ``node`` is ``Settings.node_id``, ``worker`` the spool
+directory (``w0``) and ``segment`` the spool's segment id
+(``<created_ms:013d>-<8 hex>``, :mod:`gravix.schema.segment`). The key is a
+pure function of the segment, so an upload retried after a lost response
+overwrites the same object. The object itself is in the segment format.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Final, Literal
 
+from gravix.schema.segment import segment_created_ms
+
 Tier = Literal["1m", "1h", "1d"]
 TIERS: Final[tuple[Tier, ...]] = ("1m", "1h", "1d")
 # The series level keeps every dimension; the service level only these two.
@@ -46,6 +57,7 @@ LEVELS: Final[tuple[Level, ...]] = ("series", "service")
 SERVICE_LEVEL: Final = ("service", "env")
 
 RAW: Final = "raw/"
+OBJECT_SUFFIX: Final = ".gvx"
 ARCHIVE: Final = "archive/"
 EVENTS: Final = "events/"
 LOCKS: Final = "_locks/rollup/"
@@ -107,6 +119,19 @@ def hour_start(ms: int) -> int:
 
 def day_start(ms: int) -> int:
     return ms - ms % DAY_MS
+
+
+def object_key(tenant: str, node_id: str, worker: str, segment_name: str) -> str:
+    """The deterministic ``raw/`` key of ``tenant``'s share of a segment (module docstring)."""
+    segment_id = segment_name.rsplit(".", 1)[0]
+    created_ms = segment_created_ms(segment_name)
+    if created_ms is None:
+        raise ValueError(f"not a spool segment name: {segment_name!r}")
+    created = datetime.fromtimestamp(created_ms / 1000, UTC)
+    return (
+        f"raw/tenant={tenant}/date={created:%Y-%m-%d}/hour={created:%H}/"
+        f"{node_id}-{worker}-{segment_id}{OBJECT_SUFFIX}"
+    )
 
 
 def archive_key(tenant: str, hour_ms: int) -> str:

@@ -1,18 +1,14 @@
 """The uploader: sealed spool segments -> object store, deleting only what is verified.
 
-Object key of one tenant's share of one segment (see docs/storage.md)::
-
-    raw/tenant=<tenant>/date=<YYYY-MM-DD>/hour=<HH>/<node>-<worker>-<segment_id>.gvx
-
-``date`` and ``hour`` are the UTC creation time of the segment (when the facts
-arrived, not their own timestamps), ``node`` is ``Settings.node_id``, ``worker``
-the spool directory (``w0``) and ``segment_id`` the spool's id
-(``<created_ms:013d>-<8 hex>``). The key is a pure function of the segment, so a
-retry after a lost response overwrites the same object: never a duplicate.
+Each tenant's share of a segment becomes one object, under the key that
+:func:`gravix.schema.layout.object_key` makes (the ``raw/`` area; the layout
+is written out in :mod:`gravix.schema.layout`). The key is a pure function of
+the segment, so a retry after a lost response overwrites the same object:
+never a duplicate.
 
 An object is a spool segment file holding only that tenant's records: the same
 8-byte file header and the same checksummed records, byte for byte
-(``gravix.ingest.segment``), so readers use the spool's own reader.
+(:mod:`gravix.schema.segment`), so readers use the spool's own reader.
 
 Safety: a segment is deleted locally only after every one of its objects was
 written and then verified by ``head`` (size and SHA-256). Any failure leaves the
@@ -33,25 +29,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
 
 from gravix.errors import GravixError
-from gravix.ingest.segment import (
-    FILE_HEADER,
-    RECORD_HEADER_SIZE,
-    read_records,
-    segment_created_ms,
-)
+from gravix.ingest import metrics
 from gravix.ingest.spool import SpoolStats
-from gravix.storage import metrics
+from gravix.schema.layout import object_key
+from gravix.schema.segment import FILE_HEADER, RECORD_HEADER_SIZE, read_records
 from gravix.storage.base import ObjectStore
 
 log = logging.getLogger("gravix.uploader")
-OBJECT_SUFFIX = ".gvx"
 _IDLE_PING_SECONDS = 15.0
 
 
@@ -73,19 +63,6 @@ class _TenantOnly(msgspec.Struct):
 
 
 _tenant_of = msgspec.msgpack.Decoder(_TenantOnly).decode
-
-
-def object_key(tenant: str, node_id: str, worker: str, segment_name: str) -> str:
-    """The deterministic key of ``tenant``'s share of a segment (module docstring)."""
-    segment_id = segment_name.rsplit(".", 1)[0]
-    created_ms = segment_created_ms(segment_name)
-    if created_ms is None:
-        raise ValueError(f"not a spool segment name: {segment_name!r}")
-    created = datetime.fromtimestamp(created_ms / 1000, UTC)
-    return (
-        f"raw/tenant={tenant}/date={created:%Y-%m-%d}/hour={created:%H}/"
-        f"{node_id}-{worker}-{segment_id}{OBJECT_SUFFIX}"
-    )
 
 
 def split_by_tenant(path: Path) -> dict[str, bytes]:

@@ -3,7 +3,7 @@
 Submit this file; it takes the options of ``gravix rollup``::
 
     PYSPARK_PYTHON=.venv/bin/python spark-submit --master spark://host:7077 \\
-        "$(python -c 'import gravix.rollup.spark_submit as m; print(m.__file__)')" \\
+        "$(python -c 'import gravix.spark_submit as m; print(m.__file__)')" \\
         --data-dir /var/lib/gravix
 
 The session is spark-submit's: its ``--master`` and ``--conf`` apply and the

@@ -8,13 +8,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from gravix.ingest.segment import read_segment
 from gravix.ingest.spool import SpoolWriter
+from gravix.ingest.uploader import Uploader
 from gravix.schema import RequestFact, SpoolBatch, decode_batch, encode_batch
+from gravix.schema.layout import object_key
+from gravix.schema.segment import read_segment
 from gravix.storage.base import ObjectInfo, StoreUnavailable
-from gravix.storage.keys import validate_key
 from gravix.storage.local import LocalObjectStore
-from gravix.storage.uploader import Uploader, object_key
 from tests.factories import fact
 
 
@@ -133,11 +133,3 @@ def test_retry_after_lost_delete_overwrites_instead_of_duplicating(
         spool2.close()
     assert len(list(store.list())) == 2
     assert stored_ids(store) == {"acme": ["d1"], "globex": ["d2"]}
-
-
-def test_object_keys_are_deterministic_and_valid() -> None:
-    name = "1763805600123-0a1b2c3d.seg"
-    key = object_key("acme", "node-1", "w0", name)
-    assert key == "raw/tenant=acme/date=2025-11-22/hour=10/node-1-w0-1763805600123-0a1b2c3d.gvx"
-    assert validate_key(key) == key
-    assert object_key("acme", "node-1", "w0", name) == key

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from gravix.ingest.segment import RECORD_HEADER_SIZE, record_spans
 from gravix.schema import decode_batch
+from gravix.schema.segment import RECORD_HEADER_SIZE, record_spans
 from tests import s3server
 from tests.factories import fact
 from tests.faultproxy import FaultProxy

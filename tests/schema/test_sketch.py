@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gravix.rollup import sketch
+from gravix.schema import sketch
 
 latencies = st.lists(
     st.integers(min_value=0, max_value=3_600_000_000).map(lambda us: us / 1000),

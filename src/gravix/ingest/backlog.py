@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gravix.ingest.spool import SpoolWriter, try_lock_spool_dir
+from gravix.ingest.uploader import PassReport, Uploader
 from gravix.storage.base import ObjectStore
-from gravix.storage.uploader import PassReport, Uploader
 
 
 @dataclass
