@@ -11,7 +11,7 @@ the rollup would have written it from the facts of that minute
   ``metrics_1h`` / ``metrics_1d`` per day, the tiers built from the minutes
   with :func:`gravix.rollup.aggregate.tier_sql` as the rollup job's
   ``_publish_tiers`` builds them, all written by
-  :func:`gravix.rollup.parquet.encode`; plus a rollup state object, so
+  :func:`gravix.schema.parquet.encode`; plus a rollup state object, so
   freshness in ``meta`` reads as it would after a rollup.
 * ``.../flat.parquet`` is the same minute rows in one file for the peers:
   ``bucket_ms`` (BIGINT epoch ms), then the other metric columns with the
@@ -57,9 +57,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.rollup_data import DAY_MS, HOUR_MS, T0
-from gravix.rollup import aggregate, parquet
+from gravix.rollup import aggregate
 from gravix.rollup.job import publish_metrics
-from gravix.schema import layout, sketch
+from gravix.schema import layout, parquet, sketch
 from gravix.storage.local import LocalObjectStore
 
 TENANT: Final = "bench"

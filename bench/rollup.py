@@ -224,8 +224,8 @@ def cross_check(outputs: dict[str, Path], unique_facts: int) -> dict[str, Any]:
 # --- percentile error over windows ------------------------------------------------
 def percentile_errors(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Sketch percentiles merged over random windows against exact nearest-rank ones."""
-    from gravix.rollup import aggregate, parquet
-    from gravix.schema import sketch
+    from gravix.rollup import aggregate
+    from gravix.schema import parquet, sketch
 
     span = args.error_days * DAY_MS
     meta = dataset(args.data_dir, args.error_facts, span, args.seed)

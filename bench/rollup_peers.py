@@ -13,7 +13,7 @@ Contenders (every one limited to ``--threads``):
 * ``gravix``: Gravix's own SQL, :func:`gravix.rollup.aggregate.minute_sql`
   over :func:`~gravix.rollup.aggregate.dedup_sql`, on a connection from
   :func:`~gravix.rollup.aggregate.connect`; rows fetched as Arrow and written
-  by :func:`gravix.rollup.parquet.encode`, as the rollup job stores them.
+  by :func:`gravix.schema.parquet.encode`, as the rollup job stores them.
 * ``gravix-unordered``: the same with ``dedup_sql(..., ordered=False)``: no
   final ``ORDER BY`` (the archive's row order, which minute rows do not need).
 * ``gravix-archive``: the raw archive, as the job makes it: dedup_sql to an
@@ -95,7 +95,7 @@ def _duckdb_columns() -> str:
 
 
 def gravix_source(path: Path) -> str:
-    """The NDJSON as the raw archive's columns (gravix.rollup.facts.FACT_SCHEMA)."""
+    """The NDJSON as the raw archive's columns (gravix.schema.raw.FACT_SCHEMA)."""
     return f"""(
         SELECT event_id, timestamp AS timestamp_ms, service, method, path, status,
                CAST(round(latency_ms * 1000) AS BIGINT) AS latency_us, env, version,
@@ -105,7 +105,8 @@ def gravix_source(path: Path) -> str:
 
 
 def run_gravix(args: argparse.Namespace, ordered: bool, by_hash: bool = False) -> dict[str, Any]:
-    from gravix.rollup import aggregate, parquet
+    from gravix.rollup import aggregate
+    from gravix.schema import parquet
 
     con = aggregate.connect(args.memory_limit, args.threads, str(args.temp_dir))
     con.execute("SET enable_progress_bar = false")
@@ -162,8 +163,9 @@ def _uuid4_sql(column: str) -> str:
 
 
 def run_archive(args: argparse.Namespace) -> dict[str, Any]:
-    from gravix.rollup import aggregate, parquet
-    from gravix.rollup.facts import FACT_SCHEMA
+    from gravix.rollup import aggregate
+    from gravix.schema import parquet
+    from gravix.schema.raw import FACT_SCHEMA
 
     con = aggregate.connect(args.memory_limit, args.threads, str(args.temp_dir))
     con.execute("SET enable_progress_bar = false")

@@ -4,14 +4,14 @@ Both contenders are the whole ``gravix rollup`` command, in a fresh process
 each, over the same raw objects in a local object store: ``--engine duckdb``
 (the embedded default, ``rollup_threads`` = 2) and ``--engine spark``
 (PySpark on ``local[2]``). Both read and decode the raw objects the same way
-(:class:`gravix.rollup.facts.RawBatch`, in the driver) and publish through the
+(:class:`gravix.schema.raw.RawBatch`, in the driver) and publish through the
 same code; what differs is what deduplicates and aggregates. Each input size
 is rolled up by both, the order alternating, and the published metric and
 archive files of the two are compared byte for byte.
 
 The input is the rollup benchmark's fleet (:mod:`bench.rollup_data`, 1% client
-retries) turned into raw objects exactly as the uploader writes them: segment
-files of 50,000-fact batches, partitioned by received hour. A straight line
+retries) turned into raw objects exactly as the uploader writes them: Parquet
+objects of 50,000-fact batches, partitioned by received hour. A straight line
 ``seconds = fixed + per_fact * facts`` is fitted to each engine's runs; Spark
 catches up where the lines cross, if its per-fact cost is the lower one.
 
@@ -42,7 +42,8 @@ import msgspec
 from bench.machine import describe_machine, probe_fsync, publish_results
 from bench.rollup_data import HOUR_MS, dataset
 from bench.servers import REPO, BenchError
-from gravix.schema.segment import FILE_HEADER, encode_records
+from gravix.schema.raw import segment_objects
+from gravix.schema.spool import decode_batch
 
 RESULTS_DIR = REPO / "bench" / "results"
 DATA_DIR = Path(tempfile.gettempdir()) / "gravix-bench-spark"
@@ -109,11 +110,14 @@ def raw_store(data_dir: Path, count: int, span_ms: int, seed: int) -> tuple[Path
 
 
 def _write_object(store: Path, created_ms: int, n: int, payloads: list[bytes]) -> None:
+    """One raw object as the uploader writes it (gravix.schema.raw): Parquet facts."""
     created = datetime.fromtimestamp(created_ms / 1000, UTC)
     folder = store / f"raw/tenant={TENANT}/date={created:%Y-%m-%d}/hour={created:%H}"
     folder.mkdir(parents=True, exist_ok=True)
-    data = FILE_HEADER + b"".join(encode_records(payloads))
-    (folder / f"bench-w0-{created_ms}-{n:08x}.gvx").write_bytes(data)
+    segment = f"{created_ms}-{n:08x}"
+    batches = [decode_batch(p) for p in payloads]
+    (obj,) = segment_objects(batches, "bench", f"w0/{segment}")[TENANT]
+    (folder / f"bench-w0-{segment}.parquet").write_bytes(obj.body)
 
 
 # --- one contender in its own process ------------------------------------------------
@@ -152,7 +156,7 @@ def run_rollup(engine: str, store: Path, work: Path, args: argparse.Namespace) -
         # Spark's JVM is a child of the gravix process: this is the largest RSS
         # of any process the benchmark has waited for so far (a lower bound).
         "largest_child_rss_mib": round(children.ru_maxrss / 1024, 1),
-        "left_raw_objects": sum(1 for _ in (copy / "raw").rglob("*.gvx")),
+        "left_raw_objects": sum(1 for _ in (copy / "raw").rglob("*.parquet")),
     }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq
 
 from gravix.schema import SpoolBatch, decode_batch
 from gravix.schema.segment import scan_segment
@@ -195,20 +196,22 @@ def spooled_event_ids(spool_root: Path) -> list[str]:
     return [f.event_id for b in spooled_batches(spool_root) for f in b.facts]
 
 
-def stored_batches(store_root: Path) -> Iterator[SpoolBatch]:
-    """Every record of every uploaded object in a local object store."""
-    for path in _segment_files(store_root, (".gvx",)):
+def stored_event_ids(store_root: Path) -> list[str]:
+    """The fact ids of every uploaded raw object in a local object store (both formats)."""
+    ids: list[str] = []
+    for path in _segment_files(store_root / "raw", (".gvx",)):
         for record in scan_segment(path).records:
-            yield decode_batch(record.payload)
+            ids.extend(f.event_id for f in decode_batch(record.payload).facts)
+    for path in sorted((store_root / "raw").glob("*/*/*/*.parquet")):
+        ids.extend(pq.read_table(path, columns=["event_id"])["event_id"].to_pylist())
+    return ids
 
 
 def archived_event_ids(store_dir: Path) -> list[str]:
     """Fact ids the rollup has folded into the raw archive of a local store."""
-    import pyarrow.parquet as pq
-
     return [
         event_id
-        for path in sorted(store_dir.glob("archive/*/*/*/facts.parquet"))
+        for path in sorted(store_dir.glob("archive/*/*/*/*.parquet"))
         for event_id in pq.read_table(path, columns=["event_id"])["event_id"].to_pylist()
     ]
 
@@ -219,5 +222,5 @@ def durable_event_ids(data_dir: Path) -> list[str]:
     An id can be both in a raw object and in the archive for a moment (the
     rollup deletes raw objects only after publishing the archive).
     """
-    stored = [f.event_id for b in stored_batches(data_dir / "store") for f in b.facts]
+    stored = stored_event_ids(data_dir / "store")
     return spooled_event_ids(data_dir / "spool") + stored + archived_event_ids(data_dir / "store")

@@ -92,4 +92,4 @@ def test_upload_once_ships_orphaned_spools_and_reports_what_it_cannot(tmp_path: 
     assert "unreadable" in result.stderr
     assert not list((tmp_path / "spool" / "w0").glob("*.seg"))
     assert list((tmp_path / "spool" / "w1").glob("*.seg"))  # kept, never deleted
-    assert list((tmp_path / "store" / "raw" / "tenant=acme").rglob("*.gvx"))
+    assert list((tmp_path / "store" / "raw" / "tenant=acme").rglob("*.parquet"))

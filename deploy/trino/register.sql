@@ -183,7 +183,8 @@ WITH (
     partitioned_by = ARRAY['tenant', 'date']
 );
 
--- The raw archive: every deduplicated fact, one file per tenant and UTC event hour.
+-- The raw archive: every deduplicated fact, in the files of each tenant and UTC
+-- event hour (facts.parquet, and part-*.parquet until the hour is compacted).
 -- latency_us is microseconds; env and version are NULL when not sent.
 CREATE TABLE IF NOT EXISTS gravix.gravix.archive (
     event_id varchar,
@@ -207,6 +208,35 @@ WITH (
 );
 
 -- Service events (deploys, config changes, incidents, notes), one file per tenant and UTC day.
+-- Pending raw facts: what the uploader shipped and the rollup has not folded yet
+-- (src/gravix/schema/raw.py), one file per tenant and spool segment, partitioned
+-- by the hour the segment was created. A fact can also be in `archive` for the
+-- moment between the rollup publishing it and deleting its raw object, and a
+-- client's retry is a second row until the rollup: deduplicate by event_id
+-- when counting across both.
+CREATE TABLE IF NOT EXISTS gravix.gravix.raw (
+    event_id varchar,
+    "timestamp" timestamp(3),
+    service varchar,
+    method varchar,
+    path varchar,
+    status smallint,
+    latency_us bigint,
+    env varchar,
+    version varchar,
+    received timestamp(3),
+    node varchar,
+    segment varchar,
+    tenant varchar,
+    "date" varchar,
+    "hour" varchar
+)
+WITH (
+    external_location = 's3://gravix/raw/raw/',
+    format = 'PARQUET',
+    partitioned_by = ARRAY['tenant', 'date', 'hour']
+);
+
 CREATE TABLE IF NOT EXISTS gravix.gravix.events (
     event_id varchar,
     "timestamp" timestamp(3),
@@ -234,4 +264,5 @@ CALL gravix.system.sync_partition_metadata('gravix', 'service_metrics_1m', 'FULL
 CALL gravix.system.sync_partition_metadata('gravix', 'service_metrics_1h', 'FULL');
 CALL gravix.system.sync_partition_metadata('gravix', 'service_metrics_1d', 'FULL');
 CALL gravix.system.sync_partition_metadata('gravix', 'archive', 'FULL');
+CALL gravix.system.sync_partition_metadata('gravix', 'raw', 'FULL');
 CALL gravix.system.sync_partition_metadata('gravix', 'events', 'FULL');

@@ -21,7 +21,7 @@ from tests.procs import (
     archived_event_ids,
     durable_event_ids,
     spooled_event_ids,
-    stored_batches,
+    stored_event_ids,
 )
 
 pytestmark = pytest.mark.slow
@@ -295,7 +295,7 @@ def test_zero_bytes_free_refuses_writes_answers_reads_and_resumes(
                 assert server.terminate() == 0, server.log_tail()
         durable = (
             spooled_event_ids(data_dir / "spool")
-            + [f.event_id for b in stored_batches(store_dir) for f in b.facts]
+            + stored_event_ids(store_dir)
             + archived_event_ids(store_dir)
         )
         missing = set(clients.acked) - set(durable)

@@ -16,8 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from gravix.schema import decode_batch
-from gravix.schema.segment import RECORD_HEADER_SIZE, record_spans
+from gravix.schema.raw import read_object
 from tests import s3server
 from tests.factories import fact
 from tests.faultproxy import FaultProxy
@@ -38,17 +37,12 @@ def s3_env(endpoint_url: str, bucket: str) -> dict[str, str]:
     }
 
 
-def _records(key: str, body: bytes) -> list[bytes]:
-    """Payloads of a segment-format object, checked by the spool's own reader."""
-    return [body[start + RECORD_HEADER_SIZE : end] for start, end in record_spans(body, key)]
-
-
 def store_id_counts(s3: Any) -> collections.Counter[str]:
     store = s3.store(PREFIX)
     counts: collections.Counter[str] = collections.Counter()
     for info in store.list("raw/"):
-        for payload in _records(info.key, store.get(info.key)):
-            counts.update(f.event_id for f in decode_batch(payload).facts)
+        tenant = info.key.split("/")[1].removeprefix("tenant=")
+        counts.update(read_object(info.key, store.get(info.key), tenant)["event_id"].to_pylist())
     return counts
 
 

@@ -231,8 +231,7 @@ def test_a_long_range_reads_hundreds_of_files_under_a_low_open_files_limit(
 
     import pyarrow as pa
 
-    from gravix.rollup import parquet
-    from gravix.schema import layout
+    from gravix.schema import layout, parquet
 
     store = LocalObjectStore(tmp_path / "store")
     days = 380

@@ -20,6 +20,7 @@ from gravix.query.compile import DIALECTS, compile_sql, result_schema
 from gravix.query.engine import QueryEngineUnavailable
 from gravix.query.spec import Plan
 from gravix.query.trino import TrinoEngine
+from gravix.schema.raw import RAW_FACT_SCHEMA
 from gravix.storage.local import LocalObjectStore
 from tests.query.suite import QUERIES, TENANT, plans
 
@@ -38,6 +39,9 @@ except ImportError:  # a dev dependency: missing under CI is a failure, elsewher
     if os.environ.get("CI") == "true":
         raise
     pytest.skip("sqlglot is not installed (pip install -e '.[dev]')", allow_module_level=True)
+
+
+_FILE_NAMES = {"timestamp_ms": "timestamp", "received_ms": "received"}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +73,11 @@ def test_register_sql_declares_every_table_with_partitions_last(
     tables: dict[str, Any],
 ) -> None:
     declared = tables["gravix"]["gravix"]
-    assert set(declared) == AREAS | {"archive", "events"}
+    assert set(declared) == AREAS | {"archive", "events", "raw"}
+    # Pending raw facts: exactly the columns of a raw object's file, then the partitions.
+    file_columns = [_FILE_NAMES.get(n, n) for n in RAW_FACT_SCHEMA.names]
+    assert list(declared["raw"]) == [*file_columns, "tenant", "date", "hour"]
+    assert list(declared["archive"])[:-3] == file_columns[:-2]
     for name in AREAS:
         columns = declared[name]
         hourly = name.endswith("_1m")

@@ -11,7 +11,10 @@ import msgspec
 import pytest
 
 from gravix.rollup.job import RollupJob
+from gravix.schema import layout
+from gravix.schema.layout import object_key
 from gravix.schema.model import RequestFact, ServiceEvent
+from gravix.schema.raw import segment_objects
 from gravix.schema.segment import FILE_HEADER, encode_record
 from gravix.schema.spool import SpoolBatch, encode_batch
 from gravix.storage.local import LocalObjectStore
@@ -21,19 +24,26 @@ T0 = 1_763_798_400_000  # 2025-11-22T08:00:00Z, an hour start
 _names = itertools.count()
 
 
-def raw_object(
+def _batches(
     tenant: str, batches: Iterable[tuple[int, list[dict[str, Any]], list[dict[str, Any]]]]
-) -> bytes:
-    """A segment-format object of ``(received_ms, facts, events)`` batches."""
-    records = []
-    for received_ms, facts, events in batches:
-        batch = SpoolBatch(
+) -> list[SpoolBatch]:
+    return [
+        SpoolBatch(
             tenant=tenant,
             received_ms=received_ms,
             facts=[msgspec.convert(f, RequestFact) for f in facts],
             events=[msgspec.convert(e, ServiceEvent) for e in events],
         )
-        records.append(encode_record(encode_batch(batch)))
+        for received_ms, facts, events in batches
+    ]
+
+
+def raw_object(
+    tenant: str, batches: Iterable[tuple[int, list[dict[str, Any]], list[dict[str, Any]]]]
+) -> bytes:
+    """A segment-format (``.gvx``) object of ``(received_ms, facts, events)`` batches:
+    the raw format before Parquet, which the rollup still folds."""
+    records = [encode_record(encode_batch(b)) for b in _batches(tenant, batches)]
     return FILE_HEADER + b"".join(records)
 
 
@@ -44,18 +54,26 @@ def put_raw(
     events: list[dict[str, Any]] | None = None,
     received_ms: int | None = None,
     created_ms: int = T0,
+    legacy: bool = False,
 ) -> str:
-    """Store one raw object of one batch; returns its key."""
-    from datetime import UTC, datetime
+    """Store the raw objects of one batch as the uploader does; returns the first key.
 
+    Parquet facts (``raw/``) and events (``raw_events/``) objects, or with
+    ``legacy`` one ``.gvx`` object holding both.
+    """
     received = received_ms if received_ms is not None else created_ms
-    created = datetime.fromtimestamp(created_ms / 1000, UTC)
-    key = (
-        f"raw/tenant={tenant}/date={created:%Y-%m-%d}/hour={created:%H}/"
-        f"node-w0-{created_ms}-{next(_names):08x}.gvx"
-    )
-    store.put(key, raw_object(tenant, [(received, facts, events or [])]))
-    return key
+    segment = f"{created_ms}-{next(_names):08x}.seg"
+    batches = [(received, facts, events or [])]
+    if legacy:
+        key = object_key(tenant, "node", "w0", segment).replace(".parquet", ".gvx")
+        store.put(key, raw_object(tenant, batches))
+        return key
+    keys = []
+    for obj in segment_objects(_batches(tenant, batches), "node", f"w0/{segment[:-4]}")[tenant]:
+        area = layout.RAW if obj.kind == "facts" else layout.RAW_EVENTS
+        keys.append(object_key(tenant, "node", "w0", segment, area))
+        store.put(keys[-1], obj.body)
+    return keys[0]
 
 
 def fact(i: int, **overrides: Any) -> dict[str, Any]:

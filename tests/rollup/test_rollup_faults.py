@@ -33,10 +33,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from gravix.query import engine
-from gravix.rollup import parquet
 from gravix.rollup.job import RollupJob
 from gravix.rollup.lock import ALREADY_RUNNING_EXIT, LeaseLock, LockHeld
-from gravix.schema import layout
+from gravix.schema import layout, parquet
 from gravix.storage.keys import TEMP_PREFIX
 from gravix.storage.local import LocalObjectStore
 from tests.rollup.conftest import HOUR, T0, fact, put_raw

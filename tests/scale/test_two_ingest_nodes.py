@@ -29,8 +29,7 @@ import pytest
 
 from gravix.query.service import QueryService
 from gravix.query.spec import Query
-from gravix.schema import decode_batch
-from gravix.schema.segment import RECORD_HEADER_SIZE, record_spans
+from gravix.schema.raw import read_object
 from gravix.storage.s3 import S3ObjectStore
 from tests import s3server
 from tests.factories import fact
@@ -47,10 +46,10 @@ THREADS = 6
 # Runs `gravix serve ... --role ingest`: ServerProcess's command line, one flag added
 # (exec keeps the pid, so SIGKILL and SIGTERM reach gravix itself).
 WITH_ROLE_INGEST = ["sh", "-c", 'exec "$@" --role ingest', "sh"]
-# raw/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/<node>-<worker>-<segment>.gvx
+# raw/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/<node>-<worker>-<segment>.parquet
 RAW_KEY = re.compile(
     r"^raw/tenant=acme/date=\d{4}-\d\d-\d\d/hour=\d\d/"
-    r"(?P<node>[a-z0-9-]+)-(?P<worker>w\d+)-(?P<segment>\d{13}-[0-9a-f]{8})\.gvx$"
+    r"(?P<node>[a-z0-9-]+)-(?P<worker>w\d+)-(?P<segment>\d{13}-[0-9a-f]{8})\.parquet$"
 )
 
 
@@ -173,15 +172,11 @@ def send_all(traffic: Traffic, urls: dict[str, str], keys: dict[str, str], deadl
 
 
 def raw_objects(store: S3ObjectStore) -> dict[str, list[str]]:
-    """Raw object key -> the event ids it holds, read with the spool's own reader."""
+    """Raw object key -> the event ids it holds, read as any Parquet reader would."""
     found = {}
     for info in store.list("raw/"):
-        body = store.get(info.key)
-        ids = []
-        for start, end in record_spans(body, info.key):
-            batch = decode_batch(body[start + RECORD_HEADER_SIZE : end])
-            ids.extend(f.event_id for f in batch.facts)
-        found[info.key] = ids
+        tenant = info.key.split("/")[1].removeprefix("tenant=")
+        found[info.key] = read_object(info.key, store.get(info.key), tenant)["event_id"].to_pylist()
     return found
 
 

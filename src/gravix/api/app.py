@@ -49,8 +49,7 @@ from gravix.logs import request_id_var
 from gravix.query.engines import make_engine
 from gravix.query.service import QueryService
 from gravix.query.spec import Query, decode_query, parse_time
-from gravix.rollup import parquet
-from gravix.schema import layout
+from gravix.schema import layout, parquet
 from gravix.storage.base import ObjectNotFound, ObjectStore
 
 log = logging.getLogger("gravix.api")

@@ -1,19 +1,19 @@
 """The uploader: sealed spool segments -> object store, deleting only what is verified.
 
-Each tenant's share of a segment becomes one object, under the key that
-:func:`gravix.schema.layout.object_key` makes (the ``raw/`` area; the layout
-is written out in :mod:`gravix.schema.layout`). The key is a pure function of
-the segment, so a retry after a lost response overwrites the same object:
-never a duplicate.
+The spool stays Gravix's write-ahead log; what leaves the node is open. Each
+tenant's facts of a segment become one Parquet object, and its events (if
+any) another, in the format of :mod:`gravix.schema.raw`, under the keys that
+:func:`gravix.schema.layout.object_key` makes (``raw/`` and ``raw_events/``).
+The keys are a pure function of the segment, and the bytes of its records,
+so a retry after a lost response overwrites the same object: never a duplicate.
 
-An object is a spool segment file holding only that tenant's records: the same
-8-byte file header and the same checksummed records, byte for byte
-(:mod:`gravix.schema.segment`), so readers use the spool's own reader.
-
-Safety: a segment is deleted locally only after every one of its objects was
-written and then verified by ``head`` (size and SHA-256). Any failure leaves the
-segment in place; the pass stops there, so the backlog drains oldest-first, and
-the next pass waits with exponential backoff and jitter.
+Safety: a segment is deleted locally only after every object made from it was
+checked against the segment's own records (it reads back to their row count
+and the digest of their event ids, :func:`gravix.schema.raw.check_object`),
+written, and verified by ``head`` (size and SHA-256 of what was sent). Any
+failure leaves the segment in place; the pass stops there, so the backlog
+drains oldest-first, and the next pass waits with exponential backoff and
+jitter.
 
 A full disk does not stop it: it writes nothing locally, and each verified
 upload deletes its segment, which frees that space (unless the store is a
@@ -37,8 +37,10 @@ import msgspec
 from gravix.errors import GravixError
 from gravix.ingest import metrics
 from gravix.ingest.spool import SpoolStats
-from gravix.schema.layout import object_key
-from gravix.schema.segment import FILE_HEADER, RECORD_HEADER_SIZE, read_records
+from gravix.schema.layout import RAW, RAW_EVENTS, object_key
+from gravix.schema.raw import RawObject, UnreadableObject, check_object, segment_objects
+from gravix.schema.segment import RECORD_HEADER_SIZE, read_records
+from gravix.schema.spool import decode_batch
 from gravix.storage.base import ObjectStore
 
 log = logging.getLogger("gravix.uploader")
@@ -58,30 +60,22 @@ class SealedSegments(Protocol):
     def stats(self) -> SpoolStats: ...
 
 
-class _TenantOnly(msgspec.Struct):
-    tenant: str
-
-
-_tenant_of = msgspec.msgpack.Decoder(_TenantOnly).decode
-
-
-def split_by_tenant(path: Path) -> dict[str, bytes]:
-    """One segment-format object body per tenant found in the sealed segment.
-
-    With one tenant (the common case) the body is the segment file itself.
-    """
+def raw_objects(path: Path, node_id: str) -> dict[str, list[tuple[str, RawObject]]]:
+    """The raw objects of a sealed segment, per tenant, each with its key."""
     data, spans = read_records(path)
     view = memoryview(data)
-    by_tenant: dict[str, list[tuple[int, int]]] = {}
-    for start, end in spans:
-        tenant = _tenant_of(view[start + RECORD_HEADER_SIZE : end]).tenant
-        by_tenant.setdefault(tenant, []).append((start, end))
-    if len(by_tenant) == 1:
-        return {next(iter(by_tenant)): data}
+    batches = [decode_batch(view[start + RECORD_HEADER_SIZE : end]) for start, end in spans]
+    worker, segment_id = path.parent.name, path.name.rsplit(".", 1)[0]
+    objects = segment_objects(batches, node_id, f"{worker}/{segment_id}")
     return {
-        tenant: FILE_HEADER + b"".join(view[start:end] for start, end in parts)
-        for tenant, parts in by_tenant.items()
+        tenant: [
+            (object_key(tenant, node_id, worker, path.name, _AREAS[obj.kind]), obj) for obj in found
+        ]
+        for tenant, found in objects.items()
     }
+
+
+_AREAS = {"facts": RAW, "events": RAW_EVENTS}
 
 
 @dataclass
@@ -161,30 +155,44 @@ class Uploader:
         if path.name in self._retrying:
             metrics.UPLOAD_RETRIES.inc()
         try:
-            bodies = split_by_tenant(path)
+            objects = raw_objects(path, self.node_id)
         except FileNotFoundError:
             return 0, 0  # removed meanwhile (another pass or `gravix upload --once`)
         except (GravixError, msgspec.DecodeError) as e:
             # CorruptSegment, or a record that is not a batch: keep the segment
             # for a human (recovery quarantines a corrupt one at the next
             # start) rather than block the backlog behind it.
-            if path.name not in self._corrupt_seen:
-                self._corrupt_seen.add(path.name)
-                metrics.UPLOAD_CORRUPT.inc()
-                log.error("segment failed its checksum; kept, not uploaded: %s (%s)", path, e)
+            self._keep(path, f"it failed its checksum ({e})")
             raise _Corrupt from e
-        size = 0
-        for tenant, body in sorted(bodies.items()):
-            key = object_key(tenant, self.node_id, self.worker, path.name)
-            self._verify(key, len(body), self.store.put(key, body).sha256)
-            size += len(body)
-        # Every object is verified: only now may the local copy go.
+        for tenant in sorted(objects):
+            for key, obj in objects[tenant]:
+                try:
+                    check_object(key, tenant, obj)
+                except UnreadableObject as e:
+                    # Parquet did not give back the segment's records: never
+                    # delete the segment on the strength of such an object;
+                    # keep it for a human, and let the backlog behind it go on.
+                    self._keep(path, f"its object does not check: {e}")
+                    raise _Corrupt from e
+        size, count = 0, 0
+        for tenant in sorted(objects):
+            for key, obj in objects[tenant]:
+                self._verify(key, len(obj.body), self.store.put(key, obj.body).sha256)
+                size += len(obj.body)
+                count += 1
+        # Every object is checked and verified: only now may the local copy go.
         self.spool.remove_segment(path)
         self._mark_store(True)
         metrics.UPLOADS.labels("success").inc()
-        metrics.UPLOAD_OBJECTS.inc(len(bodies))
+        metrics.UPLOAD_OBJECTS.inc(count)
         metrics.UPLOAD_BYTES.inc(size)
-        return len(bodies), size
+        return count, size
+
+    def _keep(self, path: Path, why: str) -> None:
+        if path.name not in self._corrupt_seen:
+            self._corrupt_seen.add(path.name)
+            metrics.UPLOAD_CORRUPT.inc()
+            log.error("segment kept, not uploaded: %s: %s", path, why)
 
     def _verify(self, key: str, size: int, sha256: str | None) -> None:
         """Read back what the store holds: the size and SHA-256 ``put`` sent."""

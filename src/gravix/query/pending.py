@@ -20,8 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from gravix.rollup import aggregate
-from gravix.rollup.facts import RawBatch, UnreadableObject
 from gravix.schema import layout
+from gravix.schema.raw import RawBatch, UnreadableObject
 from gravix.schema.segment import scan_segment
 from gravix.schema.spool import decode_batch
 from gravix.storage.base import ObjectNotFound, ObjectStore
@@ -40,7 +40,7 @@ class PendingFacts:
         found = [
             (tenant, "store", info.key, info.size)
             for info in self.store.list(layout.tenant_prefix(layout.RAW, tenant))
-            if info.key.endswith(layout.OBJECT_SUFFIX)
+            if info.key.endswith(layout.PENDING_SUFFIXES)
         ]
         if self.spool_dir is not None and self.spool_dir.is_dir():
             for path in sorted(self.spool_dir.glob("w*/*")):

@@ -11,8 +11,8 @@ rollup writes do not depend on the engine:
 * :class:`gravix.rollup.spark.SparkCompute` runs the same in Spark SQL.
 
 Input and output columns are those of docs/data-model.md with times as
-``*_ms`` epoch milliseconds: facts have :data:`gravix.rollup.facts.FACT_SCHEMA`,
-events :data:`gravix.rollup.facts.EVENT_SCHEMA`, metric rows
+``*_ms`` epoch milliseconds: facts have :data:`gravix.schema.raw.FACT_SCHEMA`,
+events :data:`gravix.schema.raw.EVENT_SCHEMA`, metric rows
 :data:`METRIC_SCHEMA`.
 """
 

@@ -35,8 +35,8 @@ import pyarrow as pa
 
 from gravix.rollup import aggregate
 from gravix.rollup.compute import METRIC_SCHEMA
-from gravix.rollup.facts import EVENT_SCHEMA, FACT_SCHEMA
 from gravix.schema import sketch
+from gravix.schema.raw import EVENT_SCHEMA, FACT_SCHEMA
 
 _SERIES: Final = ", ".join(aggregate.SERIES)
 _SERIES_ORDER: Final = aggregate.SERIES_ORDER  # "service NULLS FIRST, ..." (valid Spark SQL)

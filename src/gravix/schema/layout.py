@@ -3,13 +3,20 @@
 See docs/data-model.md and docs/storage.md. All keys are Hive-style partitions
 so that DuckDB, Spark and Trino read the folders as tables as they are::
 
-    raw/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/<node>-<worker>-<segment>.gvx
-        pending raw facts and events, written by the uploader
-        (:func:`object_key`); partitioned by the time the segment was
-        *created*, not by event time; the rollup deletes each one once it is
-        folded into the archive
+    raw/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/<node>-<worker>-<segment>.parquet
+        pending raw facts, written by the uploader (:func:`object_key`), in
+        the open format of :mod:`gravix.schema.raw`; partitioned by the time
+        the segment was *created*, not by event time; the rollup deletes
+        each one once it is folded into the archive. Objects from before
+        that format end in ``.gvx`` (a segment of one tenant, facts and
+        events) and are still folded.
+    raw_events/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/<node>-<worker>-<segment>.parquet
+        pending service events of the same segment, when it has any
     archive/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/facts.parquet
-        raw archive: every deduplicated fact of that event hour
+    archive/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/part-<16 hex>.parquet
+        raw archive: every deduplicated fact of that event hour, in the
+        compacted ``facts.parquet`` and the parts added since
+        (:mod:`gravix.rollup.fold`)
     events/tenant=<t>/date=<YYYY-MM-DD>/events.parquet
         every deduplicated service event (deploys, incidents) of that day
     metrics_1m/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/metrics.parquet
@@ -37,7 +44,7 @@ their own timestamps), ``node`` is ``Settings.node_id``, ``worker`` the spool
 directory (``w0``) and ``segment`` the spool's segment id
 (``<created_ms:013d>-<8 hex>``, :mod:`gravix.schema.segment`). The key is a
 pure function of the segment, so an upload retried after a lost response
-overwrites the same object. The object itself is in the segment format.
+overwrites the same object.
 """
 
 from __future__ import annotations
@@ -57,7 +64,10 @@ LEVELS: Final[tuple[Level, ...]] = ("series", "service")
 SERVICE_LEVEL: Final = ("service", "env")
 
 RAW: Final = "raw/"
-OBJECT_SUFFIX: Final = ".gvx"
+RAW_EVENTS: Final = "raw_events/"
+OBJECT_SUFFIX: Final = ".parquet"
+LEGACY_SUFFIX: Final = ".gvx"  # raw objects in the segment format, before Parquet
+PENDING_SUFFIXES: Final = (OBJECT_SUFFIX, LEGACY_SUFFIX)
 ARCHIVE: Final = "archive/"
 EVENTS: Final = "events/"
 LOCKS: Final = "_locks/rollup/"
@@ -121,15 +131,16 @@ def day_start(ms: int) -> int:
     return ms - ms % DAY_MS
 
 
-def object_key(tenant: str, node_id: str, worker: str, segment_name: str) -> str:
-    """The deterministic ``raw/`` key of ``tenant``'s share of a segment (module docstring)."""
+def object_key(tenant: str, node_id: str, worker: str, segment_name: str, area: str = RAW) -> str:
+    """The deterministic key of ``tenant``'s facts (``raw/``) or events
+    (``raw_events/``) of a segment (module docstring)."""
     segment_id = segment_name.rsplit(".", 1)[0]
     created_ms = segment_created_ms(segment_name)
     if created_ms is None:
         raise ValueError(f"not a spool segment name: {segment_name!r}")
     created = datetime.fromtimestamp(created_ms / 1000, UTC)
     return (
-        f"raw/tenant={tenant}/date={created:%Y-%m-%d}/hour={created:%H}/"
+        f"{area}tenant={tenant}/date={created:%Y-%m-%d}/hour={created:%H}/"
         f"{node_id}-{worker}-{segment_id}{OBJECT_SUFFIX}"
     )
 

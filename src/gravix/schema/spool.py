@@ -58,6 +58,6 @@ def encode_batch(batch: SpoolBatch) -> bytes:
     return _ENCODER.encode(batch)
 
 
-def decode_batch(data: bytes) -> SpoolBatch:
+def decode_batch(data: bytes | memoryview) -> SpoolBatch:
     """Decode a spool record payload; raises ``msgspec.DecodeError`` when corrupt."""
     return _DECODER.decode(data)

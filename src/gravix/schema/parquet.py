@@ -23,7 +23,17 @@ _TIME_COLUMNS: Final = {
     "bucket_ms": "bucket",
 }
 _FILE_COLUMNS: Final = {v: k for k, v in _TIME_COLUMNS.items()}
-_DICTIONARY: Final = ["service", "method", "path", "env", "version", "status", "kind"]
+_DICTIONARY: Final = [
+    "service",
+    "method",
+    "path",
+    "env",
+    "version",
+    "status",
+    "kind",
+    "node",
+    "segment",
+]
 ROW_GROUP_ROWS: Final = 1_000_000
 # Metric files are sorted by series, then time (gravix.rollup.aggregate), in
 # small row groups: a query for one service or endpoint reads only the row
@@ -59,28 +69,39 @@ def from_file_table(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, names=names)
 
 
-def encode(table: pa.Table, row_group_rows: int = ROW_GROUP_ROWS) -> bytes:
-    """Parquet bytes of a rollup table (``*_ms`` columns as in the rollup)."""
+def encode(
+    table: pa.Table,
+    row_group_rows: int = ROW_GROUP_ROWS,
+    metadata: dict[str, str] | None = None,
+) -> bytes:
+    """Parquet bytes of a rollup table (``*_ms`` columns as in the rollup).
+
+    ``metadata`` goes into the file's key-value metadata (a raw object's tenant).
+    """
     file_table = to_file_table(table)
     names = set(file_table.column_names)
     buffer = io.BytesIO()
-    pq.write_table(
-        file_table,
+    with pq.ParquetWriter(
         buffer,
+        file_table.schema,
         compression="zstd",
         use_dictionary=[c for c in _DICTIONARY if c in names],
         column_encoding={c: "DELTA_BINARY_PACKED" for c in ("timestamp", "received") if c in names},
-        row_group_size=row_group_rows,
         data_page_version="1.0",
         write_statistics=True,
+        # No Arrow schema blob: every engine reads the Parquet types alone, and
+        # the bytes do not depend on how an Arrow table happened to be typed.
         store_schema=False,
-    )
+    ) as writer:
+        writer.write_table(file_table, row_group_size=row_group_rows)
+        if metadata:
+            writer.add_key_value_metadata(metadata)
     return buffer.getvalue()
 
 
-def encode_metrics(table: pa.Table) -> bytes:
+def encode_metrics(table: pa.Table, metadata: dict[str, str] | None = None) -> bytes:
     """Parquet bytes of metric rows (any tier or level), in small row groups."""
-    return encode(table, METRIC_ROW_GROUP_ROWS)
+    return encode(table, METRIC_ROW_GROUP_ROWS, metadata)
 
 
 def decode(data: bytes) -> pa.Table:
