@@ -1,0 +1,258 @@
+"""The incremental fold: an hour's archive in parts, and which parts its minutes count.
+
+An hour's raw archive is a folder of Parquet parts (:mod:`gravix.schema.layout`)::
+
+    archive/tenant=<t>/date=<d>/hour=<HH>/facts.parquet            the compacted part
+    archive/tenant=<t>/date=<d>/hour=<HH>/part-<16 hex>.parquet  a part added since
+
+A rollup pass adds at most one part to each hour it touches: the facts of the
+pass whose event_id the hour does not hold yet, found by reading only the
+``event_id`` column of the hour's parts. Their minute rows are merged into the
+hour's minute rows (counts and sums add, maxima take the max, sketches add
+bucket by bucket: :func:`gravix.rollup.aggregate.tier_sql`), so a pass costs
+time in proportion to its new facts, not to the hour.
+
+Which parts the minute rows count is written in the minute files themselves,
+in their Parquet key-value metadata (``gravix.parts``: a JSON list of part
+names), and a minute file is replaced in one step, so a count and the parts
+it counts always move together. For one hour, each step one atomic put:
+
+1. write the new part;
+2. publish the service-level minutes, then the series-level minutes, each
+   naming every part it counts (the series level is the one read back).
+
+A pass killed between 1 and 2 leaves a part the minutes do not name. The next
+pass to touch the hour (the raw objects are still pending, so one will) counts
+that part's rows into the minutes, and deduplicates the raw objects' facts
+against it, so every fact is counted once.
+
+Compaction, once the hour is settled (:data:`SETTLE_MS` after its end): the
+parts become one ``facts.parquet``, sorted by time and event_id, whose metadata
+names the parts it replaces (``gravix.replaces``); the minutes are republished
+naming only it; the replaced parts are deleted; and ``facts.parquet`` is
+written once more without the list, so the hour's files are the same bytes
+whatever parts they came from. A part the minutes do not name but
+``facts.parquet`` replaces is a leftover of a compaction killed before its
+deletes: it is deleted, never counted.
+
+Minute files written before parts (without ``gravix.parts``) count the hour's
+``facts.parquet``, as they did.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from gravix.rollup.compute import Compute
+from gravix.schema import layout, parquet
+from gravix.schema.raw import FACT_SCHEMA, ids_digest
+from gravix.storage.base import ObjectNotFound, ObjectStore
+
+PARTS_KEY: Final = "gravix.parts"
+REPLACES_KEY: Final = "gravix.replaces"
+COMPACTED: Final = "facts.parquet"
+# An hour is compacted once this long past its end: most late facts are in by
+# then. A later fact adds a part, and the next pass compacts the hour again.
+SETTLE_MS: Final = 2 * layout.HOUR_MS
+
+
+def part_name(rows: pa.Table) -> str:
+    """A new part's file name, from its event ids: ``part-<16 hex>.parquet``.
+
+    A part holds only ids its hour did not hold, so no two parts of an hour
+    share a name, and a re-run over the same input writes the same names (and
+    so the same bytes, ``gravix.replaces`` included).
+    """
+    return f"part-{ids_digest(rows['event_id'].to_pylist())[:16]}.parquet"
+
+
+def hour_folder(tenant: str, hour_ms: int) -> str:
+    """The prefix of an hour's archive parts (ends in ``/``)."""
+    return layout.archive_key(tenant, hour_ms).rsplit("/", 1)[0] + "/"
+
+
+@dataclass
+class HourState:
+    """What an hour holds before a pass: its parts, and the parts its minutes count."""
+
+    tenant: str
+    hour_ms: int
+    parts: dict[str, int] = field(default_factory=dict)  # part name -> size
+    counted: set[str] = field(default_factory=set)
+    minutes: pa.Table | None = None  # the hour's series-level minute rows, if any
+    replaced: set[str] | None = None  # what facts.parquet's metadata names, once read
+
+    @property
+    def uncounted(self) -> list[str]:
+        """Parts whose rows the minutes do not count yet (a pass killed after step 1)."""
+        return sorted(set(self.parts) - self.counted)
+
+    def key(self, name: str) -> str:
+        return hour_folder(self.tenant, self.hour_ms) + name
+
+
+def read_hour(store: ObjectStore, tenant: str, hour_ms: int) -> HourState:
+    """The parts of an hour and what its minute file says it counts.
+
+    Leftovers of a killed compaction are deleted here (module docstring).
+    """
+    state = HourState(tenant, hour_ms)
+    for info in store.list(hour_folder(tenant, hour_ms)):
+        name = info.key.rsplit("/", 1)[1]
+        if name.endswith(".parquet"):
+            state.parts[name] = info.size
+    try:
+        data = store.get(layout.metrics_key("1m", tenant, hour_ms))
+    except ObjectNotFound:
+        data = None
+    if data is not None:
+        state.minutes = parquet.decode(data)
+        named = _metadata(data, PARTS_KEY)
+        state.counted = set(named) if named is not None else {COMPACTED}
+    if COMPACTED in state.parts and COMPACTED not in state.counted:
+        # A compaction killed before it published the minutes: facts.parquet
+        # holds the rows of the parts it replaces, which the minutes count.
+        state.counted.add(COMPACTED)
+    stale = [name for name in state.parts if name != COMPACTED and name in _replaced(store, state)]
+    for name in stale:
+        store.delete(state.key(name))
+        del state.parts[name]
+        state.counted.discard(name)
+    return state
+
+
+def _replaced(store: ObjectStore, state: HourState) -> set[str]:
+    """The parts a compacted ``facts.parquet`` still names as replaced (a killed compaction)."""
+    if COMPACTED not in state.parts or len(state.parts) == 1:
+        return set()
+    if state.replaced is None:
+        # Only the footer is needed: a local file is read for just that.
+        file_path = getattr(store, "file_path", None)
+        key = state.key(COMPACTED)
+        source = file_path(key) if callable(file_path) else pa.BufferReader(store.get(key))
+        meta = pq.read_metadata(source).metadata or {}
+        raw = meta.get(REPLACES_KEY.encode())
+        state.replaced = set(json.loads(raw)) if raw is not None else set()
+    return state.replaced
+
+
+def _metadata(data: bytes, key: str) -> list[str] | None:
+    meta = pq.read_metadata(pa.BufferReader(data)).metadata or {}
+    raw = meta.get(key.encode())
+    return None if raw is None else list(json.loads(raw))
+
+
+def read_parts(store: ObjectStore, state: HourState, names: Iterable[str]) -> pa.Table:
+    """The archive rows of some of an hour's parts."""
+    tables = [parquet.decode(store.get(state.key(name))).cast(FACT_SCHEMA) for name in names]
+    return pa.concat_tables(tables) if tables else FACT_SCHEMA.empty_table()
+
+
+class IdIndex:
+    """Which of some new facts' event ids an hour's parts already hold.
+
+    Reads only the ``event_id`` column, in DuckDB, straight from the part
+    files when the store is a local folder, else from a local copy of each
+    part (parts never change once written; ``facts.parquet`` only by
+    compaction, which changes its size), kept for the next pass.
+    """
+
+    def __init__(self, store: ObjectStore, cache_dir: str | None) -> None:
+        self.store, self.cache_dir = store, cache_dir
+        self.con = duckdb.connect(":memory:")
+        self.con.execute("SET threads = 2")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def seen(self, state: HourState, new: pa.Table) -> pa.Array:
+        """A boolean mask over ``new``: True where the hour already holds the event_id."""
+        if not state.parts or new.num_rows == 0:
+            return pa.array([False] * new.num_rows)
+        paths = [self._path(state, name) for name in sorted(state.parts)]
+        ids = new.select(["event_id"])
+        self.con.register("new_ids", ids)
+        try:
+            held = self.con.sql(
+                "SELECT DISTINCT event_id FROM read_parquet($paths) "
+                "WHERE event_id IN (SELECT event_id FROM new_ids)",
+                params={"paths": paths},
+            ).to_arrow_table()["event_id"]
+        finally:
+            self.con.unregister("new_ids")
+        return pc.is_in(new["event_id"], value_set=held)
+
+    def _path(self, state: HourState, name: str) -> str:
+        key = state.key(name)
+        file_path = getattr(self.store, "file_path", None)
+        if callable(file_path):
+            return str(file_path(key))
+        import pathlib
+        import tempfile
+
+        root = pathlib.Path(self.cache_dir or tempfile.gettempdir()) / "rollup-parts"
+        local = root / f"{key.replace('/', '_')}.{state.parts[name]}"
+        if not local.exists():
+            root.mkdir(parents=True, exist_ok=True)
+            temp = local.with_suffix(".tmp")
+            temp.write_bytes(self.store.get(key))
+            temp.replace(local)
+        return str(local)
+
+
+def minutes_metadata(parts: Iterable[str]) -> dict[str, str]:
+    return {PARTS_KEY: json.dumps(sorted(parts))}
+
+
+def publish_minutes(
+    store: ObjectStore,
+    compute: Compute,
+    state: HourState,
+    series: pa.Table,
+    services: pa.Table | None,
+    parts: Iterable[str],
+) -> int:
+    """Publish an hour's minute rows, service level first, naming the parts they count."""
+    from gravix.rollup.aggregate import MINUTE_MS
+
+    if services is None:
+        services = compute.tier(series, MINUTE_MS, keep=layout.SERVICE_LEVEL)
+    metadata = minutes_metadata(parts)
+    tenant, hour_ms = state.tenant, state.hour_ms
+    store.put(
+        layout.metrics_key("1m", tenant, hour_ms, "service"),
+        parquet.encode_metrics(services, metadata),
+    )
+    store.put(layout.metrics_key("1m", tenant, hour_ms), parquet.encode_metrics(series, metadata))
+    return int(series.num_rows + services.num_rows)
+
+
+def needs_compaction(state: HourState, now_ms: int) -> bool:
+    """Whether a settled hour's parts should become one ``facts.parquet`` now."""
+    if state.hour_ms + layout.HOUR_MS + SETTLE_MS > now_ms or state.uncounted:
+        return False
+    return any(name != COMPACTED for name in state.parts)
+
+
+def compact(store: ObjectStore, compute: Compute, state: HourState) -> None:
+    """The hour's parts into one sorted ``facts.parquet``; its minute rows stay as they are."""
+    names = sorted(state.parts)
+    rows = compute.dedup(read_parts(store, state, names)).cast(FACT_SCHEMA)
+    replaced = [name for name in names if name != COMPACTED]
+    body = parquet.encode(rows, metadata={REPLACES_KEY: json.dumps(replaced)})
+    store.put(state.key(COMPACTED), body)
+    if state.minutes is not None:
+        publish_minutes(store, compute, state, state.minutes, None, [COMPACTED])
+    for name in replaced:
+        store.delete(state.key(name))
+    # The list has done its work: the file the hour keeps is the same bytes
+    # whatever parts it was made from (a re-run writes the same files).
+    store.put(state.key(COMPACTED), parquet.encode(rows))
