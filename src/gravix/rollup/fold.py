@@ -165,10 +165,10 @@ class IdIndex:
     compaction, which changes its size), kept for the next pass.
     """
 
-    def __init__(self, store: ObjectStore, cache_dir: str | None) -> None:
-        self.store, self.cache_dir = store, cache_dir
-        self.con = duckdb.connect(":memory:")
-        self.con.execute("SET threads = 2")
+    def __init__(
+        self, store: ObjectStore, cache_dir: str | None, con: duckdb.DuckDBPyConnection
+    ) -> None:
+        self.store, self.cache_dir, self.con = store, cache_dir, con
 
     def close(self) -> None:
         self.con.close()

@@ -40,9 +40,6 @@ from gravix.schema.raw import EVENT_SCHEMA, FACT_SCHEMA, RawBatch, UnreadableObj
 from gravix.storage.base import ObjectInfo, ObjectNotFound, ObjectStore
 
 log = logging.getLogger("gravix.rollup")
-# Hours are folded together until they hold this many facts (archive and new):
-# fewer, bigger steps for the engine, with memory still bounded.
-FOLD_BATCH_ROWS = 2_000_000
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -105,7 +102,10 @@ class RollupJob:
         self.clock = clock
         self.compute = compute or self._duckdb
         self._newest_fact_ms = 0
-        self._ids = fold.IdIndex(store, temp_dir)
+        # The id lookups run in the driver, with the rollup's limits, on every engine.
+        self._ids = fold.IdIndex(
+            store, temp_dir, aggregate.connect(memory_limit, threads, temp_dir)
+        )
 
     def _duckdb(self) -> Compute:
         return DuckDBCompute.connect(self.memory_limit, self.threads, self.temp_dir)
