@@ -429,6 +429,25 @@ async def test_malformed_bodies_get_the_one_error_shape(
     assert set(error) == {"code", "message", "field", "request_id"}
     assert error["code"] == code
     assert error["request_id"] == r.headers["x-request-id"]
+    assert "`" not in error["message"]  # Gravix's words, not the decoder's
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b'{"resourceSpans": 5}', "resourceSpans must be an array of objects"),
+        (b"{not json", "body is not valid JSON: it has an unexpected character at byte 1"),
+        (
+            _one_span(b'{"kind": "SPAN_KIND_NOPE"}'),
+            "resourceSpans[0].scopeSpans[0].spans[0]: unknown span kind 'SPAN_KIND_NOPE'",
+        ),
+    ],
+)
+async def test_malformed_json_says_where_in_its_own_words(
+    client: httpx.AsyncClient, body: bytes, said: str
+) -> None:
+    r = await client.post(TRACES, content=body, headers=JSON)
+    assert said in r.json()["error"]["message"]
 
 
 async def test_too_many_spans_is_413(client: httpx.AsyncClient, app: IngestApp) -> None:

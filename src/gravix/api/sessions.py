@@ -68,6 +68,7 @@ from gravix.errors import (
     UnsupportedMediaType,
 )
 from gravix.metadata import MetadataDB
+from gravix.schema.problems import json_problem
 
 COOKIE: Final = "gravix_session"
 CSRF_HEADER: Final = "X-CSRF-Token"
@@ -271,8 +272,8 @@ async def read_json_object(
         return {}
     try:
         data = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        raise BadRequest("the body is not valid JSON") from None
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise BadRequest(f"the body is not valid JSON: {json_problem(e, body)}") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     for key in data:

@@ -22,6 +22,7 @@ from typing import Final
 import msgspec
 
 from gravix.errors import BadRequest
+from gravix.schema.problems import json_problem, struct_problem
 
 _KIND_NAMES: Final = {
     "SPAN_KIND_UNSPECIFIED": 0,
@@ -94,7 +95,7 @@ class ExportTraceServiceRequest(msgspec.Struct, rename="camel", gc=False):
 
 
 _DECODER: Final = msgspec.json.Decoder(ExportTraceServiceRequest, strict=False)
-_NOT_JSON: Final = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+_NOT_JSON: Final = (msgspec.DecodeError, RecursionError)
 
 
 def _malformed(message: str) -> BadRequest:
@@ -106,10 +107,15 @@ def decode_request(body: bytes) -> ExportTraceServiceRequest:
     try:
         return _DECODER.decode(body)
     except msgspec.ValidationError as e:
-        raise _malformed(f"body is not a valid OTLP JSON ExportTraceServiceRequest: {e}") from e
+        problem, field = struct_problem(
+            msgspec.json.decode(body), ExportTraceServiceRequest, strict=False
+        )
+        raise _malformed(
+            f"body is not a valid OTLP JSON ExportTraceServiceRequest: {problem}"
+            + (f" (at {field})" if field else "")
+        ) from e
     except _NOT_JSON as e:
-        problem = "it nests too deeply" if isinstance(e, RecursionError) else str(e)
-        raise _malformed(f"body is not valid JSON: {problem}") from e
+        raise _malformed(f"body is not valid JSON: {json_problem(e, body)}") from e
 
 
 _RESPONSE: Final = msgspec.json.Encoder()

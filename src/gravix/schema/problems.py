@@ -37,44 +37,56 @@ def json_problem(err: BaseException, body: bytes) -> str:
     return "it is not valid JSON"  # NaN or Infinity: only the standard library takes them
 
 
-def struct_problem(raw: object, struct: type[msgspec.Struct], path: str = "") -> tuple[str, str]:
+def struct_problem(
+    raw: object, struct: type[msgspec.Struct], path: str = "", *, strict: bool = True
+) -> tuple[str, str]:
     """The first reason ``raw`` (decoded JSON) is not a ``struct``: (message, field path).
 
-    Unknown fields are reported before missing ones, and those before wrong
-    values, in the struct's field order. A ``raw`` that fits gives a generic reason.
+    Unknown fields are reported before missing ones (unknown ones only if the
+    struct forbids them), and those before wrong values, in the struct's field
+    order. ``strict=False`` accepts what msgspec's lax mode does (numbers in
+    strings). A ``raw`` that fits gives a generic reason.
     """
     where = path or "the body"
     if not isinstance(raw, dict):
         return f"{where} must be a JSON object", path
     fields = msgspec.structs.fields(struct)
     names = {f.encode_name for f in fields}
-    for key in raw:
-        if key not in names:
-            return f"unknown field {key!r}", _join(path, str(key))
+    if struct.__struct_config__.forbid_unknown_fields:
+        for key in raw:
+            if key not in names:
+                return f"unknown field {key!r}", _join(path, str(key))
     for f in fields:
         if f.required and f.encode_name not in raw:
             return f"{f.encode_name!r} is required", _join(path, f.encode_name)
     for f in fields:
         if f.encode_name in raw:
-            problem = _value_problem(raw[f.encode_name], f.type, _join(path, f.encode_name))
+            at = _join(path, f.encode_name)
+            problem = _value_problem(raw[f.encode_name], f.type, at, strict)
             if problem is not None:
                 return problem
+    try:
+        msgspec.convert(raw, struct, strict=strict)
+    except msgspec.ValidationError as e:
+        # The struct's own check (__post_init__) refused it: that message is ours.
+        if isinstance(e.__cause__, ValueError):
+            return f"{where}: {e.__cause__}", path
     return f"{where} is not valid", path
 
 
-def _value_problem(value: object, kind: Any, path: str) -> tuple[str, str] | None:
+def _value_problem(value: object, kind: Any, path: str, strict: bool) -> tuple[str, str] | None:
     try:
-        msgspec.convert(value, kind)
+        msgspec.convert(value, kind, strict=strict)
     except msgspec.ValidationError:
         pass
     else:
         return None
     if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
-        return struct_problem(value, kind, path)
+        return struct_problem(value, kind, path, strict=strict)
     if get_origin(kind) is list and isinstance(value, list):
         (item,) = get_args(kind)
         for i, element in enumerate(value):
-            problem = _value_problem(element, item, f"{path}[{i}]")
+            problem = _value_problem(element, item, f"{path}[{i}]", strict)
             if problem is not None:
                 return problem
     return f"{path} must be {describe_type(kind)}", path
