@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gravix.query.spec import Query
+from gravix.errors import BadRequest
+from gravix.query.spec import Query, decode_query
 from gravix.schema.problems import describe_type, json_problem, struct_problem
 
 
@@ -82,3 +83,11 @@ def test_types_read_as_the_docs_say_them() -> None:
         describe_type(list[str | int]) == "an array of values that are each a string or an integer"
     )
     assert describe_type(bool | None) == "true or false or null"
+
+
+@given(st.binary(max_size=64) | st.sampled_from([b"1 x", b"[1] x", b'{"from": 1} 2']))
+def test_any_query_body_is_a_query_or_a_bad_request(body: bytes) -> None:
+    try:
+        decode_query(body)
+    except BadRequest as e:
+        assert e.message and "`" not in e.message

@@ -107,9 +107,11 @@ def decode_request(body: bytes) -> ExportTraceServiceRequest:
     try:
         return _DECODER.decode(body)
     except msgspec.ValidationError as e:
-        problem, field = struct_problem(
-            msgspec.json.decode(body), ExportTraceServiceRequest, strict=False
-        )
+        try:
+            raw = msgspec.json.decode(body)
+        except _NOT_JSON as bad:  # a typed decode can stop at the type before the syntax
+            raise _malformed(f"body is not valid JSON: {json_problem(bad, body)}") from bad
+        problem, field = struct_problem(raw, ExportTraceServiceRequest, strict=False)
         raise _malformed(
             f"body is not a valid OTLP JSON ExportTraceServiceRequest: {problem}"
             + (f" (at {field})" if field else "")

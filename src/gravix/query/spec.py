@@ -142,7 +142,11 @@ def decode_query(body: bytes) -> Query:
     try:
         return msgspec.json.decode(body, type=Query)
     except msgspec.ValidationError:
-        message, field = struct_problem(msgspec.json.decode(body), Query)
+        try:
+            raw = msgspec.json.decode(body)
+        except (msgspec.DecodeError, RecursionError) as e:  # the type failed before the syntax
+            raise BadRequest(f"the body is not valid JSON: {json_problem(e, body)}") from None
+        message, field = struct_problem(raw, Query)
         if message.startswith("unknown field"):
             message += " (a query never names a tenant: it comes from your credential)"
         raise BadRequest(message, field=field or None) from None
