@@ -133,6 +133,11 @@ def _replaced(store: ObjectStore, state: HourState) -> set[str]:
     """The parts a compacted ``facts.parquet`` still names as replaced (a killed compaction)."""
     if COMPACTED not in state.parts or len(state.parts) == 1:
         return set()
+    return _replaces(store, state)
+
+
+def _replaces(store: ObjectStore, state: HourState) -> set[str]:
+    """What ``facts.parquet``'s metadata names as replaced (empty once a compaction finished)."""
     if state.replaced is None:
         # Only the footer is needed: a local file is read for just that.
         file_path = getattr(store, "file_path", None)
@@ -235,11 +240,16 @@ def publish_minutes(
     return int(series.num_rows + services.num_rows)
 
 
-def needs_compaction(state: HourState, now_ms: int) -> bool:
-    """Whether a settled hour's parts should become one ``facts.parquet`` now."""
+def needs_compaction(store: ObjectStore, state: HourState, now_ms: int) -> bool:
+    """Whether a settled hour's parts should become one ``facts.parquet`` now, or a
+    compaction killed after its first write should be finished."""
     if state.hour_ms + layout.HOUR_MS + SETTLE_MS > now_ms or state.uncounted:
         return False
-    return any(name != COMPACTED for name in state.parts)
+    if any(name != COMPACTED for name in state.parts):
+        return True
+    if COMPACTED not in state.parts:
+        return False
+    return state.counted != {COMPACTED} or bool(_replaces(store, state))
 
 
 def compact(store: ObjectStore, compute: Compute, state: HourState) -> None:

@@ -258,6 +258,9 @@ class RollupJob:
             lock.renew_if_due()
             self._publish_tiers(compute, tenant, day_ms, report)
         lock.renew_if_due()
+        # Before a raw object goes, the hours it left parts in are on record: a
+        # pass killed after its deletes leaves no raw object to bring it back.
+        self._record_open_hours(tenant, report.open_hours)
         for key in taken:
             self.store.delete(key)
 
@@ -402,9 +405,18 @@ class RollupJob:
             state = fold.read_hour(self.store, tenant, hour_ms)
             if state.uncounted:
                 report.open_hours.add(hour_ms)  # finished by the pass that folds its raw objects
-            elif fold.needs_compaction(state, now_ms):
+            elif fold.needs_compaction(self.store, state, now_ms):
                 fold.compact(self.store, compute, state)
                 report.compacted.append(hour_ms)
+
+    def _record_open_hours(self, tenant: str, hours: set[int]) -> None:
+        """Add ``hours`` to the ``open_hours`` of the tenant's state, keeping the rest of it."""
+        state = self.read_state(tenant)
+        known = set(state.get("open_hours", []))
+        if hours <= known:
+            return
+        state["open_hours"] = sorted(known | hours)
+        self.store.put(layout.state_key(tenant), json.dumps(state, sort_keys=True).encode())
 
     def _settling(self) -> list[str]:
         """Tenants whose state lists an hour with parts that is settled now."""
