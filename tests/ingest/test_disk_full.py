@@ -131,19 +131,7 @@ def _fill_to_zero(path: Path) -> None:
 class FullDiskServer(ServerProcess):
     """A server that may start on a full disk: up once /live answers (/ready is 503)."""
 
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/live", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server not up in {timeout} s\n{self.log_tail()}")
+    ready_path = "/live"
 
 
 def _assert_disk_full(r: httpx.Response) -> None:
