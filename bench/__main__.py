@@ -1,8 +1,8 @@
-"""``python -m bench`` (what ``make bench`` runs): every benchmark: ingest, upload, rollup, query,
-dashboard, footprint, spark, otlp, logs.
+"""``python -m bench`` (what ``make bench`` runs): every benchmark: ingest, upload, rollup, fold,
+query, dashboard, footprint, spark, otlp, logs.
 
-``python -m bench ingest [options]`` (or ``upload``, ``rollup``, ``query``, ``dashboard``,
-``footprint``, ``spark``, ``otlp``, ``logs``) runs one;
+``python -m bench ingest [options]`` (or ``upload``, ``rollup``, ``fold``, ``query``,
+``dashboard``, ``footprint``, ``spark``, ``otlp``, ``logs``) runs one;
 ``--help`` after the name lists its options. Options given without a name go
 to the ingest benchmark, as before there was a second one; the others then run
 with their defaults.
@@ -13,12 +13,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import dashboard, footprint, ingest, logs, otlp, query, rollup, spark, upload
+from bench import dashboard, fold, footprint, ingest, logs, otlp, query, rollup, spark, upload
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "ingest": ingest.main,
     "upload": upload.main,
     "rollup": rollup.main,
+    "fold": fold.main,
     "query": query.main,
     "dashboard": dashboard.main,
     "footprint": footprint.main,
@@ -27,12 +28,14 @@ BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "logs": logs.main,
 }
 USAGE = """\
-usage: python -m bench [ingest|upload|rollup|query|dashboard|footprint|spark|otlp|logs] [options]
+usage: python -m bench [NAME] [options]
+  NAME: ingest|upload|rollup|fold|query|dashboard|footprint|spark|otlp|logs
 
   python -m bench                   all of them, in this order
   python -m bench ingest [options]  durable ingest beside a non-durable peer
   python -m bench upload [options]  spool upload beside a plain copy of the files
   python -m bench rollup [options]  facts to minute rows beside DuckDB, chdb and Polars
+  python -m bench fold [options]    gravix rollup over spooled, uploaded facts beside DuckDB
   python -m bench query [options]   dashboard panels beside DuckDB and chdb; freshness
   python -m bench dashboard [...]   navigation to all overview charts drawn, in Chromium
   python -m bench footprint [...]   memory, cold start and installed size of gravix serve
@@ -59,6 +62,7 @@ def main(argv: list[str]) -> int:
         ingest.main(argv),
         upload.main([]),
         rollup.main([]),
+        fold.main([]),
         query.main([]),
         dashboard.main([]),
         footprint.main([]),
