@@ -141,3 +141,28 @@ def test_a_compaction_killed_anywhere_counts_each_fact_once(tmp_path: Path, kill
     assert parts(store) == [fold.COMPACTED]
     table = pq.read_table(store.root / layout.archive_key("acme", T0), columns=["event_id"])
     assert sorted(table["event_id"].to_pylist()) == sorted(f"ev-{i}" for i in range(35))
+
+
+class RemoteLikeStore(LocalObjectStore):
+    """A local store without file paths, as S3 is: parts are read through local copies."""
+
+    file_path = None  # type: ignore[assignment]
+
+
+def test_parts_of_a_remote_store_are_copied_once_and_dropped_when_compacted(
+    tmp_path: Path,
+) -> None:
+    store = RemoteLikeStore(tmp_path / "store")
+    cache = tmp_path / "tmp"
+    for lo in (0, 10, 20):
+        put_raw(store, "acme", [fact(i) for i in range(lo, lo + 10)])
+        RollupJob(store, temp_dir=str(cache), clock=lambda: NOW / 1000).run()
+    copies = sorted(p.name for p in (cache / "rollup-parts").iterdir())
+    assert len(copies) == 2 and requests(store) == 30  # the parts the later passes read
+    later = T0 + 3 * HOUR + 1
+    RollupJob(store, temp_dir=str(cache), clock=lambda: later / 1000).run()  # compacts
+    put_raw(store, "acme", [fact(i) for i in range(25, 40)], created_ms=later)
+    RollupJob(store, temp_dir=str(cache), clock=lambda: later / 1000).run()
+    assert requests(store) == 40
+    copies = sorted(p.name for p in (cache / "rollup-parts").iterdir())
+    assert [c.split("_")[-1].split(".parquet")[0] for c in copies] == ["facts"]

@@ -42,8 +42,10 @@ Minute files written before parts (without ``gravix.parts``) count the hour's
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import duckdb
@@ -200,13 +202,16 @@ class IdIndex:
         file_path = getattr(self.store, "file_path", None)
         if callable(file_path):
             return str(file_path(key))
-        import pathlib
-        import tempfile
-
-        root = pathlib.Path(self.cache_dir or tempfile.gettempdir()) / "rollup-parts"
-        local = root / f"{key.replace('/', '_')}.{state.parts[name]}"
+        root = Path(self.cache_dir or tempfile.gettempdir()) / "rollup-parts"
+        hour = hour_folder(state.tenant, state.hour_ms).replace("/", "_")
+        local = root / f"{hour}{name}.{state.parts[name]}"
         if not local.exists():
             root.mkdir(parents=True, exist_ok=True)
+            # Copies of this hour's parts that are gone (compacted) go too.
+            keep = {f"{hour}{n}.{size}" for n, size in state.parts.items()}
+            for old in root.glob(f"{hour}*"):
+                if old.name not in keep:
+                    old.unlink(missing_ok=True)
             temp = local.with_suffix(".tmp")
             temp.write_bytes(self.store.get(key))
             temp.replace(local)
