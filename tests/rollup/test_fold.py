@@ -143,26 +143,40 @@ def test_a_compaction_killed_anywhere_counts_each_fact_once(tmp_path: Path, kill
     assert sorted(table["event_id"].to_pylist()) == sorted(f"ev-{i}" for i in range(35))
 
 
-class RemoteLikeStore(LocalObjectStore):
-    """A local store without file paths, as S3 is: parts are read through local copies."""
+class RemoteLikeStore:
+    """A local store seen as a remote one (no file paths, as S3): parts are read
+    through local copies. Counts the gets of archive parts."""
 
-    file_path = None  # type: ignore[assignment]
+    def __init__(self, root: Path) -> None:
+        self.inner = LocalObjectStore(root)
+        self.url = self.inner.url
+        self.part_gets = 0
+
+    def get(self, key: str) -> bytes:
+        self.part_gets += key.startswith("archive/") and "/part-" in key
+        return self.inner.get(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
-def test_parts_of_a_remote_store_are_copied_once_and_dropped_when_compacted(
+def test_parts_of_a_remote_store_are_copied_once_into_the_bounded_cache(
     tmp_path: Path,
 ) -> None:
     store = RemoteLikeStore(tmp_path / "store")
     cache = tmp_path / "tmp"
+    job = RollupJob(store, temp_dir=str(cache), clock=lambda: NOW / 1000)  # type: ignore[arg-type]
     for lo in (0, 10, 20):
         put_raw(store, "acme", [fact(i) for i in range(lo, lo + 10)])
-        RollupJob(store, temp_dir=str(cache), clock=lambda: NOW / 1000).run()
-    copies = sorted(p.name for p in (cache / "rollup-parts").iterdir())
-    assert len(copies) == 2 and requests(store) == 30  # the parts the later passes read
+        job.run()
+    assert requests(store.inner) == 30
+    # Pass 2 read part 1, pass 3 parts 1 and 2: each fetched once, then the copy.
+    assert store.part_gets == 2
+    copies = list((cache / "rollup-parts").glob("p*/*.parquet"))
+    assert len(copies) == 2 and all(pq.read_metadata(c).num_rows == 10 for c in copies)
     later = T0 + 3 * HOUR + 1
-    RollupJob(store, temp_dir=str(cache), clock=lambda: later / 1000).run()  # compacts
+    job.clock = lambda: later / 1000
+    job.run()  # compacts
     put_raw(store, "acme", [fact(i) for i in range(25, 40)], created_ms=later)
-    RollupJob(store, temp_dir=str(cache), clock=lambda: later / 1000).run()
-    assert requests(store) == 40
-    copies = sorted(p.name for p in (cache / "rollup-parts").iterdir())
-    assert [c.split("_")[-1].split(".parquet")[0] for c in copies] == ["facts"]
+    job.run()
+    assert requests(store.inner) == 40

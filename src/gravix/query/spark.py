@@ -26,14 +26,10 @@ from typing import Any
 import pyarrow as pa
 
 from gravix.query.compile import compile_sql, level, result_schema, segments
-from gravix.query.engine import (
-    DEFAULT_CACHE_BYTES,
-    METRIC_ROW_SCHEMA,
-    TierFiles,
-    unreadable,
-)
+from gravix.query.engine import METRIC_ROW_SCHEMA, TierFiles, unreadable
 from gravix.query.spec import Plan
 from gravix.storage.base import ObjectStore
+from gravix.storage.copies import DEFAULT_CACHE_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -42,10 +42,8 @@ Minute files written before parts (without ``gravix.parts``) count the hour's
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 
 import duckdb
@@ -57,6 +55,7 @@ from gravix.rollup.compute import Compute
 from gravix.schema import layout, parquet
 from gravix.schema.raw import FACT_SCHEMA, ids_digest
 from gravix.storage.base import ObjectNotFound, ObjectStore
+from gravix.storage.copies import LocalCopies
 
 PARTS_KEY: Final = "gravix.parts"
 REPLACES_KEY: Final = "gravix.replaces"
@@ -166,56 +165,33 @@ def read_parts(store: ObjectStore, state: HourState, names: Iterable[str]) -> pa
 class IdIndex:
     """Which of some new facts' event ids an hour's parts already hold.
 
-    Reads only the ``event_id`` column, in DuckDB, straight from the part
-    files when the store is a local folder, else from a local copy of each
-    part (parts never change once written; ``facts.parquet`` only by
-    compaction, which changes its size), kept for the next pass.
+    Reads only the ``event_id`` column, in DuckDB, from each part's local file
+    (:class:`gravix.storage.copies.LocalCopies`: a local folder's own files, a
+    remote store's parts copied once into a bounded cache).
     """
 
-    def __init__(
-        self, store: ObjectStore, cache_dir: str | None, con: duckdb.DuckDBPyConnection
-    ) -> None:
-        self.store, self.cache_dir, self.con = store, cache_dir, con
+    def __init__(self, files: LocalCopies, con: duckdb.DuckDBPyConnection) -> None:
+        self.files, self.con = files, con
 
     def close(self) -> None:
         self.con.close()
 
     def seen(self, state: HourState, new: pa.Table) -> pa.Array:
         """A boolean mask over ``new``: True where the hour already holds the event_id."""
-        if not state.parts or new.num_rows == 0:
+        paths = [self.files.path(state.key(name)) for name in sorted(state.parts)]
+        found = [path for path in paths if path is not None]
+        if not found or new.num_rows == 0:
             return pa.array([False] * new.num_rows)
-        paths = [self._path(state, name) for name in sorted(state.parts)]
-        ids = new.select(["event_id"])
-        self.con.register("new_ids", ids)
+        self.con.register("new_ids", new.select(["event_id"]))
         try:
             held = self.con.sql(
                 "SELECT DISTINCT event_id FROM read_parquet($paths) "
                 "WHERE event_id IN (SELECT event_id FROM new_ids)",
-                params={"paths": paths},
+                params={"paths": found},
             ).to_arrow_table()["event_id"]
         finally:
             self.con.unregister("new_ids")
         return pc.is_in(new["event_id"], value_set=held)
-
-    def _path(self, state: HourState, name: str) -> str:
-        key = state.key(name)
-        file_path = getattr(self.store, "file_path", None)
-        if callable(file_path):
-            return str(file_path(key))
-        root = Path(self.cache_dir or tempfile.gettempdir()) / "rollup-parts"
-        hour = hour_folder(state.tenant, state.hour_ms).replace("/", "_")
-        local = root / f"{hour}{name}.{state.parts[name]}"
-        if not local.exists():
-            root.mkdir(parents=True, exist_ok=True)
-            # Copies of this hour's parts that are gone (compacted) go too.
-            keep = {f"{hour}{n}.{size}" for n, size in state.parts.items()}
-            for old in root.glob(f"{hour}*"):
-                if old.name not in keep:
-                    old.unlink(missing_ok=True)
-            temp = local.with_suffix(".tmp")
-            temp.write_bytes(self.store.get(key))
-            temp.replace(local)
-        return str(local)
 
 
 def minutes_metadata(parts: Iterable[str]) -> dict[str, str]:
@@ -230,19 +206,35 @@ def publish_minutes(
     services: pa.Table | None,
     parts: Iterable[str],
 ) -> int:
-    """Publish an hour's minute rows, service level first, naming the parts they count."""
+    """Publish an hour's minute rows naming the parts they count; the rows written."""
     from gravix.rollup.aggregate import MINUTE_MS
 
     if services is None:
         services = compute.tier(series, MINUTE_MS, keep=layout.SERVICE_LEVEL)
     metadata = minutes_metadata(parts)
-    tenant, hour_ms = state.tenant, state.hour_ms
+    return put_metrics(store, "1m", state.tenant, state.hour_ms, series, services, metadata)
+
+
+def put_metrics(
+    store: ObjectStore,
+    tier: layout.Tier,
+    tenant: str,
+    start_ms: int,
+    rows: pa.Table,
+    services: pa.Table,
+    metadata: dict[str, str] | None = None,
+) -> int:
+    """Store a tier object's service-level rows, then its series rows; the rows written.
+
+    Service level first: the series level is the one read back (a minute
+    file's ``gravix.parts``), so when it is there, the service level is too.
+    """
     store.put(
-        layout.metrics_key("1m", tenant, hour_ms, "service"),
+        layout.metrics_key(tier, tenant, start_ms, "service"),
         parquet.encode_metrics(services, metadata),
     )
-    store.put(layout.metrics_key("1m", tenant, hour_ms), parquet.encode_metrics(series, metadata))
-    return int(series.num_rows + services.num_rows)
+    store.put(layout.metrics_key(tier, tenant, start_ms), parquet.encode_metrics(rows, metadata))
+    return int(rows.num_rows + services.num_rows)
 
 
 def needs_compaction(store: ObjectStore, state: HourState, now_ms: int) -> bool:

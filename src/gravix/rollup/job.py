@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -38,6 +40,7 @@ from gravix.rollup.lock import LeaseLock, LockHeld
 from gravix.schema import layout, parquet
 from gravix.schema.raw import EVENT_SCHEMA, FACT_SCHEMA, RawBatch, UnreadableObject
 from gravix.storage.base import ObjectInfo, ObjectNotFound, ObjectStore
+from gravix.storage.copies import LocalCopies
 
 log = logging.getLogger("gravix.rollup")
 
@@ -103,8 +106,9 @@ class RollupJob:
         self.compute = compute or self._duckdb
         self._newest_fact_ms = 0
         # The id lookups run in the driver, with the rollup's limits, on every engine.
+        parts = Path(temp_dir or tempfile.gettempdir()) / "rollup-parts"
         self._ids = fold.IdIndex(
-            store, temp_dir, aggregate.connect(memory_limit, threads, temp_dir)
+            LocalCopies(store, parts), aggregate.connect(memory_limit, threads, temp_dir)
         )
 
     def _duckdb(self) -> Compute:
@@ -416,7 +420,7 @@ class RollupJob:
         if hours <= known:
             return
         state["open_hours"] = sorted(known | hours)
-        self.store.put(layout.state_key(tenant), json.dumps(state, sort_keys=True).encode())
+        self._put_state(tenant, state)
 
     def _settling(self) -> list[str]:
         """Tenants whose state lists an hour with parts that is settled now."""
@@ -442,18 +446,6 @@ class RollupJob:
         report: TenantReport,
     ) -> None:
         self._count_rows(report, publish_metrics(self.store, compute, tier, tenant, start_ms, rows))
-
-    def _publish_minutes(
-        self,
-        compute: Compute,
-        tenant: str,
-        hour_ms: int,
-        archive: pa.Table,
-        report: TenantReport,
-    ) -> None:
-        minutes = compute.minutes(archive)
-        self._put_metrics(compute, "1m", tenant, hour_ms, minutes, report)
-        report.hours.append(hour_ms)
 
     def _publish_tiers(
         self, compute: Compute, tenant: str, day_ms: int, report: TenantReport
@@ -493,6 +485,9 @@ class RollupJob:
             return {}
         return state if isinstance(state, dict) else {}
 
+    def _put_state(self, tenant: str, state: dict[str, Any]) -> None:
+        self.store.put(layout.state_key(tenant), json.dumps(state, sort_keys=True).encode())
+
     def _write_state(self, tenant: str, report: TenantReport) -> None:
         state = {
             "tenant": tenant,
@@ -504,7 +499,7 @@ class RollupJob:
             "unreadable_objects": report.unreadable,
             "open_hours": sorted(report.open_hours),
         }
-        self.store.put(layout.state_key(tenant), json.dumps(state, sort_keys=True).encode())
+        self._put_state(tenant, state)
         if report.newest_fact_ms is not None:
             self._newest_fact_ms = max(self._newest_fact_ms, report.newest_fact_ms)
             m.ROLLUP_NEWEST_FACT.set(self._newest_fact_ms / 1000)
@@ -560,20 +555,4 @@ def publish_metrics(
         compute = DuckDBCompute(compute)
     step = {"1m": aggregate.MINUTE_MS, "1h": layout.HOUR_MS, "1d": layout.DAY_MS}[tier]
     services = compute.tier(rows, step, keep=layout.SERVICE_LEVEL)
-    return put_metrics(store, tier, tenant, start_ms, rows, services)
-
-
-def put_metrics(
-    store: ObjectStore,
-    tier: layout.Tier,
-    tenant: str,
-    start_ms: int,
-    rows: pa.Table,
-    services: pa.Table,
-) -> int:
-    """Store a tier object's series rows, then its service-level rows; the rows written."""
-    store.put(layout.metrics_key(tier, tenant, start_ms), parquet.encode_metrics(rows))
-    store.put(
-        layout.metrics_key(tier, tenant, start_ms, "service"), parquet.encode_metrics(services)
-    )
-    return int(rows.num_rows + services.num_rows)
+    return fold.put_metrics(store, tier, tenant, start_ms, rows, services)
