@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gravix.rollup import aggregate
 from gravix.schema import layout
@@ -43,7 +44,7 @@ class PendingFacts:
 
     def __init__(self, store: ObjectStore, spool_dir: Path | None) -> None:
         self.store, self.spool_dir = store, spool_dir
-        # (tenant, "store" | "spool", key or path, size) -> (facts or None, minutes, newest ms)
+        # (tenant, "store" | "spool", key or path, size) -> its facts or minute rows
         self._cache: dict[tuple[str, str, str, int], _Source] = {}
         # tenant -> (the sources, their deduplicated minute rows, newest fact ms)
         self._minutes: dict[str, tuple[frozenset[tuple[str, str, str, int]], pa.Table, int]] = {}
@@ -85,7 +86,7 @@ class PendingFacts:
         else:
             # A backlog too big to hold as facts (the store was down): each
             # source's own minute rows, and a retry across sources counts twice.
-            rows = pa.concat_tables([r.minutes for r in found])
+            rows = pa.concat_tables([r.minute_rows() for r in found])
         with self._lock:
             self._minutes[tenant] = (key, rows, newest)
         return rows, newest
@@ -110,11 +111,12 @@ class PendingFacts:
         facts = batch.fact_table()
         if not facts.num_rows:
             return None
+        small = facts.num_rows <= DEDUP_MAX_FACTS
         entry = _Source(
-            facts if facts.num_rows <= DEDUP_MAX_FACTS else None,
-            _minutes(facts),
+            facts if small else None,
+            None if small else _minutes(facts),  # a small source's only when needed
             facts.num_rows,
-            max(facts["timestamp_ms"].to_pylist()),
+            pc.max(facts["timestamp_ms"]).as_py(),
         )
         with self._lock:
             self._cache[source] = entry
@@ -123,12 +125,18 @@ class PendingFacts:
 
 @dataclass(frozen=True, slots=True)
 class _Source:
-    """What one pending source holds: its facts (while small enough), minute rows, newest."""
+    """What one pending source holds: its facts while small enough, else its minute rows."""
 
     facts: pa.Table | None
-    minutes: pa.Table
+    minutes: pa.Table | None
     rows: int
     newest: int
+
+    def minute_rows(self) -> pa.Table:
+        if self.minutes is not None:
+            return self.minutes
+        assert self.facts is not None
+        return _minutes(self.facts)
 
 
 def _minutes(facts: pa.Table) -> pa.Table:
