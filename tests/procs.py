@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 
-from gravix.schema import SpoolBatch, decode_batch
+from gravix.schema import SpoolBatch, decode_batch, layout
 from gravix.schema.segment import scan_segment
 from tests.factories import fact
 
@@ -196,6 +196,13 @@ def spooled_batches(spool_root: Path) -> Iterator[SpoolBatch]:
 
 def spooled_event_ids(spool_root: Path) -> list[str]:
     return [f.event_id for b in spooled_batches(spool_root) for f in b.facts]
+
+
+def tenant_of(key: str) -> str:
+    """The tenant a key of the layout belongs to."""
+    part = layout.parse_key(key)
+    assert part is not None, key
+    return part.tenant
 
 
 def stored_event_ids(store_root: Path) -> list[str]:

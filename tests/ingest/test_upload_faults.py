@@ -20,7 +20,7 @@ from gravix.schema.raw import read_object
 from tests import s3server
 from tests.factories import fact
 from tests.faultproxy import FaultProxy
-from tests.procs import Sender, ServerProcess
+from tests.procs import Sender, ServerProcess, tenant_of
 
 pytestmark = pytest.mark.slow
 s3_endpoint = s3server.s3_endpoint
@@ -41,7 +41,7 @@ def store_id_counts(s3: Any) -> collections.Counter[str]:
     store = s3.store(PREFIX)
     counts: collections.Counter[str] = collections.Counter()
     for info in store.list("raw/"):
-        tenant = info.key.split("/")[1].removeprefix("tenant=")
+        tenant = tenant_of(info.key)
         counts.update(read_object(info.key, store.get(info.key), tenant)["event_id"].to_pylist())
     return counts
 

@@ -18,6 +18,7 @@ from gravix.schema.raw import read_object
 from gravix.storage.base import ObjectInfo, StoreUnavailable
 from gravix.storage.local import LocalObjectStore
 from tests.factories import fact
+from tests.procs import tenant_of
 
 
 def batch(tenant: str, *ids: str) -> bytes:
@@ -44,7 +45,7 @@ def stored_ids(store: LocalObjectStore) -> dict[str, list[str]]:
     """Tenant -> the fact ids of its raw objects, read as any Parquet reader would."""
     out: dict[str, list[str]] = {}
     for info in store.list("raw/"):
-        tenant = info.key.split("/")[1].removeprefix("tenant=")
+        tenant = tenant_of(info.key)
         table = read_object(info.key, store.get(info.key), tenant)
         out.setdefault(tenant, []).extend(table["event_id"].to_pylist())
     return out

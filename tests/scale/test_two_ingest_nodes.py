@@ -33,7 +33,7 @@ from gravix.schema.raw import read_object
 from gravix.storage.s3 import S3ObjectStore
 from tests import s3server
 from tests.factories import fact
-from tests.procs import ServerProcess
+from tests.procs import ServerProcess, tenant_of
 
 pytestmark = pytest.mark.slow
 s3_endpoint = s3server.s3_endpoint
@@ -175,7 +175,7 @@ def raw_objects(store: S3ObjectStore) -> dict[str, list[str]]:
     """Raw object key -> the event ids it holds, read as any Parquet reader would."""
     found = {}
     for info in store.list("raw/"):
-        tenant = info.key.split("/")[1].removeprefix("tenant=")
+        tenant = tenant_of(info.key)
         found[info.key] = read_object(info.key, store.get(info.key), tenant)["event_id"].to_pylist()
     return found
 
