@@ -111,7 +111,8 @@ def _wait_for(check: Any, timeout: float, what: str) -> Any:
             last = check()
             if last:
                 return last
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, ValueError) as e:
+            # Prometheus answers "Service Unavailable" as text until its TSDB is open.
             last = e
         time.sleep(0.25)
     raise AssertionError(f"{what} not seen in {timeout} s (last: {last!r})")
