@@ -36,10 +36,17 @@ class FaultyStore(LocalObjectStore):
         self.delete_at: str | None = None
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
+        self._maybe_kill(key)
+        return super().put(key, data)
+
+    def put_file(self, key: str, path: Path) -> ObjectInfo:
+        self._maybe_kill(key)
+        return super().put_file(key, path)
+
+    def _maybe_kill(self, key: str) -> None:
         if self.put_at is not None and (key.startswith(self.put_at) or key.endswith(self.put_at)):
             self.put_at = None
             raise Killed(key)
-        return super().put(key, data)
 
     def delete(self, key: str) -> None:
         if self.delete_at is not None and self.delete_at in key:
@@ -118,19 +125,25 @@ def test_a_pass_killed_after_its_part_is_finished_by_the_next(tmp_path: Path, at
     assert counted(store) == parts(store)
 
 
-@pytest.mark.parametrize("kill", ["put facts.parquet", "put metrics", "delete part"])
+@pytest.mark.parametrize(
+    "kill", ["put marker", "put facts.parquet", "put metrics", "delete part", "delete marker"]
+)
 def test_a_compaction_killed_anywhere_counts_each_fact_once(tmp_path: Path, kill: str) -> None:
     store = FaultyStore(tmp_path)
     for lo in (0, 10, 20):
         put_raw(store, "acme", [fact(i) for i in range(lo, lo + 10)])
         job(store).run()
     later = T0 + 3 * HOUR + 1
-    if kill == "put facts.parquet":
+    if kill == "put marker":
+        store.put_at = fold.MARKER
+    elif kill == "put facts.parquet":
         store.put_at = fold.COMPACTED
     elif kill == "put metrics":
         store.put_at = "metrics_1m/"
-    else:
+    elif kill == "delete part":
         store.delete_at = "part-"
+    else:
+        store.delete_at = fold.MARKER
     with pytest.raises(Killed):
         job(store, later).run()
     assert requests(store) == 30

@@ -168,6 +168,19 @@ def test_large_object(store: ObjectStore) -> None:
     assert store.head("big/object.bin").sha256 == hashlib.sha256(data).hexdigest()
 
 
+def test_put_file_stores_a_local_file_as_put_does(store: ObjectStore, tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 11)  # several read blocks
+    source = tmp_path / "hour.parquet"
+    source.write_bytes(data)
+    store.put("big/first", b"old")
+    info = store.put_file("big/first", source)
+    assert info == ObjectInfo("big/first", len(data), hashlib.sha256(data).hexdigest())
+    assert store.get("big/first") == data and store.head("big/first") == info
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert store.put_file("empty", empty).size == 0 and store.get("empty") == b""
+
+
 @pytest.mark.parametrize("key", ["", "/abs", "../up", "a//b", "a/./b", "a\\b", "a%2fb", "é"])
 def test_invalid_keys_are_refused_everywhere(store: ObjectStore, key: str) -> None:
     with pytest.raises(InvalidKey):

@@ -26,14 +26,23 @@ pass to touch the hour (the raw objects are still pending, so one will) counts
 that part's rows into the minutes, and deduplicates the raw objects' facts
 against it, so every fact is counted once.
 
-Compaction, once the hour is settled (:data:`SETTLE_MS` after its end): the
-parts become one ``facts.parquet``, sorted by time and event_id, whose metadata
-names the parts it replaces (``gravix.replaces``); the minutes are republished
-naming only it; the replaced parts are deleted; and ``facts.parquet`` is
-written once more without the list, so the hour's files are the same bytes
-whatever parts they came from. A part the minutes do not name but
-``facts.parquet`` replaces is a leftover of a compaction killed before its
-deletes: it is deleted, never counted.
+Compaction, once the hour is settled (:data:`SETTLE_MS` after its end),
+streamed so that no hour is ever held in memory (:func:`compact`):
+
+1. put ``_compaction.json``, naming the parts the new file replaces and the
+   rows they hold together;
+2. put the new ``facts.parquet``: every part's rows sorted by time and
+   event_id (DuckDB sorts, spilling to disk past its memory limit), written
+   one row group at a time to a local file, then stored from that file;
+3. republish the minutes naming only ``facts.parquet``;
+4. delete the replaced parts, then ``_compaction.json``.
+
+A compaction killed before step 2 leaves a ``_compaction.json`` whose row
+count is not the ``facts.parquet`` one: it is ignored (the next compaction
+replaces it). Killed after step 2, the row counts agree, and the parts it
+names are leftovers: deleted, never counted, and the compaction finishes
+(steps 3-4, without writing ``facts.parquet`` again). The hour's files are
+the same bytes whatever parts they came from.
 
 Minute files written before parts (without ``gravix.parts``) count the hour's
 ``facts.parquet``, as they did.
@@ -42,8 +51,10 @@ Minute files written before parts (without ``gravix.parts``) count the hour's
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import duckdb
@@ -58,8 +69,8 @@ from gravix.storage.base import ObjectNotFound, ObjectStore
 from gravix.storage.copies import LocalCopies
 
 PARTS_KEY: Final = "gravix.parts"
-REPLACES_KEY: Final = "gravix.replaces"
 COMPACTED: Final = "facts.parquet"
+MARKER: Final = "_compaction.json"
 # An hour is compacted once this long past its end: most late facts are in by
 # then. A later fact adds a part, and the next pass compacts the hour again.
 SETTLE_MS: Final = 2 * layout.HOUR_MS
@@ -89,7 +100,8 @@ class HourState:
     parts: dict[str, int] = field(default_factory=dict)  # part name -> size
     counted: set[str] = field(default_factory=set)
     minutes: pa.Table | None = None  # the hour's series-level minute rows, if any
-    replaced: set[str] | None = None  # what facts.parquet's metadata names, once read
+    marker: bool = False  # a _compaction.json is there
+    replaced: set[str] | None = None  # the parts facts.parquet replaces, once read
 
     @property
     def uncounted(self) -> list[str]:
@@ -110,6 +122,8 @@ def read_hour(store: ObjectStore, tenant: str, hour_ms: int) -> HourState:
         name = info.key.rsplit("/", 1)[1]
         if name.endswith(".parquet"):
             state.parts[name] = info.size
+        elif name == MARKER:
+            state.marker = True
     try:
         data = store.get(layout.metrics_key("1m", tenant, hour_ms))
     except ObjectNotFound:
@@ -122,7 +136,8 @@ def read_hour(store: ObjectStore, tenant: str, hour_ms: int) -> HourState:
         # A compaction killed before it published the minutes: facts.parquet
         # holds the rows of the parts it replaces, which the minutes count.
         state.counted.add(COMPACTED)
-    stale = [name for name in state.parts if name != COMPACTED and name in _replaced(store, state)]
+    replaced = _replaced(store, state)
+    stale = [name for name in state.parts if name != COMPACTED and name in replaced]
     for name in stale:
         store.delete(state.key(name))
         del state.parts[name]
@@ -131,23 +146,24 @@ def read_hour(store: ObjectStore, tenant: str, hour_ms: int) -> HourState:
 
 
 def _replaced(store: ObjectStore, state: HourState) -> set[str]:
-    """The parts a compacted ``facts.parquet`` still names as replaced (a killed compaction)."""
-    if COMPACTED not in state.parts or len(state.parts) == 1:
-        return set()
-    return _replaces(store, state)
-
-
-def _replaces(store: ObjectStore, state: HourState) -> set[str]:
-    """What ``facts.parquet``'s metadata names as replaced (empty once a compaction finished)."""
+    """The parts a finished step 2 of a compaction replaced (module docstring)."""
     if state.replaced is None:
-        # Only the footer is needed: a local file is read for just that.
-        file_path = getattr(store, "file_path", None)
-        key = state.key(COMPACTED)
-        source = file_path(key) if callable(file_path) else pa.BufferReader(store.get(key))
-        meta = pq.read_metadata(source).metadata or {}
-        raw = meta.get(REPLACES_KEY.encode())
-        state.replaced = set(json.loads(raw)) if raw is not None else set()
+        state.replaced = set()
+        if state.marker and COMPACTED in state.parts:
+            try:
+                marker = json.loads(store.get(state.key(MARKER)))
+            except (ObjectNotFound, ValueError):
+                return state.replaced
+            if _rows(store, state.key(COMPACTED)) == marker["rows"]:
+                state.replaced = set(marker["replaces"])
     return state.replaced
+
+
+def _rows(store: ObjectStore, key: str) -> int:
+    """The rows of a Parquet object, from its footer (a local file is read for just that)."""
+    file_path = getattr(store, "file_path", None)
+    source = file_path(key) if callable(file_path) else pa.BufferReader(store.get(key))
+    return int(pq.read_metadata(source).num_rows)
 
 
 def _metadata(data: bytes, key: str) -> list[str] | None:
@@ -237,29 +253,55 @@ def put_metrics(
     return int(rows.num_rows + services.num_rows)
 
 
-def needs_compaction(store: ObjectStore, state: HourState, now_ms: int) -> bool:
+def needs_compaction(state: HourState, now_ms: int) -> bool:
     """Whether a settled hour's parts should become one ``facts.parquet`` now, or a
-    compaction killed after its first write should be finished."""
+    compaction killed on the way should be finished."""
     if state.hour_ms + layout.HOUR_MS + SETTLE_MS > now_ms or state.uncounted:
         return False
     if any(name != COMPACTED for name in state.parts):
         return True
     if COMPACTED not in state.parts:
         return False
-    return state.counted != {COMPACTED} or bool(_replaces(store, state))
+    return state.counted != {COMPACTED} or state.marker
 
 
-def compact(store: ObjectStore, compute: Compute, state: HourState) -> None:
-    """The hour's parts into one sorted ``facts.parquet``; its minute rows stay as they are."""
+def compact(
+    store: ObjectStore,
+    files: LocalCopies,
+    con: duckdb.DuckDBPyConnection,
+    compute: Compute,
+    state: HourState,
+    temp_dir: Path,
+) -> None:
+    """The hour's parts into one sorted ``facts.parquet`` (module docstring); its
+    minute rows stay as they are.
+
+    Parts hold disjoint event ids (each only ids its hour did not hold), so
+    the new file is their rows sorted, not deduplicated again: it holds what
+    the minutes count. ``con`` sorts within its memory limit, spilling to its
+    temp directory; the file is written in ``temp_dir`` and stored from there.
+    """
     names = sorted(state.parts)
-    rows = compute.dedup(read_parts(store, state, names)).cast(FACT_SCHEMA)
     replaced = [name for name in names if name != COMPACTED]
-    body = parquet.encode(rows, metadata={REPLACES_KEY: json.dumps(replaced)})
-    store.put(state.key(COMPACTED), body)
+    if replaced:
+        paths = [files.path(state.key(name)) for name in names]
+        missing = [name for name, path in zip(names, paths, strict=True) if path is None]
+        if missing:
+            raise ObjectNotFound(f"parts of {state.key('')} vanished: {missing}")
+        local = [path for path in paths if path is not None]
+        rows = sum(pq.read_metadata(path).num_rows for path in local)
+        marker = {"replaces": replaced, "rows": rows}
+        store.put(state.key(MARKER), json.dumps(marker, sort_keys=True).encode())
+        columns = parquet.select_sql(FACT_SCHEMA)
+        sql = f"SELECT {columns} FROM read_parquet($paths) ORDER BY timestamp_ms, event_id"
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=temp_dir, suffix=".parquet") as out:
+            reader = con.sql(sql, params={"paths": local}).to_arrow_reader(parquet.ROW_GROUP_ROWS)
+            parquet.write(out.name, FACT_SCHEMA, reader)
+            store.put_file(state.key(COMPACTED), Path(out.name))
     if state.minutes is not None:
         publish_minutes(store, compute, state, state.minutes, None, [COMPACTED])
     for name in replaced:
         store.delete(state.key(name))
-    # The list has done its work: the file the hour keeps is the same bytes
-    # whatever parts it was made from (a re-run writes the same files).
-    store.put(state.key(COMPACTED), parquet.encode(rows))
+    if state.marker or replaced:
+        store.delete(state.key(MARKER))

@@ -106,9 +106,13 @@ class RollupJob:
         self.compute = compute or self._duckdb
         self._newest_fact_ms = 0
         # The id lookups run in the driver, with the rollup's limits, on every engine.
-        parts = Path(temp_dir or tempfile.gettempdir()) / "rollup-parts"
+        # So is compaction, which sorts an hour's parts there, spilling past the
+        # memory limit, and writes the hour's file beside them.
+        work = Path(temp_dir or tempfile.gettempdir())
+        self._spill = work / "rollup-spill"
         self._ids = fold.IdIndex(
-            LocalCopies(store, parts), aggregate.connect(memory_limit, threads, temp_dir)
+            LocalCopies(store, work / "rollup-parts"),
+            aggregate.connect(memory_limit, threads, str(self._spill)),
         )
 
     def _duckdb(self) -> Compute:
@@ -409,8 +413,9 @@ class RollupJob:
             state = fold.read_hour(self.store, tenant, hour_ms)
             if state.uncounted:
                 report.open_hours.add(hour_ms)  # finished by the pass that folds its raw objects
-            elif fold.needs_compaction(self.store, state, now_ms):
-                fold.compact(self.store, compute, state)
+            elif fold.needs_compaction(state, now_ms):
+                files, con = self._ids.files, self._ids.con
+                fold.compact(self.store, files, con, compute, state, self._spill)
                 report.compacted.append(hour_ms)
 
     def _record_open_hours(self, tenant: str, hours: set[int]) -> None:

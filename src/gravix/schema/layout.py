@@ -17,6 +17,9 @@ so that DuckDB, Spark and Trino read the folders as tables as they are::
         raw archive: every deduplicated fact of that event hour, in the
         compacted ``facts.parquet`` and the parts added since
         (:mod:`gravix.rollup.fold`)
+    archive/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/_compaction.json
+        only while that hour's parts are being compacted: the parts the new
+        ``facts.parquet`` replaces (engines skip names starting with ``_``)
     events/tenant=<t>/date=<YYYY-MM-DD>/events.parquet
         every deduplicated service event (deploys, incidents) of that day
     metrics_1m/tenant=<t>/date=<YYYY-MM-DD>/hour=<HH>/metrics.parquet

@@ -11,6 +11,7 @@ columns and delta-encoded for times.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from typing import Final
 
 import pyarrow as pa
@@ -39,6 +40,14 @@ ROW_GROUP_ROWS: Final = 1_000_000
 # small row groups: a query for one service or endpoint reads only the row
 # groups whose min/max statistics can hold it.
 METRIC_ROW_GROUP_ROWS: Final = 8_192
+
+
+def select_sql(schema: pa.Schema) -> str:
+    """A DuckDB select list reading files written here back as ``schema``'s columns."""
+    return ", ".join(
+        f'epoch_ms("{_TIME_COLUMNS[name]}") AS {name}' if name in _TIME_COLUMNS else f'"{name}"'
+        for name in schema.names
+    )
 
 
 def to_file_table(table: pa.Table) -> pa.Table:
@@ -78,12 +87,33 @@ def encode(
 
     ``metadata`` goes into the file's key-value metadata (a raw object's tenant).
     """
-    file_table = to_file_table(table)
-    names = set(file_table.column_names)
     buffer = io.BytesIO()
+    write(buffer, table.schema, [table], row_group_rows, metadata)
+    return buffer.getvalue()
+
+
+def write(
+    sink: str | io.BytesIO,
+    schema: pa.Schema,
+    tables: Iterable[pa.Table | pa.RecordBatch],
+    row_group_rows: int = ROW_GROUP_ROWS,
+    metadata: dict[str, str] | None = None,
+) -> int:
+    """Write rollup rows arriving in pieces as one Parquet file; the rows written.
+
+    Rows are cut into row groups of exactly ``row_group_rows`` (the last one
+    shorter) and each group is written as one contiguous table, so the bytes
+    depend only on the rows, never on how they were chunked on the way:
+    streaming an hour through here writes the file :func:`encode` writes for
+    the whole table, holding one row group in memory.
+    """
+    file_schema = to_file_table(schema.empty_table()).schema
+    names = set(file_schema.names)
+    pending: list[pa.Table] = []
+    held = written = 0
     with pq.ParquetWriter(
-        buffer,
-        file_table.schema,
+        sink,
+        file_schema,
         compression="zstd",
         use_dictionary=[c for c in _DICTIONARY if c in names],
         column_encoding={c: "DELTA_BINARY_PACKED" for c in ("timestamp", "received") if c in names},
@@ -93,10 +123,27 @@ def encode(
         # the bytes do not depend on how an Arrow table happened to be typed.
         store_schema=False,
     ) as writer:
-        writer.write_table(file_table, row_group_size=row_group_rows)
+
+        def flush(rows: int) -> None:
+            nonlocal pending, held, written
+            table = pa.concat_tables(pending) if pending else schema.empty_table()
+            group = to_file_table(table.slice(0, rows)).combine_chunks()
+            writer.write_table(group, row_group_size=row_group_rows)
+            pending, held, written = [table.slice(rows)], held - rows, written + rows
+
+        for piece in tables:
+            if piece.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([piece]) if isinstance(piece, pa.RecordBatch) else piece
+            pending.append(table.cast(schema))
+            held += piece.num_rows
+            while held >= row_group_rows:
+                flush(row_group_rows)
+        if held or not written:
+            flush(held)
         if metadata:
             writer.add_key_value_metadata(metadata)
-    return buffer.getvalue()
+    return written
 
 
 def encode_metrics(table: pa.Table, metadata: dict[str, str] | None = None) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from gravix.errors import GravixError, ServiceUnavailable
@@ -47,6 +48,11 @@ class ObjectStore(Protocol):
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
         """Store ``data`` under ``key`` (replacing any object there), durably."""
+        ...
+
+    def put_file(self, key: str, path: Path) -> ObjectInfo:
+        """Store the local file at ``path`` under ``key`` as :meth:`put` does, read
+        in pieces, never whole in memory (an hour's compacted archive)."""
         ...
 
     def get(self, key: str) -> bytes:

@@ -24,12 +24,14 @@ import hashlib
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from gravix.storage.base import InvalidKey, ObjectInfo, ObjectNotFound, StoreUnavailable
 from gravix.storage.keys import TEMP_PREFIX, validate_key, validate_prefix
 
+_BLOCK = 1 << 20
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
@@ -58,9 +60,25 @@ class LocalObjectStore:
     # --- public API -------------------------------------------------------
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
+        self._put(key, lambda f: f.write(data))
+        return ObjectInfo(key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    def put_file(self, key: str, path: Path) -> ObjectInfo:
+        digest = hashlib.sha256()
+
+        def copy(f: BinaryIO) -> None:
+            with open(path, "rb") as source:
+                while block := source.read(_BLOCK):
+                    digest.update(block)
+                    f.write(block)
+
+        self._put(key, copy)
+        return ObjectInfo(key=key, size=path.stat().st_size, sha256=digest.hexdigest())
+
+    def _put(self, key: str, write: Callable[[BinaryIO], object]) -> None:
         path = self._path(key)
         try:
-            tmp = self._write_temp(key, path.parent, data)
+            tmp = self._write_temp(key, path.parent, write)
             try:
                 os.replace(tmp, path)
             finally:
@@ -70,7 +88,6 @@ class LocalObjectStore:
             raise self._folder_clash(key) from e
         except OSError as e:
             raise self._unavailable("write", key, e) from e
-        return ObjectInfo(key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -122,7 +139,7 @@ class LocalObjectStore:
         """Write ``key`` only if absent: temp file, fsync, then ``link()`` (fails if present)."""
         path = self._path(key)
         try:
-            tmp = self._write_temp(key, path.parent, data)
+            tmp = self._write_temp(key, path.parent, lambda f: f.write(data))
             try:
                 os.link(tmp, path)
             except FileExistsError:
@@ -209,8 +226,8 @@ class LocalObjectStore:
                     raise
             _fsync_dir(folder.parent)
 
-    def _write_temp(self, key: str, directory: Path, data: bytes) -> Path:
-        """Write ``data`` to a fresh, fsynced temporary file in ``directory``."""
+    def _write_temp(self, key: str, directory: Path, write: Callable[[BinaryIO], object]) -> Path:
+        """Make a fresh temporary file in ``directory``, ``write`` it, fsync it."""
         # A concurrent delete may prune the folder between mkdir and open: make it again.
         for attempt in range(3):
             self._ensure_dir(key, directory)
@@ -223,7 +240,7 @@ class LocalObjectStore:
                 continue
             try:
                 with os.fdopen(fd, "wb") as f:
-                    f.write(data)
+                    write(f)
                     f.flush()
                     os.fsync(f.fileno())
             except BaseException:

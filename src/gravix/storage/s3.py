@@ -34,6 +34,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from gravix.errors import ConfigError
@@ -219,6 +220,26 @@ class S3ObjectStore:
             raise self._refused("put", key, e) from e
         return ObjectInfo(key=key, size=len(data), sha256=sha)
 
+    def put_file(self, key: str, path: Path) -> ObjectInfo:
+        """One ``PutObject`` whose body is read from the file (reopened for each retry)."""
+        full = self._full(key)
+        sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                sha.update(block)
+                md5.update(block)
+
+        def send() -> Any:
+            with open(path, "rb") as body:
+                args = self._put_args(full, b"", sha.hexdigest(), md5.digest())
+                return self._client.put_object(**{**args, "Body": body})
+
+        try:
+            self._call("put", key, send)
+        except self._client_error as e:
+            raise self._refused("put", key, e) from e
+        return ObjectInfo(key=key, size=path.stat().st_size, sha256=sha.hexdigest())
+
     def get(self, key: str) -> bytes:
         full = self._full(key)
 
@@ -335,8 +356,11 @@ class S3ObjectStore:
     def _full(self, key: str) -> str:
         return self._key_prefix + validate_key(key)
 
-    def _put_args(self, full: str, data: bytes, sha: str) -> dict[str, Any]:
-        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+    def _put_args(
+        self, full: str, data: bytes, sha: str, md5: bytes | None = None
+    ) -> dict[str, Any]:
+        if md5 is None:
+            md5 = hashlib.md5(data, usedforsecurity=False).digest()
         return {
             "Bucket": self.bucket,
             "Key": full,
