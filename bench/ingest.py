@@ -98,7 +98,9 @@ class IngestBench:
         logs = self.work / "logs"
         logs.mkdir()
         self.servers["peer"] = peer_server(peer_dir, cpu=cpu, log_path=logs / "peer.log")
-        self.servers["gravix"] = gravix_server(gravix_dir, cpu=cpu, log_path=logs / "gravix.log")
+        self.servers["gravix"] = gravix_server(
+            gravix_dir, cpu=cpu, log_path=logs / "gravix.log", role="ingest"
+        )
         for server in self.servers.values():
             server.start()
             self.log(f"{server.name} on {server.url}, pid {server.pid}, pinned to CPU {cpu}")
@@ -279,7 +281,8 @@ def markdown(figures: dict[str, Any], summary: dict[str, Any]) -> str:
         return f"c={side['connections']}"
 
     rows = [
-        "| measure | peer (no writes) | Gravix (fsynced) | Gravix / peer | goal | met |",
+        "| measure | peer (no writes) | Gravix (fsynced, rollup off) "
+        "| Gravix / peer | goal | met |",
         "|---|---:|---:|---:|---|---|",
         f"| 100-fact batches: facts/s (max) | {_n(summary['batch_facts_per_s']['peer'])} "
         f"| {_n(summary['batch_facts_per_s']['gravix'])} | {summary['batch_ratio']:.2f}x "

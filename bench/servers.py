@@ -149,8 +149,9 @@ def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 30.0) -> N
         proc.stdout.close()
 
 
-def gravix_server(data_dir: Path, *, cpu: int, log_path: Path) -> ServerProcess:
-    """``gravix serve`` with one worker on ``data_dir``."""
+def gravix_server(data_dir: Path, *, cpu: int, log_path: Path, role: str = "all") -> ServerProcess:
+    """``gravix serve`` with one worker on ``data_dir``; ``role="ingest"`` runs no
+    rollup or retention, so none runs on the CPU being measured."""
     argv = [sys.executable, "-m", "gravix.cli", "serve", "--port", "0", "--workers", "1"]
     argv += ["--data-dir", str(data_dir)]
     return ServerProcess(
@@ -160,7 +161,7 @@ def gravix_server(data_dir: Path, *, cpu: int, log_path: Path) -> ServerProcess:
         ready_path="/ready",
         cwd=data_dir.parent,
         log_path=log_path,
-        env=GRAVIX_ENV,
+        env={**GRAVIX_ENV, "GRAVIX_ROLE": role},
     )
 
 
