@@ -71,6 +71,19 @@ def connect(
     return con
 
 
+_UNITS: Final = {
+    "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+}  # fmt: skip
+
+
+def memory_share(limit: str, share: float) -> str:
+    """``share`` of a DuckDB memory limit such as ``"1GB"`` (Settings' pattern), as a limit."""
+    number = limit.rstrip("BKMGTIbkmgti \t")
+    unit = limit[len(number) :].strip().upper()
+    return f"{int(float(number) * _UNITS[unit] * share)}B"
+
+
 def dedup_sql(source: str, *, ordered: bool = True) -> str:
     """The facts of ``source``, one per event_id (sorted for the archive if ``ordered``).
 

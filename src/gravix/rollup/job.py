@@ -44,6 +44,9 @@ from gravix.storage.copies import LocalCopies
 
 log = logging.getLogger("gravix.rollup")
 
+# The share of ``rollup_memory_limit`` for the driver's DuckDB (id lookups, compaction).
+DRIVER_MEMORY_SHARE = 0.25
+
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
 
@@ -105,18 +108,22 @@ class RollupJob:
         self.clock = clock
         self.compute = compute or self._duckdb
         self._newest_fact_ms = 0
-        # The id lookups run in the driver, with the rollup's limits, on every engine.
-        # So is compaction, which sorts an hour's parts there, spilling past the
-        # memory limit, and writes the hour's file beside them.
+        # The id lookups run in the driver's own DuckDB on every engine, and so
+        # does compaction, which sorts an hour's parts there and writes the hour's
+        # file beside its spill. It gets DRIVER_MEMORY_SHARE of the memory limit
+        # (an hour's sort spills rather than grows), the DuckDB engine the rest:
+        # together they stay within ``memory_limit``.
         work = Path(temp_dir or tempfile.gettempdir())
         self._spill = work / "rollup-spill"
+        driver = aggregate.memory_share(memory_limit, DRIVER_MEMORY_SHARE)
         self._ids = fold.IdIndex(
             LocalCopies(store, work / "rollup-parts"),
-            aggregate.connect(memory_limit, threads, str(self._spill)),
+            aggregate.connect(driver, threads, str(self._spill)),
         )
 
     def _duckdb(self) -> Compute:
-        return DuckDBCompute.connect(self.memory_limit, self.threads, self.temp_dir)
+        limit = aggregate.memory_share(self.memory_limit, 1 - DRIVER_MEMORY_SHARE)
+        return DuckDBCompute.connect(limit, self.threads, self.temp_dir or str(self._spill))
 
     # --- discovery ------------------------------------------------------------
     def pending(self, tenant: str | None = None) -> list[ObjectInfo]:
