@@ -62,7 +62,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from gravix.rollup.compute import Compute
+from gravix.rollup.aggregate import MINUTE_MS, dedup_sql, minute_sql
+from gravix.rollup.compute import METRIC_SCHEMA, Compute
 from gravix.schema import layout, parquet
 from gravix.schema.raw import FACT_SCHEMA, ids_digest
 from gravix.storage.base import ObjectNotFound, ObjectStore
@@ -210,6 +211,18 @@ class IdIndex:
         return pc.is_in(new["event_id"], value_set=held)
 
 
+def recount(files: LocalCopies, con: duckdb.DuckDBPyConnection, state: HourState) -> pa.Table:
+    """The minute rows of all an hour's parts, computed by ``con`` from their files
+    (deduplicated again, as a repair should): the hour is never in memory."""
+    paths = [files.path(state.key(name)) for name in sorted(state.parts)]
+    found = [path for path in paths if path is not None]
+    if not found:
+        return METRIC_SCHEMA.empty_table()
+    source = f"(SELECT {parquet.select_sql(FACT_SCHEMA)} FROM read_parquet($paths))"
+    sql = minute_sql(f"({dedup_sql(source, ordered=False)})")
+    return con.sql(sql, params={"paths": found}).to_arrow_table().cast(METRIC_SCHEMA)
+
+
 def minutes_metadata(parts: Iterable[str]) -> dict[str, str]:
     return {PARTS_KEY: json.dumps(sorted(parts))}
 
@@ -223,8 +236,6 @@ def publish_minutes(
     parts: Iterable[str],
 ) -> int:
     """Publish an hour's minute rows naming the parts they count; the rows written."""
-    from gravix.rollup.aggregate import MINUTE_MS
-
     if services is None:
         services = compute.tier(series, MINUTE_MS, keep=layout.SERVICE_LEVEL)
     metadata = minutes_metadata(parts)

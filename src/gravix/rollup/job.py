@@ -303,8 +303,7 @@ class RollupJob:
         for done, hour_ms in enumerate(sorted(hours)):
             lock.renew_if_due()
             state = fold.read_hour(self.store, tenant, hour_ms)
-            archive = compute.dedup(fold.read_parts(self.store, state, sorted(state.parts)))
-            minutes = compute.minutes(archive)
+            minutes = fold.recount(self._ids.files, self._ids.con, state)
             self._count_rows(
                 report,
                 fold.publish_minutes(self.store, compute, state, minutes, None, state.parts),
