@@ -213,7 +213,8 @@ WITH (
 -- by the hour the segment was created. A fact can also be in `archive` for the
 -- moment between the rollup publishing it and deleting its raw object, and a
 -- client's retry is a second row until the rollup: deduplicate by event_id
--- when counting across both.
+-- and event hour, and leave out what `archive` holds, when counting across
+-- both (Gravix's Trino engine does: TrinoEngine.pending_sql).
 CREATE TABLE IF NOT EXISTS gravix.gravix.raw (
     event_id varchar,
     "timestamp" timestamp(3),

@@ -9,6 +9,7 @@ engines return. The SQL of all three engines comes from one compiler.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tests.query.suite import QUERIES, TENANT, plans
 
 REGISTER = Path(__file__).parents[2] / "deploy" / "trino" / "register.sql"
 AREAS = {f"{lvl}metrics_{tier}" for lvl in ("", "service_") for tier in ("1m", "1h", "1d")}
+PENDING = {"raw", "archive"}  # pending facts, checked against the archive
 # The Trino type of each Arrow type of result_schema.
 TRINO_TYPES = {"int64": "BIGINT", "int16": "SMALLINT", "string": "VARCHAR", "double": "DOUBLE"}
 
@@ -111,11 +113,14 @@ def test_trino_sql_parses_and_type_checks(
     assert got == want
     ctes = {c.alias for c in typed.find_all(exp.CTE)}
     stored = [t for t in typed.find_all(exp.Table) if t.name not in ctes]
-    assert stored and {t.name for t in stored} <= AREAS
+    names = {t.name for t in stored}
+    assert names - PENDING <= AREAS and names >= PENDING
     assert all(t.catalog == "gravix" and t.db == "gravix" for t in stored)
-    # Every table read is cut to the tenant and to dates (partition pruning).
-    assert sql.count("FROM gravix.gravix.") == sql.count(f"tenant = '{TENANT}'")
-    assert sql.count("FROM gravix.gravix.") == sql.count('"date" BETWEEN')
+    # Every table read is cut to the tenant and, but for the pending raw facts
+    # (few partitions, by arrival), to dates (partition pruning).
+    reads = sql.count("FROM gravix.gravix.")
+    assert reads == sql.count(f"tenant = '{TENANT}'")
+    assert reads - sql.count("FROM gravix.gravix.raw ") == sql.count('"date" BETWEEN')
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -138,9 +143,10 @@ def test_one_compiler_differs_only_in_the_dialect_fragments(
     monkeypatch.undo()
     # The Trino engine's statement is compile_sql's over its tables.
     monkeypatch.setattr(engine, "segment_sql", lambda *_: "SELECT * FROM rows_of_segment")
+    monkeypatch.setattr(engine, "pending_sql", lambda *_: "SELECT * FROM pending_rows")
     for _, p in all_plans():
         source = "(" + " UNION ALL ".join(["SELECT * FROM rows_of_segment"] * len(
-            compiler.segments(p))) + ")"  # fmt: skip
+            compiler.segments(p)) + ["SELECT * FROM pending_rows"]) + ")"  # fmt: skip
         assert engine.sql(TENANT, p) == compile_sql(p, source, "trino")
 
 
@@ -244,9 +250,16 @@ async def test_the_api_answers_503_in_the_error_shape_when_trino_is_down(tmp_pat
     assert set(error) >= {"code", "message", "field", "request_id"}
 
 
-def test_the_trino_sources_read_the_layout_like_duckdb(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> LocalObjectStore:
+    """The query suite's store (tests/query/suite.py), built once: tests that
+    change it work on a copy."""
+    from tests.query.suite import build_world
+
+    return build_world(tmp_path_factory.mktemp("trino-world"))[0]
+
+
+def test_the_trino_sources_read_the_layout_like_duckdb(world: LocalObjectStore) -> None:
     """Each segment's Trino SELECT, run by DuckDB over the same folders as Hive tables.
 
     The tables are emulated as register.sql declares them (hive partitions
@@ -256,32 +269,109 @@ def test_the_trino_sources_read_the_layout_like_duckdb(
     """
     import duckdb
 
-    from gravix.query.compile import level, segments
     from gravix.query.engine import DuckDBEngine
-    from tests.query.suite import assert_same, build_world
+    from tests.query.suite import assert_same
 
-    store, _ = build_world(tmp_path_factory.mktemp("trino-world"))
     con = duckdb.connect()
+    _emulate_tables(con, world.root, AREAS)
+    trino, duck = TrinoEngine(world), DuckDBEngine(world)
+    for name, p in all_plans():
+        assert_same(_trino_answer(con, trino, p, pending=False), duck.run(TENANT, p), name)
+
+
+def _emulate_tables(con: Any, root: Path, areas: set[str]) -> None:
+    """Views standing for register.sql's tables over a local store's folders.
+
+    Hive partitions as varchar, timestamps as UTC timestamp(3), as Trino reads them.
+    """
     con.execute("SET TimeZone = 'UTC'")
     con.execute("ATTACH ':memory:' AS gravix")
     con.execute("CREATE SCHEMA gravix.gravix")
-    for area in sorted(AREAS):
-        files = f"{store.root}/{area}/{'*/*/*/*' if area.endswith('_1m') else '*/*/*'}.parquet"
+    for area in sorted(areas):
+        daily = area.endswith(("_1h", "_1d", "events"))
+        files = f"{root}/{area}/{'*/*/*' if daily else '*/*/*/*'}.parquet"
+        times = [c for c in ("bucket", "timestamp", "received") if c in _columns(con, files)]
+        cast = ", ".join(f'CAST("{c}" AS TIMESTAMP) AS "{c}"' for c in times)
+        exclude = ", ".join(f'"{c}"' for c in times)
         con.execute(
-            f"CREATE VIEW gravix.gravix.{area} AS "
-            "SELECT CAST(bucket AS TIMESTAMP) AS bucket, * EXCLUDE (bucket) "
+            f"CREATE VIEW gravix.gravix.{area} AS SELECT {cast}, * EXCLUDE ({exclude}) "
             f"FROM read_parquet('{files}', hive_partitioning = true, hive_types_autocast = false)"
         )
-    trino, duck = TrinoEngine(store), DuckDBEngine(store)
+
+
+def _columns(con: Any, files: str) -> list[str]:
+    return [row[0] for row in con.sql(f"DESCRIBE SELECT * FROM read_parquet('{files}')").fetchall()]
+
+
+def _trino_answer(con: Any, trino: TrinoEngine, p: Plan, pending: bool = True) -> Any:
+    """The Trino engine's statement for ``p``, run by DuckDB: its relation's parts
+    (the segments' tiers and, with ``pending``, the pending facts) translated by
+    sqlglot, the compiler's SQL in the DuckDB dialect over them."""
+    from gravix.query.compile import level, segments
+
+    sources = [
+        trino.segment_sql(TENANT, segment, trino.segment_level(TENANT, segment, level(p)))
+        for segment in segments(p)
+    ]
+    if pending:
+        sources.append(trino.pending_sql(TENANT, p))
+    parts = [sqlglot.transpile(sql, read="trino", write="duckdb")[0] for sql in sources]
+    source = "(" + " UNION ALL ".join(parts) + ")"
+    return con.sql(compile_sql(p, source, "duckdb")).to_arrow_table().cast(result_schema(p))
+
+
+def test_trino_counts_pending_facts_once_as_duckdb_does(
+    world: LocalObjectStore, tmp_path: Path
+) -> None:
+    """Pending raw facts through the ``raw`` table: retries among them, retries of
+    archived facts and raw objects folded but not deleted yet count once, as in the
+    DuckDB engine's answers with its pending rows, and as after the rollup."""
+    import duckdb
+
+    from gravix.query.compile import level
+    from gravix.query.engine import DuckDBEngine
+    from gravix.query.pending import PendingFacts
+    from gravix.rollup.job import RollupJob
+    from tests.query.suite import NOW, assert_same
+    from tests.rollup.conftest import HOUR, fact, put_raw
+
+    shutil.copytree(world.root, tmp_path / "store")
+    store = LocalObjectStore(tmp_path / "store")
+    # A batch the next pass folds, then put back: folded, not deleted yet.
+    fresh = [fact(20_000 + i, timestamp=NOW - HOUR + i * 61_000, status=(200, 404, 503)[i % 3],
+                  latency_ms=0.0005 + i * 3.7) for i in range(40)]  # fmt: skip
+    folded = {key: store.get(key) for key in [put_raw(store, TENANT, fresh, received_ms=NOW)]}
+    folded |= {i.key: store.get(i.key) for i in store.list(f"raw/tenant={TENANT}/")}
+    RollupJob(store).run()
+    for key, body in folded.items():
+        store.put(key, body)
+    # Retries of archived facts, read back from the archive.
+    archive = f"{store.root}/archive/tenant={TENANT}/*/*/*.parquet"
+    con = duckdb.connect()
+    rows = con.execute(
+        "SELECT event_id, epoch_ms(timestamp) AS ts, service, method, path, status, latency_us, "
+        f"env, version FROM read_parquet('{archive}') ORDER BY event_id LIMIT 60"
+    ).fetchall()
+    retries = [
+        {"event_id": r[0], "timestamp": r[1], "service": r[2], "method": r[3], "path": r[4],
+         "status": r[5], "latency_ms": r[6] / 1000, "env": r[7], "version": r[8]}
+        for r in rows
+    ]  # fmt: skip
+    put_raw(store, TENANT, retries, received_ms=NOW + 5)
+    # New facts, some retried within a batch and across two.
+    new = [fact(30_000 + i, timestamp=NOW + i * 97_000, latency_ms=2.0 + i) for i in range(50)]
+    put_raw(store, TENANT, new + new[:5], received_ms=NOW + 6)
+    put_raw(store, TENANT, new[10:30], received_ms=NOW + 7)
+
+    _emulate_tables(con, store.root, AREAS | PENDING)
+    trino, duck, pending = TrinoEngine(store), DuckDBEngine(store), PendingFacts(store, None)
+    before = []
     for name, p in all_plans():
-        parts = [
-            sqlglot.transpile(
-                trino.segment_sql(TENANT, segment, trino.segment_level(TENANT, segment, level(p))),
-                read="trino",
-                write="duckdb",
-            )[0]
-            for segment in segments(p)
-        ]
-        source = "(" + " UNION ALL ".join(parts) + ")"
-        got = con.sql(compile_sql(p, source, "duckdb")).to_arrow_table()
-        assert_same(got.cast(result_schema(p)), duck.run(TENANT, p), name)
+        extra, _ = pending.minute_rows(TENANT, level(p))
+        before.append(duck.run(TENANT, p, extra))
+        assert_same(_trino_answer(con, trino, p), before[-1], name)
+    totals = next(p for name, p in all_plans() if name == "pending_totals")
+    assert sum(_trino_answer(con, trino, totals)["requests"].to_pylist()) == 2500 + 300 + 40 + 50
+    RollupJob(store).run()
+    for (name, p), want in zip(all_plans(), before, strict=True):
+        assert_same(duck.run(TENANT, p), want, name)

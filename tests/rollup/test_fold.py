@@ -14,7 +14,7 @@ import pytest
 
 from gravix.rollup import fold
 from gravix.rollup.job import RollupJob
-from gravix.schema import layout
+from gravix.schema import archive, layout
 from gravix.storage.base import ObjectInfo
 from gravix.storage.local import LocalObjectStore
 from tests.rollup.conftest import HOUR, T0, fact, put_raw
@@ -67,12 +67,12 @@ def requests(store: LocalObjectStore, tier: layout.Tier = "1m") -> int:
 
 
 def parts(store: LocalObjectStore, hour_ms: int = T0) -> list[str]:
-    return sorted(i.key.rsplit("/", 1)[1] for i in store.list(fold.hour_folder("acme", hour_ms)))
+    return sorted(i.key.rsplit("/", 1)[1] for i in store.list(archive.hour_folder("acme", hour_ms)))
 
 
 def counted(store: LocalObjectStore, hour_ms: int = T0) -> Any:
     data = store.get(layout.metrics_key("1m", "acme", hour_ms))
-    return fold._metadata(data, fold.PARTS_KEY)
+    return list(archive.read_counted_parts(data))
 
 
 def test_each_pass_adds_a_part_and_the_minutes_name_them(tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_a_settled_hour_is_compacted_into_one_file(tmp_path: Path) -> None:
     table = pq.read_table(store.root / layout.archive_key("acme", T0))
     assert table.num_rows == 15 and (table.schema.metadata or {}) == {}
     assert requests(store) == 15
-    assert fold._metadata(before, fold.PARTS_KEY) != [fold.COMPACTED]
+    assert archive.read_counted_parts(before) != (fold.COMPACTED,)
     # A late fact adds a part, counted once; the next pass compacts again.
     put_raw(store, "acme", [fact(99)], created_ms=T0 + 4 * HOUR)
     job(store, T0 + 4 * HOUR).run()

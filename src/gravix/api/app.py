@@ -317,7 +317,12 @@ def create_api(
         settings=settings,
         store=store,
         tokens=TokenAuth(settings.tokens_db, settings.key_refresh_seconds),
-        queries=QueryService(store, settings.spool_dir, make_engine(settings, store)),
+        queries=QueryService(
+            store,
+            settings.spool_dir,
+            make_engine(settings, store),
+            cache_dir=settings.data_dir / "cache" / "query",
+        ),
     )
     app.state.sessions = SessionStore.from_settings(settings)
     return RequestIdMiddleware(app)

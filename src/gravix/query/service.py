@@ -44,9 +44,12 @@ class QueryService:
         engine: Engine | None = None,
         cache_dir: Path | None = None,
     ) -> None:
+        """``cache_dir``: where a remote store's objects are copied to be read (the
+        default engine's tier files, and the archive parts pending facts are checked in)."""
         self.store = store
         self.engine = engine or DuckDBEngine(store, cache_dir=cache_dir)
-        self.pending = PendingFacts(store, spool_dir)
+        # Its own folder: the engine's cache evicts only what it copied itself.
+        self.pending = PendingFacts(store, spool_dir, cache_dir and cache_dir / "pending")
 
     def run(self, tenant: str, query: Query, now_ms: int | None = None) -> dict[str, Any]:
         now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -54,7 +57,9 @@ class QueryService:
         # An engine that cannot see this node's pending rows (Trino) is not
         # handed them, and the answer says so.
         included = self.engine.includes_pending
-        extra, newest_pending = self.pending.minute_rows(tenant) if included else (None, None)
+        extra, newest_pending = (
+            self.pending.minute_rows(tenant, level(p)) if included else (None, None)
+        )
         table = self.engine.run(tenant, p, extra)
         result: dict[str, Any] = {
             "columns": _columns(p),

@@ -11,13 +11,27 @@ rest varchar or bigint) and the Hive partitions ``tenant``, ``date``
 
 One statement answers a plan: per segment of the plan, a SELECT of the
 segment's tier table cut to the tenant, the dates (partition pruning) and
-the bucket range, giving ``bucket_ms``; their UNION ALL is the relation
+the bucket range, giving ``bucket_ms``; and the facts not rolled up yet
+(:meth:`TrinoEngine.pending_sql`); their UNION ALL is the relation
 :func:`compile_sql` reads in the ``trino`` dialect.
 
-Pending facts (``extra_rows``, rows in this node's memory) are not sent to
-Trino: ``includes_pending`` is False, and answers say so in
-``meta.freshness.pending_facts_included``. The ``trino`` client is the
-``trino`` extra.
+Pending facts are read from the ``raw`` table (the raw objects the uploader
+stored and the rollup has not folded yet), as the rollup will count them:
+one row per (event_id, event hour), the copy accepted first, and none for an
+(event_id, event hour) the ``archive`` table already holds (a retry after its
+first copy was folded, or a raw object folded and not deleted yet). Only the
+raw facts of the plan's hours are read, and only the archive partitions of
+hours holding some of them (a join on the partition columns, which Trino's
+dynamic filtering prunes). Unlike the embedded engines, which ask only the
+archive parts the minute file counts, every file of the hour's folder is
+asked: after a rollup pass stopped between writing a part and publishing the
+minutes, that part's facts are missing until the next pass. The facts still
+in a node's spool are not in the store and not in the answer:
+``includes_pending`` is False (this node's pending rows are not handed to
+the engine), and answers say so in ``meta.freshness.pending_facts_included``.
+A new hour's partitions (``raw``, ``archive``, ``metrics_1m``) are read once
+the partitions are synced (deploy/trino/register.sql). The ``trino`` client
+is the ``trino`` extra.
 """
 
 from __future__ import annotations
@@ -40,7 +54,7 @@ from gravix.query.compile import (
 )
 from gravix.query.engine import QueryEngineUnavailable, object_keys
 from gravix.query.spec import Plan
-from gravix.schema import layout
+from gravix.schema import layout, sketch
 from gravix.storage.base import ObjectStore
 
 if TYPE_CHECKING:
@@ -113,8 +127,58 @@ class TrinoEngine:
             self.segment_sql(tenant, segment, self.segment_level(tenant, segment, lvl))
             for segment in segments(plan)
         ]
+        parts.append(self.pending_sql(tenant, plan))
         source = "(" + " UNION ALL ".join(parts) + ")"
         return compile_sql(plan, source, "trino")
+
+    def pending_sql(self, tenant: str, plan: Plan) -> str:
+        """Metric rows (``bucket_ms`` first), one per pending fact of the plan's hours
+        that the rollup will count (module docstring)."""
+        start, end = layout.hour_start(plan.from_ms), plan.to_ms
+        who = f"tenant = {literal(tenant, 'trino')}"
+        facts = (
+            'SELECT event_id, "timestamp", service, method, path, status, latency_us, env, '
+            "version, received, date_format(\"timestamp\", '%Y-%m-%d') AS event_date, "
+            "date_format(\"timestamp\", '%H') AS event_hour "
+            f"FROM {self.table_of('raw')} WHERE {who} "
+            f'AND "timestamp" >= {_timestamp(start)} AND "timestamp" < {_timestamp(end)}'
+        )
+        same = 'h.event_id = p.event_id AND h."date" = p.event_date AND h."hour" = p.event_hour'
+        # The archive's (event_id, hour) among the pending facts' ones. The pending
+        # facts, the small side, are the right one (Trino's build side): the
+        # archive streams past them, its date and hour partitions pruned by
+        # the dynamic filter of the join.
+        held = (
+            'SELECT DISTINCT h.event_id, h."date", h."hour" '
+            f"FROM {self.table_of('archive')} h JOIN ({facts}) p ON {same} "
+            f"WHERE h.{who} AND h.\"date\" BETWEEN '{_date(start)}' AND '{_date(end - 1)}'"
+        )
+        order = (
+            'p.received, p."timestamp", p.service, p.method, p.path, p.status, p.latency_us, '
+            "p.env NULLS FIRST, p.version NULLS FIRST"
+        )
+        once = (
+            "SELECT p.*, row_number() OVER (PARTITION BY p.event_id, p.event_date, "
+            f"p.event_hour ORDER BY {order}) AS copy_rank "
+            f"FROM ({facts}) p LEFT JOIN ({held}) h ON {same} WHERE h.event_id IS NULL"
+        )
+        ms = f"CAST(date_diff('millisecond', {_EPOCH}, \"timestamp\") AS BIGINT)"
+        key = sketch.key_sql("(CAST(latency_us AS DOUBLE) / 1.0E3)")
+        return (
+            f"SELECT {ms} - {ms} % 60000 AS bucket_ms, service, method, path, env, version, "
+            "CAST(1 AS BIGINT) AS requests, "
+            "CAST(CASE WHEN status >= 500 THEN 1 ELSE 0 END AS BIGINT) AS errors, "
+            "CAST(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END AS BIGINT) "
+            "AS client_errors, "
+            "MAP(ARRAY[status], ARRAY[CAST(1 AS BIGINT)]) AS status_counts, "
+            "latency_us AS latency_sum_us, latency_us AS latency_max_us, "
+            f"MAP(ARRAY[{key}], ARRAY[CAST(1 AS BIGINT)]) AS latency_sketch "
+            f"FROM ({once}) q WHERE copy_rank = 1"
+        )
+
+    def table_of(self, area: str) -> str:
+        """The table of a layout area (``raw``, ``archive``)."""
+        return f"{self.catalog}.{self.schema}.{area}"
 
     def segment_level(self, tenant: str, segment: Segment, lvl: layout.Level) -> layout.Level:
         """The level to read ``segment`` at.

@@ -64,13 +64,12 @@ import pyarrow.parquet as pq
 
 from gravix.rollup.aggregate import MINUTE_MS, dedup_sql, minute_sql
 from gravix.rollup.compute import METRIC_SCHEMA, Compute
-from gravix.schema import layout, parquet
+from gravix.schema import archive, layout, parquet
+from gravix.schema.archive import COMPACTED
 from gravix.schema.raw import FACT_SCHEMA, ids_digest
 from gravix.storage.base import ObjectNotFound, ObjectStore
 from gravix.storage.copies import LocalCopies
 
-PARTS_KEY: Final = "gravix.parts"
-COMPACTED: Final = "facts.parquet"
 MARKER: Final = "_compaction.json"
 # An hour is compacted once this long past its end: most late facts are in by
 # then. A later fact adds a part, and the next pass compacts the hour again.
@@ -85,11 +84,6 @@ def part_name(rows: pa.Table) -> str:
     so the same bytes, ``gravix.replaces`` included).
     """
     return f"part-{ids_digest(rows['event_id'].to_pylist())[:16]}.parquet"
-
-
-def hour_folder(tenant: str, hour_ms: int) -> str:
-    """The prefix of an hour's archive parts (ends in ``/``)."""
-    return layout.archive_key(tenant, hour_ms).rsplit("/", 1)[0] + "/"
 
 
 @dataclass
@@ -110,7 +104,7 @@ class HourState:
         return sorted(set(self.parts) - self.counted)
 
     def key(self, name: str) -> str:
-        return hour_folder(self.tenant, self.hour_ms) + name
+        return archive.part_key(self.tenant, self.hour_ms, name)
 
 
 def read_hour(store: ObjectStore, tenant: str, hour_ms: int) -> HourState:
@@ -119,7 +113,7 @@ def read_hour(store: ObjectStore, tenant: str, hour_ms: int) -> HourState:
     Leftovers of a killed compaction are deleted here (module docstring).
     """
     state = HourState(tenant, hour_ms)
-    for info in store.list(hour_folder(tenant, hour_ms)):
+    for info in store.list(archive.hour_folder(tenant, hour_ms)):
         name = info.key.rsplit("/", 1)[1]
         if name.endswith(".parquet"):
             state.parts[name] = info.size
@@ -131,8 +125,7 @@ def read_hour(store: ObjectStore, tenant: str, hour_ms: int) -> HourState:
         data = None
     if data is not None:
         state.minutes = parquet.decode(data)
-        named = _metadata(data, PARTS_KEY)
-        state.counted = set(named) if named is not None else {COMPACTED}
+        state.counted = set(archive.read_counted_parts(data))
     if COMPACTED in state.parts and COMPACTED not in state.counted:
         # A compaction killed before it published the minutes: facts.parquet
         # holds the rows of the parts it replaces, which the minutes count.
@@ -165,12 +158,6 @@ def _rows(store: ObjectStore, key: str) -> int:
     file_path = getattr(store, "file_path", None)
     source = file_path(key) if callable(file_path) else pa.BufferReader(store.get(key))
     return int(pq.read_metadata(source).num_rows)
-
-
-def _metadata(data: bytes, key: str) -> list[str] | None:
-    meta = pq.read_metadata(pa.BufferReader(data)).metadata or {}
-    raw = meta.get(key.encode())
-    return None if raw is None else list(json.loads(raw))
 
 
 def read_parts(store: ObjectStore, state: HourState, names: Iterable[str]) -> pa.Table:
@@ -223,10 +210,6 @@ def recount(files: LocalCopies, con: duckdb.DuckDBPyConnection, state: HourState
     return con.sql(sql, params={"paths": found}).to_arrow_table().cast(METRIC_SCHEMA)
 
 
-def minutes_metadata(parts: Iterable[str]) -> dict[str, str]:
-    return {PARTS_KEY: json.dumps(sorted(parts))}
-
-
 def publish_minutes(
     store: ObjectStore,
     compute: Compute,
@@ -238,7 +221,7 @@ def publish_minutes(
     """Publish an hour's minute rows naming the parts they count; the rows written."""
     if services is None:
         services = compute.tier(series, MINUTE_MS, keep=layout.SERVICE_LEVEL)
-    metadata = minutes_metadata(parts)
+    metadata = archive.parts_metadata(parts)
     return put_metrics(store, "1m", state.tenant, state.hour_ms, series, services, metadata)
 
 

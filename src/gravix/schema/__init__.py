@@ -3,9 +3,10 @@
 ``gravix.proto`` is the wire contract; docs/facts.md explains every rule. The
 formats each stage writes for a later one are here too, written out once:
 spool batches (:mod:`gravix.schema.spool`), segment files
-(:mod:`gravix.schema.segment`), object keys (:mod:`gravix.schema.layout`), the
-latency sketch (:mod:`gravix.schema.sketch`) and the tenant-name rule
-(:mod:`gravix.schema.tenant`).
+(:mod:`gravix.schema.segment`), object keys (:mod:`gravix.schema.layout`),
+the archive's parts and which of them the minutes count
+(:mod:`gravix.schema.archive`), the latency sketch (:mod:`gravix.schema.sketch`)
+and the tenant-name rule (:mod:`gravix.schema.tenant`).
 """
 
 from gravix.schema.decode import MEDIA_TYPES, decode_events, decode_facts
