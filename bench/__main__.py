@@ -1,11 +1,11 @@
 """``python -m bench`` (what ``make bench`` runs): every benchmark: ingest, upload, rollup, fold,
 query, dashboard, footprint, spark, otlp, logs.
 
-``python -m bench ingest [options]`` (or ``upload``, ``rollup``, ``fold``, ``query``,
-``dashboard``, ``footprint``, ``spark``, ``otlp``, ``logs``) runs one;
+``python -m bench ingest [options]`` (or ``upload``, ``rollup``, ``fold``, ``steady``,
+``query``, ``dashboard``, ``footprint``, ``spark``, ``otlp``, ``logs``) runs one;
 ``--help`` after the name lists its options. Options given without a name go
 to the ingest benchmark, as before there was a second one; the others then run
-with their defaults.
+with their defaults. ``steady`` (an hour of load) runs only when named.
 """
 
 from __future__ import annotations
@@ -13,13 +13,26 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import dashboard, fold, footprint, ingest, logs, otlp, query, rollup, spark, upload
+from bench import (
+    dashboard,
+    fold,
+    footprint,
+    ingest,
+    logs,
+    otlp,
+    query,
+    rollup,
+    spark,
+    steady,
+    upload,
+)
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "ingest": ingest.main,
     "upload": upload.main,
     "rollup": rollup.main,
     "fold": fold.main,
+    "steady": steady.main,
     "query": query.main,
     "dashboard": dashboard.main,
     "footprint": footprint.main,
@@ -29,13 +42,14 @@ BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
 }
 USAGE = """\
 usage: python -m bench [NAME] [options]
-  NAME: ingest|upload|rollup|fold|query|dashboard|footprint|spark|otlp|logs
+  NAME: ingest|upload|rollup|fold|steady|query|dashboard|footprint|spark|otlp|logs
 
-  python -m bench                   all of them, in this order
+  python -m bench                   all of them but steady, in this order
   python -m bench ingest [options]  durable ingest beside a non-durable peer
   python -m bench upload [options]  spool upload beside a plain copy of the files
   python -m bench rollup [options]  facts to minute rows beside DuckDB, chdb and Polars
   python -m bench fold [options]    gravix rollup over spooled, uploaded facts beside DuckDB
+  python -m bench steady [options]  gravix serve under 5,000 facts/s for an hour
   python -m bench query [options]   dashboard panels beside DuckDB and chdb; freshness
   python -m bench dashboard [...]   navigation to all overview charts drawn, in Chromium
   python -m bench footprint [...]   memory, cold start and installed size of gravix serve

@@ -62,21 +62,21 @@ def make_key(*data_dirs: Path, tenant: str = "bench") -> str:
 
 
 class ServerProcess:
-    """A server child process pinned to ``cpu`` with ``taskset``."""
+    """A server child process, pinned to ``cpu`` with ``taskset`` unless it is None."""
 
     def __init__(
         self,
         name: str,
         argv: list[str],
         *,
-        cpu: int,
+        cpu: int | None,
         ready_path: str,
         cwd: Path,
         log_path: Path,
         env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
-        self.argv = ["taskset", "-c", str(cpu), *argv]
+        self.argv = argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
         self.ready_path = ready_path
         self.cwd = cwd
         self.log_path = log_path
@@ -149,7 +149,9 @@ def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 30.0) -> N
         proc.stdout.close()
 
 
-def gravix_server(data_dir: Path, *, cpu: int, log_path: Path, role: str = "all") -> ServerProcess:
+def gravix_server(
+    data_dir: Path, *, cpu: int | None, log_path: Path, role: str = "all"
+) -> ServerProcess:
     """``gravix serve`` with one worker on ``data_dir``; ``role="ingest"`` runs no
     rollup or retention, so none runs on the CPU being measured."""
     argv = [sys.executable, "-m", "gravix.cli", "serve", "--port", "0", "--workers", "1"]
