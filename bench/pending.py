@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gravix.query.archived import Parts
+from gravix.query.archived import Parts, Version
 from gravix.query.pending import PendingFacts
 from gravix.rollup.job import RollupJob
 from gravix.schema import layout
@@ -73,11 +73,11 @@ class Unchecked(PendingFacts):
 
     def __init__(self, store: LocalObjectStore) -> None:
         super().__init__(store, None)
-        self.archived.counted = _none  # type: ignore[method-assign]
+        self.archived.minute_file = _none  # type: ignore[method-assign]
 
 
-def _none(tenant: str, hour_ms: int, lvl: layout.Level = "series") -> Parts:
-    return ()
+def _none(tenant: str, hour_ms: int, lvl: layout.Level = "series") -> tuple[Version, Parts]:
+    return None, ()
 
 
 def timed(call: Callable[[], object]) -> float:

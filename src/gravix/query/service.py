@@ -12,6 +12,15 @@ A result is::
 ``pending_facts_included`` is false when the engine reads only the store
 (Trino): facts not rolled up yet are then missing from the answer.
 
+An answer is the pending facts of one moment and the tiers of the same
+moment: after the engine has read the tiers, the service asks whether a
+rollup pass replaced a minute file the pending scan checked its facts against
+(:meth:`PendingFacts.changed`: the pass's newly folded facts would count
+twice), and if so scans and reads again, up to :data:`ATTEMPTS` times in all
+(``query_pending_rereads_total``). The last attempt answers anyway, logged as
+a warning and counted in ``query_inexact_answers_total``: a pass publishing
+during each of three attempts in a row.
+
 Times are epoch milliseconds (UTC). Comparison rows are moved forward by the
 offset, so they line up with the current rows they compare with.
 """
@@ -19,19 +28,36 @@ offset, so they line up with the current rows they compare with.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pyarrow as pa
+from prometheus_client import Counter
 
 from gravix.query.compile import level, segments
 from gravix.query.engine import DuckDBEngine, Engine
 from gravix.query.model import METRICS
-from gravix.query.pending import PendingFacts
+from gravix.query.pending import PendingFacts, PendingScan
 from gravix.query.spec import Plan, Query, plan
 from gravix.schema import layout
 from gravix.storage.base import ObjectNotFound, ObjectStore
+
+log = logging.getLogger(__name__)
+
+# Pending scans and engine reads per answer, at most (module docstring).
+ATTEMPTS: Final = 3
+PENDING_REREADS = Counter(
+    "query_pending_rereads_total",
+    "Answers read again because a rollup pass published minutes the query's pending "
+    "facts were checked against while the engine read the tiers.",
+)
+INEXACT_ANSWERS = Counter(
+    "query_inexact_answers_total",
+    "Answers given although a rollup pass published minutes during each attempt: "
+    "facts that pass folded may count twice in them.",
+)
 
 
 class QueryService:
@@ -54,19 +80,12 @@ class QueryService:
     def run(self, tenant: str, query: Query, now_ms: int | None = None) -> dict[str, Any]:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         p = plan(query, now)
-        # An engine that cannot see this node's pending rows (Trino) is not
-        # handed them, and the answer says so.
-        included = self.engine.includes_pending
-        extra, newest_pending = (
-            self.pending.minute_rows(tenant, level(p)) if included else (None, None)
-        )
-        table = self.engine.run(tenant, p, extra)
+        table, earlier, seen = self._read(tenant, p)
         result: dict[str, Any] = {
             "columns": _columns(p),
             "rows": _rows(table),
         }
-        if p.compare_ms is not None:
-            earlier = self.engine.run(tenant, p.shifted(p.compare_ms), extra)
+        if p.compare_ms is not None and earlier is not None:
             rows = _rows(earlier)
             if p.grain_ms is not None:
                 for row in rows:
@@ -74,7 +93,7 @@ class QueryService:
             result["compare"] = {"offset": query.compare, "offset_ms": p.compare_ms, "rows": rows}
         state = self.rollup_state(tenant)
         newest = max(
-            (n for n in (state.get("newest_fact_ms"), newest_pending) if n is not None),
+            (n for n in (state.get("newest_fact_ms"), seen.newest) if n is not None),
             default=None,
         )
         result["meta"] = {
@@ -86,10 +105,38 @@ class QueryService:
             "freshness": {
                 "newest_fact_ms": newest,
                 "last_rollup_ms": state.get("last_success_ms"),
-                "pending_facts_included": included,
+                "pending_facts_included": self.engine.includes_pending,
             },
         }
         return result
+
+    def _read(self, tenant: str, p: Plan) -> tuple[pa.Table, pa.Table | None, PendingScan]:
+        """The engine's answers to ``p`` (and to its comparison) with the pending rows
+        of the same moment (module docstring), and the pending scan used."""
+        lvl = level(p)
+        for attempt in range(1, ATTEMPTS + 1):
+            # An engine that cannot see this node's pending rows (Trino) is not
+            # handed them, and the answer says so.
+            included = self.engine.includes_pending
+            seen = (
+                self.pending.scan(tenant, lvl) if included else PendingScan(tenant, lvl, None, None)
+            )
+            table = self.engine.run(tenant, p, seen.rows)
+            earlier = None
+            if p.compare_ms is not None:
+                earlier = self.engine.run(tenant, p.shifted(p.compare_ms), seen.rows)
+            if not self.pending.changed(seen):
+                break
+            if attempt < ATTEMPTS:
+                PENDING_REREADS.inc()
+                continue
+            INEXACT_ANSWERS.inc()
+            log.warning(
+                "a rollup pass published minutes during each attempt of a query: "
+                "the facts it folded may count twice in this answer",
+                extra={"fields": {"tenant": tenant, "attempts": attempt}},
+            )
+        return table, earlier, seen
 
     def rollup_state(self, tenant: str) -> dict[str, Any]:
         try:
