@@ -63,3 +63,34 @@ def test_a_tenant_sees_nothing_of_the_node_or_of_others(
         assert "intake" in operator
         viewer = _admin_session(stack, server.url, "vic.ops").get("/api/v1/status").json()
         assert "intake" not in viewer and "spool_bytes" not in viewer["backlog"]
+
+
+def _metric(text: str, name: str, labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_the_operators_status_counts_the_facts_that_metrics_count(
+    tmp_path: Path, tenant_key_factory: Any
+) -> None:
+    """Issue 18: the status page showed 0 intake after 441,594 facts (a label mismatch)."""
+    data_dir = tmp_path / "data"
+    key = tenant_key_factory(data_dir, "globex")
+    UserStore(data_dir / "users.db").create("olga.ops", "ops", "admin", PASSWORD)
+    env = {"GRAVIX_OPERATOR_TENANT": "ops", "GRAVIX_WORKERS": "1"}
+    with ServerProcess(data_dir, env=env, log_dir=tmp_path) as server, ExitStack() as stack:
+        sender = stack.enter_context(
+            httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        )
+        for _ in range(3):
+            batch = [fact(service="globex-search") for _ in range(250)]
+            assert sender.post(f"{server.url}/api/v1/facts", json=batch).status_code == 202
+        operator = _admin_session(stack, server.url, "olga.ops")
+        intake = operator.get("/api/v1/status").json()["intake"]
+        metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+        counted = _metric(metrics, "ingestion_facts_total", 'kind="fact"')
+        assert counted == 750
+        assert intake["facts_total"] == counted
+        assert intake["facts_per_second"] > 0

@@ -22,7 +22,7 @@ def facts_accepted() -> float:
         sample.value
         for metric in INGESTION_FACTS.collect()
         for sample in metric.samples
-        if sample.name == "ingestion_facts_total" and sample.labels.get("kind") == "facts"
+        if sample.name == "ingestion_facts_total" and sample.labels.get("kind") == "fact"
     )
 
 
