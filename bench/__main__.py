@@ -53,7 +53,7 @@ usage: python -m bench [NAME] [options]
   python -m bench query [options]   dashboard panels beside DuckDB and chdb; freshness
   python -m bench dashboard [...]   navigation to all overview charts drawn, in Chromium
   python -m bench footprint [...]   memory, cold start and installed size of gravix serve
-  python -m bench spark [options]   the rollup on Spark local[2] beside the rollup on DuckDB
+  python -m bench spark [options]   the rollup on Spark local[2] and a 1-, 2-worker cluster, DuckDB
   python -m bench otlp [options]    OTLP spans/s through /v1/traces beside native facts/s
   python -m bench logs [options]    gravix import-logs lines/s beside a plain regex and wc -l
   python -m bench NAME --help       the options of one benchmark

@@ -4,10 +4,16 @@ PySpark is an optional extra (``pip install 'gravix[spark]'``) and needs Java
 17 or newer. Under ``spark-submit`` the session already exists and its
 settings come from the command line; otherwise Gravix starts one on
 ``spark_master`` with ``spark_conf``. Times are UTC in every engine.
+
+A master on the loopback address (``spark://127.0.0.1:7077``: a standalone
+cluster on this machine, docs/scale.md) makes the driver listen and answer
+there too, unless ``spark_conf`` says otherwise: Spark would otherwise
+advertise the first non-loopback address it finds.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 from collections.abc import Mapping
@@ -29,6 +35,11 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.sql.shuffle.partitions": "8",
     "spark.driver.memory": "2g",
 }
+LOOPBACK_CONF: dict[str, str] = {
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+}
+_LOOPBACK_MASTER = re.compile(r"spark://(127\.\d+\.\d+\.\d+|localhost)(:\d+)?")
 _lock = threading.Lock()
 
 
@@ -52,7 +63,8 @@ def session(
             if shutil.which("java") is None and not _java_home():
                 raise ConfigError("the Spark engine needs Java 17 or newer on PATH or JAVA_HOME")
             builder: Any = SparkSession.builder.master(master).appName(app)
-            for key, value in {**DEFAULT_CONF, **(conf or {}), **REQUIRED_CONF}.items():
+            local = LOOPBACK_CONF if _LOOPBACK_MASTER.fullmatch(master) else {}
+            for key, value in {**DEFAULT_CONF, **local, **(conf or {}), **REQUIRED_CONF}.items():
                 builder = builder.config(key, value)
             active = builder.getOrCreate()
             active.sparkContext.setLogLevel("ERROR")

@@ -25,6 +25,7 @@ from gravix.rollup.job import RollupJob
 from gravix.rollup.spark import _SKETCH_KEY, SparkCompute
 from gravix.schema import layout, sketch
 from gravix.schema.layout import LEVELS, TIERS
+from gravix.schema.raw import RawBatch
 from gravix.storage.local import LocalObjectStore
 from tests.rollup.conftest import HOUR, T0, put_raw
 from tests.rollup.spark_helpers import (
@@ -46,7 +47,9 @@ def spark() -> Iterator[Any]:
         yield session
 
 
-def test_spark_rollup_writes_the_same_files_as_duckdb(tmp_path: Path, spark: Any) -> None:
+def test_spark_rollup_writes_the_same_files_as_duckdb(
+    tmp_path: Path, spark: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     duck = LocalObjectStore(tmp_path / "duckdb")
     sparks = LocalObjectStore(tmp_path / "spark")
     for store in (duck, sparks):
@@ -54,7 +57,10 @@ def test_spark_rollup_writes_the_same_files_as_duckdb(tmp_path: Path, spark: Any
     duck_job = RollupJob(duck)
     spark_job = RollupJob(sparks, compute=lambda: SparkCompute(spark))
     duck_job.run()
+    # Spark reads the raw facts objects itself: the driver decodes only events.
+    decoded = _decoded_in_driver(monkeypatch)
     spark_job.run()
+    assert decoded and all(key.startswith(layout.RAW_EVENTS) for key in decoded)
     first = outputs(duck)
     areas = {key.split("/", 2)[0] + "/" + key.split("/", 2)[1] for key in first}
     assert areas == {
@@ -74,6 +80,47 @@ def test_spark_rollup_writes_the_same_files_as_duckdb(tmp_path: Path, spark: Any
     second = outputs(duck)
     assert layout.archive_key("acme", T0 + 15 * HOUR) not in second  # minutes were added to
     assert outputs(sparks) == second != first
+
+
+def _decoded_in_driver(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys of the raw objects RawBatch decodes from now on (in the driver)."""
+    keys: list[str] = []
+    add_object = RawBatch.add_object
+
+    def spy(self: RawBatch, tenant: str, key: str, data: bytes) -> None:
+        keys.append(key)
+        add_object(self, tenant, key, data)
+
+    monkeypatch.setattr(RawBatch, "add_object", spy)
+    return keys
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "spark"])
+def test_an_object_the_engine_cannot_read_is_kept_and_the_rest_folded(
+    tmp_path: Path, spark: Any, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its footer is whole, so the driver's check passes and the engine fails
+    # on its rows: the chunk is read in the driver instead, which finds it.
+    store = LocalObjectStore(tmp_path / "store")
+    good = put_raw(store, "acme", facts(6, [T0], 30), received_ms=T0)
+    bad = put_raw(store, "acme", facts(7, [T0], 30), received_ms=T0)
+    body = bytearray(store.get(bad))
+    body[8:400] = bytes(392)  # the first data pages, not the footer
+    store.put(bad, bytes(body))
+    # Not Parquet at all: the driver's footer check finds it, nothing reads it.
+    garbage = put_raw(store, "acme", facts(8, [T0], 30), received_ms=T0)
+    store.put(garbage, b"not Parquet")
+    compute = None if engine == "duckdb" else (lambda: SparkCompute(spark))
+    decoded = _decoded_in_driver(monkeypatch)
+    report = RollupJob(store, compute=compute).run()
+    assert report.tenants["acme"].unreadable == [garbage, bad]
+    assert report.tenants["acme"].facts_in == 30
+    assert sorted(decoded) == sorted([good, bad])
+    assert [info.key for info in store.list(layout.RAW)] == sorted([bad, garbage])
+    expected = LocalObjectStore(tmp_path / "expected")
+    put_raw(expected, "acme", facts(6, [T0], 30), received_ms=T0)
+    RollupJob(expected).run()
+    assert outputs(store) == outputs(expected)
 
 
 def test_sketch_keys_agree_at_bucket_edges(spark: Any) -> None:

@@ -14,11 +14,17 @@ Input and output columns are those of docs/data-model.md with times as
 ``*_ms`` epoch milliseconds: facts have :data:`gravix.schema.raw.FACT_SCHEMA`,
 events :data:`gravix.schema.raw.EVENT_SCHEMA`, metric rows
 :data:`METRIC_SCHEMA`.
+
+The one step that does not start from an Arrow table is
+:meth:`Compute.dedup_files`: the engine reads raw Parquet objects
+(:mod:`gravix.schema.raw`) itself, by path, so that on a cluster the
+executors read and decode the facts, not the driver.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 import duckdb
@@ -44,6 +50,33 @@ METRIC_SCHEMA: Final = pa.schema(
 assert tuple(METRIC_SCHEMA.names) == aggregate.METRIC_COLUMNS
 
 
+def raw_fact_columns(epoch_ms: str) -> list[str]:
+    """The select list that makes the rows of raw facts objects archive rows.
+
+    ``epoch_ms`` is the engine's function from a timestamp to epoch
+    milliseconds (a raw object's ``timestamp`` becomes ``timestamp_ms``).
+    """
+    return [
+        f"{epoch_ms}({c.removesuffix('_ms')}) AS {c}" if c.endswith("_ms") else c
+        for c in aggregate.ARCHIVE_COLUMNS
+    ]
+
+
+class UnreadableFiles(Exception):
+    """The engine could not read some raw objects by path (the rollup reads them
+    in the driver instead, which finds the bad one)."""
+
+
+@dataclass(frozen=True)
+class RawFacts:
+    """The facts of some raw objects, deduplicated, and counts of what was read."""
+
+    facts: pa.Table  # as Compute.dedup returns them
+    read: int  # facts read, duplicates included
+    newest_ms: int | None  # the largest timestamp_ms read
+    late: int  # facts read with timestamp_ms before the ``late_before_ms`` given
+
+
 class Compute(Protocol):
     """The relational steps of the rollup, over Arrow tables.
 
@@ -53,6 +86,16 @@ class Compute(Protocol):
 
     def dedup(self, facts: pa.Table) -> pa.Table:
         """One fact per event_id and event hour (as :func:`aggregate.dedup_sql`), in time order."""
+        ...
+
+    def dedup_files(self, paths: Sequence[str], late_before_ms: int | None) -> RawFacts:
+        """:meth:`dedup` of the facts in raw Parquet objects the engine reads itself.
+
+        ``paths`` are local files (on a cluster, on a filesystem every
+        executor mounts at the same place), each already checked to be a
+        raw facts object (:func:`gravix.schema.raw.check_file`). Raises
+        :class:`UnreadableFiles` if the engine cannot read one of them.
+        """
         ...
 
     def minutes(self, facts: pa.Table) -> pa.Table:
@@ -89,6 +132,24 @@ class DuckDBCompute:
 
     def dedup(self, facts: pa.Table) -> pa.Table:
         return self._run(aggregate.dedup_sql, facts)
+
+    def dedup_files(self, paths: Sequence[str], late_before_ms: int | None) -> RawFacts:
+        if any(c in path for path in paths for c in "*?["):
+            # read_parquet would take it for a pattern, and DuckDB cannot escape one.
+            raise UnreadableFiles("a raw object's path has a glob character")
+        columns = ", ".join(raw_fact_columns("epoch_ms"))
+        source = f"(SELECT {columns} FROM read_parquet($paths, hive_partitioning = false))"
+        params = {"paths": list(paths)}
+        try:
+            [(read, newest, late)] = self.con.execute(
+                "SELECT count(*), max(timestamp_ms), "
+                f"count(*) FILTER (WHERE timestamp_ms < $before) FROM {source}",
+                {**params, "before": late_before_ms},
+            ).fetchall()
+            facts = self.con.sql(aggregate.dedup_sql(source), params=params).to_arrow_table()
+        except duckdb.Error as e:
+            raise UnreadableFiles(str(e)) from e
+        return RawFacts(facts, int(read), newest, int(late))
 
     def minutes(self, facts: pa.Table) -> pa.Table:
         return self._run(aggregate.minute_sql, facts)

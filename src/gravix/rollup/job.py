@@ -35,10 +35,17 @@ import pyarrow.compute as pc
 
 from gravix.rollup import aggregate, fold
 from gravix.rollup import metrics as m
-from gravix.rollup.compute import Compute, DuckDBCompute
+from gravix.rollup.compute import Compute, DuckDBCompute, RawFacts, UnreadableFiles
 from gravix.rollup.lock import LeaseLock, LockHeld
 from gravix.schema import layout, parquet
-from gravix.schema.raw import EVENT_SCHEMA, FACT_SCHEMA, RawBatch, UnreadableObject
+from gravix.schema.raw import (
+    EVENT_SCHEMA,
+    FACT_SCHEMA,
+    RAW_FACT_SCHEMA,
+    RawBatch,
+    UnreadableObject,
+    check_file,
+)
 from gravix.storage.base import ObjectInfo, ObjectNotFound, ObjectStore
 from gravix.storage.copies import LocalCopies
 
@@ -234,39 +241,17 @@ class RollupJob:
         report: TenantReport,
     ) -> None:
         lock.renew_if_due()
-        raw = RawBatch()
-        taken: list[str] = []
-        for info in chunk:
-            try:
-                data = self.store.get(info.key)
-            except ObjectNotFound:
-                continue  # folded and deleted by a run before us
-            try:
-                raw.add_object(tenant, info.key, data)
-            except UnreadableObject as e:
-                m.ROLLUP_UNREADABLE.inc()
-                report.unreadable.append(info.key)
-                log.error("unreadable raw object kept", extra={"fields": {"error": str(e)}})
-                continue
-            taken.append(info.key)
-        facts, events = raw.fact_table(), raw.event_table()
+        late_before = None
+        if watermark is not None:
+            late_before = watermark // aggregate.MINUTE_MS * aggregate.MINUTE_MS
+            late_before += aggregate.MINUTE_MS
+        facts, events, taken = self._read_chunk(compute, tenant, chunk, late_before, report)
         report.objects += len(taken)
-        report.facts_in += facts.num_rows
         report.events_in += events.num_rows
-        m.ROLLUP_FACTS_IN.inc(facts.num_rows)
-        if facts.num_rows:
-            newest = pc.max(facts["timestamp_ms"]).as_py()
-            report.newest_fact_ms = max(report.newest_fact_ms or newest, newest)
-            if watermark is not None:
-                minute = aggregate.MINUTE_MS
-                cutoff = watermark // minute * minute + minute
-                late = pc.sum(pc.less(facts["timestamp_ms"], cutoff)).as_py() or 0
-                report.late_facts += late
-                m.ROLLUP_LATE_FACTS.inc(late)
         days = {layout.day_start(hour_ms) for hour_ms, _ in _split(facts, layout.HOUR_MS)}
         if facts.num_rows:
             # One dedup for the chunk (per event hour), then each hour against its archive.
-            self._fold_facts(compute, lock, tenant, compute.dedup(facts.cast(FACT_SCHEMA)), report)
+            self._fold_facts(compute, lock, tenant, facts, report)
         for day_ms, part in _split(events, layout.DAY_MS):
             self._fold_events(compute, tenant, day_ms, part)
         for day_ms in sorted(days):
@@ -278,6 +263,109 @@ class RollupJob:
         self._record_open_hours(tenant, report.open_hours)
         for key in taken:
             self.store.delete(key)
+
+    def _read_chunk(
+        self,
+        compute: Compute,
+        tenant: str,
+        chunk: list[ObjectInfo],
+        late_before: int | None,
+        report: TenantReport,
+    ) -> tuple[pa.Table, pa.Table, list[str]]:
+        """The chunk's facts deduplicated (per event hour), its events, the keys read.
+
+        The Parquet facts objects of a local store are read by the engine
+        itself (:meth:`Compute.dedup_files`: on Spark, by the executors),
+        after the driver checked each one's footer; events objects, ``.gvx``
+        objects, every object of another store, and a chunk the engine
+        cannot read are read in the driver (:class:`RawBatch`).
+        """
+        skip: set[str] = set()
+        files = self._fact_files(tenant, chunk, skip, report)
+        taken: list[str] = []
+        found: RawFacts | None = None
+        if files:
+            try:
+                found = compute.dedup_files(list(files.values()), late_before)
+            except UnreadableFiles as e:
+                log.warning(
+                    "the engine could not read the raw objects; reading them in the driver",
+                    extra={"fields": {"error": str(e)[:500]}},
+                )
+            else:
+                taken.extend(files)
+                skip.update(files)
+        raw = RawBatch()
+        for info in chunk:
+            if info.key in skip:
+                continue
+            try:
+                data = self.store.get(info.key)
+            except ObjectNotFound:
+                continue  # folded and deleted by a run before us
+            try:
+                raw.add_object(tenant, info.key, data)
+            except UnreadableObject as e:
+                self._unreadable(report, info.key, e)
+                continue
+            taken.append(info.key)
+        events, in_driver = raw.event_table(), raw.fact_table()
+        if found is None:
+            found = self._dedup_in_driver(compute, in_driver, late_before)
+        elif in_driver.num_rows:  # every facts object went to the engine: never happens
+            raise AssertionError("raw facts read both by the engine and in the driver")
+        report.facts_in += found.read
+        m.ROLLUP_FACTS_IN.inc(found.read)
+        if found.newest_ms is not None:
+            report.newest_fact_ms = max(report.newest_fact_ms or found.newest_ms, found.newest_ms)
+        report.late_facts += found.late
+        m.ROLLUP_LATE_FACTS.inc(found.late)
+        return found.facts, events, taken
+
+    @staticmethod
+    def _dedup_in_driver(compute: Compute, facts: pa.Table, late_before: int | None) -> RawFacts:
+        if facts.num_rows == 0:
+            return RawFacts(facts, 0, None, 0)
+        times = facts["timestamp_ms"]
+        late = 0
+        if late_before is not None:
+            late = pc.sum(pc.less(times, late_before)).as_py() or 0
+        deduped = compute.dedup(facts.cast(FACT_SCHEMA))
+        return RawFacts(deduped, facts.num_rows, pc.max(times).as_py(), late)
+
+    def _fact_files(
+        self, tenant: str, chunk: list[ObjectInfo], skip: set[str], report: TenantReport
+    ) -> dict[str, str]:
+        """The local file of each Parquet facts object of the chunk, by key, footers checked.
+
+        Empty unless the store is a local folder and the chunk holds no
+        ``.gvx`` object (whose facts are deduplicated with the rest in the
+        driver). Objects gone or unreadable are added to ``skip``.
+        """
+        file_path = getattr(self.store, "file_path", None)
+        if not callable(file_path) or any(i.key.endswith(layout.LEGACY_SUFFIX) for i in chunk):
+            return {}
+        files: dict[str, str] = {}
+        for info in chunk:
+            path = str(file_path(info.key))
+            try:
+                schema = check_file(info.key, path, tenant)
+            except FileNotFoundError:
+                skip.add(info.key)  # folded and deleted by a run before us
+                continue
+            except UnreadableObject as e:
+                self._unreadable(report, info.key, e)
+                skip.add(info.key)
+                continue
+            if schema.equals(RAW_FACT_SCHEMA):
+                files[info.key] = path
+        return files
+
+    @staticmethod
+    def _unreadable(report: TenantReport, key: str, error: UnreadableObject) -> None:
+        m.ROLLUP_UNREADABLE.inc()
+        report.unreadable.append(key)
+        log.error("unreadable raw object kept", extra={"fields": {"error": str(error)}})
 
     def _recompute(
         self,

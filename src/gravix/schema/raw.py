@@ -216,6 +216,28 @@ def read_object(key: str, data: bytes, tenant: str) -> pa.Table:
         file_table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError) as e:
         raise UnreadableObject(f"{key}: not a Parquet object Gravix can read ({e})") from e
+    return _conform(key, file_table, tenant)
+
+
+def check_file(key: str, path: str, tenant: str) -> pa.Schema:
+    """The raw schema (:data:`RAW_FACT_SCHEMA` or :data:`RAW_EVENT_SCHEMA`) of the
+    object of ``tenant`` in the local file ``path``, from its footer alone.
+
+    The checks of :func:`read_object` but the rows': for engines that read the
+    rows themselves (the rollup's ``Compute.dedup_files``). A missing file
+    raises FileNotFoundError; anything else wrong, UnreadableObject.
+    """
+    try:
+        schema = pq.read_schema(path)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as e:
+        raise UnreadableObject(f"{key}: not a Parquet object Gravix can read ({e})") from e
+    return _conform(key, schema.empty_table(), tenant).schema
+
+
+def _conform(key: str, file_table: pa.Table, tenant: str) -> pa.Table:
+    """A raw object's rows as read from Parquet, checked and cast to its raw schema."""
     owner = (file_table.schema.metadata or {}).get(TENANT_KEY.encode(), b"").decode()
     if owner != tenant:
         raise UnreadableObject(f"{key}: holds tenant {owner!r}, not {tenant!r}")
