@@ -125,6 +125,24 @@ def test_a_pass_killed_after_its_part_is_finished_by_the_next(tmp_path: Path, at
     assert counted(store) == parts(store)
 
 
+def test_tiers_are_rebuilt_once_a_pass_and_after_a_pass_killed_before_them(
+    tmp_path: Path,
+) -> None:
+    store = FaultyStore(tmp_path)
+    put_raw(store, "acme", [fact(i) for i in range(10)])
+    put_raw(store, "acme", [fact(i) for i in range(10, 30)])
+    busy = RollupJob(store, chunk_bytes=1, clock=lambda: NOW / 1000)  # a chunk per object
+    store.put_at = "metrics_1h/"
+    with pytest.raises(Killed):
+        busy.run()
+    # Every raw object was folded and deleted; the day's tiers were not rebuilt.
+    assert not list(store.list(layout.RAW)) and requests(store) == 30
+    assert job(store).read_state("acme")["stale_days"]
+    job(store).run()  # nothing pending: the state brings the tenant back
+    assert requests(store, "1h") == 30 and requests(store, "1d") == 30
+    assert job(store).read_state("acme")["stale_days"] == []
+
+
 @pytest.mark.parametrize(
     "kill", ["put marker", "put facts.parquet", "put metrics", "delete part", "delete marker"]
 )

@@ -4,12 +4,16 @@ One pass, per tenant, under that tenant's lease lock (:mod:`.lock`):
 
 1. list the tenant's pending raw objects (``raw/`` and ``raw_events/``,
    :mod:`gravix.schema.raw`) and take them in chunks of about ``chunk_bytes``;
-2. for every event hour a chunk touches: read that hour's archive, add the
-   new facts, deduplicate by event_id, and replace the archive and the
-   hour's minute metrics (a late fact simply makes its hour recomputed);
-3. for every day touched: rebuild the hourly and daily tiers of that day
-   from its minute files, and fold new service events into the day's events;
-4. only then delete the chunk's raw objects.
+2. for every event hour a chunk touches: deduplicate the new facts against
+   the event ids the hour's archive holds, add those it lacks as one new
+   archive part, and merge their minute rows into the hour's (:mod:`.fold`);
+   fold new service events into the day's events;
+3. record in the tenant's state the hours with parts and the days whose
+   hourly and daily tiers are now behind their minutes, and only then
+   delete the chunk's raw objects;
+4. after the last chunk, rebuild the hourly and daily tiers of those days
+   once (a day's tiers lag its minutes while a pass runs, never after it),
+   then compact the settled hours.
 
 Every Parquet object is replaced whole in one step (``ObjectStore.put`` is
 atomic), and the raw objects go last, so a run killed anywhere leaves
@@ -70,6 +74,7 @@ class TenantReport:
     hours: list[int] = field(default_factory=list)  # hour starts recomputed, epoch ms
     compacted: list[int] = field(default_factory=list)  # hours whose parts became one
     open_hours: set[int] = field(default_factory=set)  # hours with parts, not compacted yet
+    stale_days: set[int] = field(default_factory=set)  # days whose tiers lag their minutes
     unreadable: list[str] = field(default_factory=list)
     newest_fact_ms: int | None = None
 
@@ -221,6 +226,7 @@ class RollupJob:
                     progress(f"{tenant}: pending objects", done + 1, len(chunks))
             if backfill:
                 self._recompute(compute, lock, tenant, since_ms, until_ms, report, progress)
+            self._publish_stale_days(compute, lock, tenant, state, report)
             self._compact_settled(compute, lock, tenant, report)
         finally:
             compute.close()
@@ -254,13 +260,12 @@ class RollupJob:
             self._fold_facts(compute, lock, tenant, facts, report)
         for day_ms, part in _split(events, layout.DAY_MS):
             self._fold_events(compute, tenant, day_ms, part)
-        for day_ms in sorted(days):
-            lock.renew_if_due()
-            self._publish_tiers(compute, tenant, day_ms, report)
+        report.stale_days |= days
         lock.renew_if_due()
-        # Before a raw object goes, the hours it left parts in are on record: a
-        # pass killed after its deletes leaves no raw object to bring it back.
-        self._record_open_hours(tenant, report.open_hours)
+        # Before a raw object goes, the hours it left parts in and the days whose
+        # tiers are not rebuilt yet are on record: a pass killed after its
+        # deletes leaves no raw object to bring them back.
+        self._record_pending(tenant, report)
         for key in taken:
             self.store.delete(key)
 
@@ -512,17 +517,36 @@ class RollupJob:
                 fold.compact(self.store, files, con, compute, state, self._spill)
                 report.compacted.append(hour_ms)
 
-    def _record_open_hours(self, tenant: str, hours: set[int]) -> None:
-        """Add ``hours`` to the ``open_hours`` of the tenant's state, keeping the rest of it."""
+    def _record_pending(self, tenant: str, report: TenantReport) -> None:
+        """Add the report's open hours and stale days to the tenant's state, keeping the rest."""
         state = self.read_state(tenant)
-        known = set(state.get("open_hours", []))
-        if hours <= known:
+        hours = set(state.get("open_hours", []))
+        days = set(state.get("stale_days", []))
+        if report.open_hours <= hours and report.stale_days <= days:
             return
-        state["open_hours"] = sorted(known | hours)
+        state["open_hours"] = sorted(hours | report.open_hours)
+        state["stale_days"] = sorted(days | report.stale_days)
         self._put_state(tenant, state)
 
+    def _publish_stale_days(
+        self,
+        compute: Compute,
+        lock: LeaseLock,
+        tenant: str,
+        state: dict[str, Any],
+        report: TenantReport,
+    ) -> None:
+        """Rebuild the hourly and daily tiers of the days this pass (or a killed one)
+        changed, once per pass rather than once per chunk."""
+        days = report.stale_days | set(state.get("stale_days", []))
+        for day_ms in sorted(days):
+            lock.renew_if_due()
+            self._publish_tiers(compute, tenant, day_ms, report)
+        report.stale_days = set()
+
     def _settling(self) -> list[str]:
-        """Tenants whose state lists an hour with parts that is settled now."""
+        """Tenants whose state lists an hour with parts that is settled now, or a day
+        whose tiers a killed pass did not rebuild."""
         now_ms = int(self.clock() * 1000)
         found = []
         for info in self.store.list(layout.STATE):
@@ -530,8 +554,11 @@ class RollupJob:
             tenant = name.removesuffix(".json")
             if tenant == name or "/" in tenant:
                 continue
-            hours = self.read_state(tenant).get("open_hours", [])
-            if any(h + layout.HOUR_MS + fold.SETTLE_MS <= now_ms for h in hours):
+            state = self.read_state(tenant)
+            hours = state.get("open_hours", [])
+            if state.get("stale_days") or any(
+                h + layout.HOUR_MS + fold.SETTLE_MS <= now_ms for h in hours
+            ):
                 found.append(tenant)
         return found
 
@@ -597,6 +624,7 @@ class RollupJob:
             "rows_out": report.rows_out,
             "unreadable_objects": report.unreadable,
             "open_hours": sorted(report.open_hours),
+            "stale_days": sorted(report.stale_days),
         }
         self._put_state(tenant, state)
         if report.newest_fact_ms is not None:
