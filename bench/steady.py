@@ -61,7 +61,14 @@ import duckdb
 import httpx
 
 from bench.machine import describe_machine, probe_fsync, publish_results
-from bench.servers import REPO, BenchError, ServerProcess, gravix_server, make_key
+from bench.servers import (
+    REPO,
+    BenchError,
+    ServerProcess,
+    gravix_server,
+    make_key,
+    prometheus_values,
+)
 from bench.steady_load import BATCH, Ack, LoadGenerator
 from gravix.api.auth import token_store
 from gravix.config import Settings
@@ -135,15 +142,10 @@ def tree_usage(root: int) -> dict[str, float]:
 
 def metric_values(text: str) -> dict[str, float]:
     """:data:`METRICS` summed over label sets; ``rollup_runs_total`` per result."""
-    out = dict.fromkeys(METRICS, 0.0)
+    out = prometheus_values(text, *METRICS)
     for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        metric, _, value = line.rpartition(" ")
-        name = metric.split("{", 1)[0]
-        if name in out:
-            out[name] += float(value)
-        elif name == "rollup_runs_total":
+        if line.startswith("rollup_runs_total{"):
+            metric, _, value = line.rpartition(" ")
             result = metric.partition('result="')[2].partition('"')[0]
             out[f"rollup_runs_{result}"] = out.get(f"rollup_runs_{result}", 0.0) + float(value)
     return out
