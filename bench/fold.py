@@ -142,13 +142,20 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
 
 
-def run_gravix(source: Path, work: Path, label: str, extra: Path | None = None) -> dict[str, Any]:
-    """``gravix rollup --data-dir <fresh copy of source>`` (plus ``extra``'s raw objects)."""
+def fresh_copy(source: Path, work: Path, label: str, extra: Path | None) -> Path:
+    """``work/label``: a fresh hard-linked copy of the data dir ``source``, plus
+    ``extra``'s raw objects."""
     copy = work / label
     shutil.rmtree(copy, ignore_errors=True)
     link_copy(source, copy)
     if extra is not None:
         link_copy(extra / "store" / "raw", copy / "store" / "raw")
+    return copy
+
+
+def run_gravix(source: Path, work: Path, label: str, extra: Path | None = None) -> dict[str, Any]:
+    """``gravix rollup --data-dir <fresh copy of source>`` (plus ``extra``'s raw objects)."""
+    copy = fresh_copy(source, work, label, extra)
     result = timed([str(GRAVIX), "rollup", "--data-dir", str(copy)], work, label, clean_env())
     result["check"] = gravix_output(copy / "store")
     shutil.rmtree(copy)
@@ -235,11 +242,7 @@ def check(result: dict[str, Any], unique: int, compacted: bool, what: str) -> No
 
 # --- where the time goes (one in-process run, not timed against anything) -------------
 def run_phases(source: Path, work: Path, label: str, extra: Path | None = None) -> dict[str, Any]:
-    copy = work / label
-    shutil.rmtree(copy, ignore_errors=True)
-    link_copy(source, copy)
-    if extra is not None:
-        link_copy(extra / "store" / "raw", copy / "store" / "raw")
+    copy = fresh_copy(source, work, label, extra)
     out = subprocess.run(
         [sys.executable, "-m", "bench.fold_steps", str(copy)],
         cwd=REPO,

@@ -54,11 +54,14 @@ def timed_pass(data_dir: Path) -> dict[str, Any]:
     for owner, name, label in (
         (LocalObjectStore, "get", "store: read files"),
         (LocalObjectStore, "put", "store: write files (temp, fsync, rename)"),
+        (LocalObjectStore, "put_file", "store: write files (temp, fsync, rename)"),
         (LocalObjectStore, "delete", "store: delete raw objects"),
         (raw.RawBatch, "add_object", "raw objects: Parquet -> Arrow, checks"),
         (parquet, "decode", "Parquet decode (archive parts, minute files)"),
-        (parquet, "encode", "Parquet encode (parts, minutes, tiers, facts.parquet)"),
+        # encode() writes through write(), as compaction's streamed facts.parquet does
+        (parquet, "write", "Parquet encode (parts, minutes, tiers, facts.parquet)"),
         (DuckDBCompute, "dedup", "DuckDB: dedup"),
+        (DuckDBCompute, "dedup_files", "DuckDB: read raw objects, dedup"),
         (DuckDBCompute, "minutes", "DuckDB: minute rows"),
         (DuckDBCompute, "tier", "DuckDB: merge minute rows, hour and day tiers"),
         (fold.IdIndex, "seen", "event_id lookup in the hour's parts"),
