@@ -166,6 +166,12 @@ def read_parts(store: ObjectStore, state: HourState, names: Iterable[str]) -> pa
     return pa.concat_tables(tables) if tables else FACT_SCHEMA.empty_table()
 
 
+def part_files(files: LocalCopies, state: HourState) -> list[str]:
+    """Local files of the hour's parts, in name order (a part deleted meanwhile is left out)."""
+    paths = (files.path(state.key(name)) for name in sorted(state.parts))
+    return [path for path in paths if path is not None]
+
+
 class IdIndex:
     """Which of some new facts' event ids an hour's parts already hold.
 
@@ -182,8 +188,7 @@ class IdIndex:
 
     def seen(self, state: HourState, new: pa.Table) -> pa.Array:
         """A boolean mask over ``new``: True where the hour already holds the event_id."""
-        paths = [self.files.path(state.key(name)) for name in sorted(state.parts)]
-        found = [path for path in paths if path is not None]
+        found = part_files(self.files, state)
         if not found or new.num_rows == 0:
             return pa.array([False] * new.num_rows)
         self.con.register("new_ids", new.select(["event_id"]))
@@ -201,8 +206,7 @@ class IdIndex:
 def recount(files: LocalCopies, con: duckdb.DuckDBPyConnection, state: HourState) -> pa.Table:
     """The minute rows of all an hour's parts, computed by ``con`` from their files
     (deduplicated again, as a repair should): the hour is never in memory."""
-    paths = [files.path(state.key(name)) for name in sorted(state.parts)]
-    found = [path for path in paths if path is not None]
+    found = part_files(files, state)
     if not found:
         return METRIC_SCHEMA.empty_table()
     source = f"(SELECT {parquet.select_sql(FACT_SCHEMA)} FROM read_parquet($paths))"
