@@ -152,7 +152,9 @@ def outputs(root: Path) -> Outputs:
 
 
 def raw_files(root: Path) -> list[Path]:
-    return [p for p in (root / "raw").rglob("*") if p.is_file()]
+    """Raw object files now; os.walk, unlike rglob on 3.11, skips a folder the
+    rollup prunes while it is being walked."""
+    return [Path(d, f) for d, _, names in os.walk(root / "raw") for f in names]
 
 
 def lock_keys(store: LocalObjectStore) -> list[str]:
