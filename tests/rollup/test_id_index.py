@@ -73,14 +73,17 @@ def test_the_mask_is_exact_membership(
 
 
 def test_time_ordered_ids_read_only_the_overlapping_row_groups(tmp_path: Path) -> None:
-    # UUIDv7-like: ids sort in the order they were minted; 10 parts of 1,000.
+    # UUIDv7-like: ids sort in the order they were minted; 10 parts of 1,000
+    # in row groups of 250.
     ids = sorted(str(uuid.uuid4()) for _ in range(10_000))
     parts = [ids[n * 1000 : (n + 1) * 1000] for n in range(10)]
     state = hour_with_parts(tmp_path, parts, 250)
     # a retry of part 3's ids, a late fact from part 0, and ids past the last part
     new = [*ids[3100:3110], ids[5], *(f"{ids[-1]}-{n}" for n in range(20))]
-    paths = fold.part_files(LocalCopies(LocalObjectStore(tmp_path)), state)
-    groups = list(fold._id_groups(paths, sorted(set(new))))
-    assert sum(len(g) for g in groups) == 2 * 250  # one group of part 3, one of part 0
+    read = index(tmp_path).overlapping(state, facts(new))
+    assert [Path(p).name for p in read] == [
+        "part-0000000000000000.parquet",
+        "part-0000000000000003.parquet",
+    ]
     mask = index(tmp_path).seen(state, facts(new))
     assert mask.to_pylist() == [True] * 11 + [False] * 20

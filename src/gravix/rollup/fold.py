@@ -50,10 +50,9 @@ Minute files written before parts (without ``gravix.parts``) count the hour's
 
 from __future__ import annotations
 
-import bisect
 import json
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -176,14 +175,14 @@ def part_files(files: LocalCopies, state: HourState) -> list[str]:
 class IdIndex:
     """Which of some new facts' event ids an hour's parts already hold.
 
-    Reads only the ``event_id`` column of a part's local file
+    Reads only the ``event_id`` column of the parts' local files
     (:class:`gravix.storage.copies.LocalCopies`: a local folder's own files, a
     remote store's parts copied once into a bounded cache), and only of the
-    row groups whose event_id range (min and max, from the file's footer) holds
-    one of the new ids. Event ids minted in time order (UUIDv7, as Gravix's
-    clients make them) put each part's ids in a narrow range, so a pass reads
-    the ids of the parts its facts' times overlap, not of the whole hour;
-    other ids cost at most what reading every part would.
+    files with a row group whose event_id range (min and max, from the
+    footer) holds one of the new ids. Ids minted in time order (UUIDv7, as
+    Gravix's clients make them) give each part a narrow range, so a pass reads
+    the parts its facts' times overlap, not the whole hour; other ids cost
+    what reading every part would.
     """
 
     def __init__(self, files: LocalCopies, con: duckdb.DuckDBPyConnection) -> None:
@@ -194,36 +193,61 @@ class IdIndex:
 
     def seen(self, state: HourState, new: pa.Table) -> pa.Array:
         """A boolean mask over ``new``: True where the hour already holds the event_id."""
-        found = part_files(self.files, state)
-        if not found or new.num_rows == 0:
-            return pa.array([False] * new.num_rows)
-        ids = pc.unique(new["event_id"].combine_chunks())
-        ordered = ids.take(pc.sort_indices(ids)).to_pylist()
-        held = [
-            pc.filter(column, pc.is_in(column, value_set=ids))
-            for column in _id_groups(found, ordered)
-        ]
-        if not held:
-            return pa.array([False] * new.num_rows)
-        return pc.is_in(new["event_id"], value_set=pa.chunked_array(held).combine_chunks())
+        if new.num_rows == 0:
+            return pa.array([], pa.bool_())
+        self.con.register("new_ids", new.select(["event_id"]))
+        try:
+            paths = self._overlapping(part_files(self.files, state))
+            if not paths:
+                return pa.array([False] * new.num_rows)
+            held = self.con.sql(
+                "SELECT DISTINCT event_id FROM read_parquet($paths) "
+                "WHERE event_id IN (SELECT event_id FROM new_ids)",
+                params={"paths": paths},
+            ).to_arrow_table()["event_id"]
+        finally:
+            self.con.unregister("new_ids")
+        return pc.is_in(new["event_id"], value_set=held)
+
+    def overlapping(self, state: HourState, new: pa.Table) -> list[str]:
+        """The files of the hour's parts that :meth:`seen` reads for ``new``."""
+        self.con.register("new_ids", new.select(["event_id"]))
+        try:
+            return self._overlapping(part_files(self.files, state))
+        finally:
+            self.con.unregister("new_ids")
+
+    def _overlapping(self, paths: list[str]) -> list[str]:
+        if not paths:
+            return []
+        self.con.register("id_ranges", _id_ranges(paths))
+        try:
+            rows = self.con.sql(
+                "SELECT DISTINCT path FROM id_ranges r WHERE lo IS NULL OR EXISTS "
+                "(SELECT 1 FROM new_ids n WHERE n.event_id BETWEEN r.lo AND r.hi) ORDER BY path"
+            ).fetchall()
+        finally:
+            self.con.unregister("id_ranges")
+        return [path for (path,) in rows]
 
 
-def _id_groups(paths: Iterable[str], ordered: list[str]) -> Iterator[pa.Array]:
-    """The ``event_id`` column of each row group of ``paths`` whose id range holds
-    one of ``ordered`` (sorted), one row group at a time."""
+def _id_ranges(paths: Iterable[str]) -> pa.Table:
+    """Each row group's event_id range (``lo``, ``hi``; null without statistics), by file."""
+    rows: list[tuple[str, str | None, str | None]] = []
     for path in paths:
-        with pq.ParquetFile(path) as file:
-            meta = file.metadata
-            column = meta.schema.names.index("event_id")
-            for group in range(meta.num_row_groups):
-                stats = meta.row_group(group).column(column).statistics
-                if stats is not None and stats.has_min_max:
-                    lo, hi = _text(stats.min), _text(stats.max)
-                    at = bisect.bisect_left(ordered, lo)
-                    if at == len(ordered) or ordered[at] > hi:
-                        continue  # no new id falls in this group's range
-                table = file.read_row_group(group, columns=["event_id"])
-                yield table["event_id"].combine_chunks()
+        meta = pq.read_metadata(path)
+        column = meta.schema.names.index("event_id")
+        for group in range(meta.num_row_groups):
+            stats = meta.row_group(group).column(column).statistics
+            if stats is not None and stats.has_min_max:
+                rows.append((path, _text(stats.min), _text(stats.max)))
+            else:
+                rows.append((path, None, None))
+    names = ["path", "lo", "hi"]
+    return pa.table(dict(zip(names, zip(*rows, strict=True), strict=True)), schema=_RANGES)
+
+
+_RANGES: Final = pa.schema([("path", pa.string()), ("lo", pa.string()), ("hi", pa.string())])
 
 
 def _text(value: str | bytes) -> str:
