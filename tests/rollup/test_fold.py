@@ -6,6 +6,7 @@ as a kill there would leave things); the next run must count every fact once.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from gravix.rollup import fold
 from gravix.rollup.job import RollupJob
-from gravix.schema import archive, layout
+from gravix.schema import archive, layout, parquet
 from gravix.storage.base import ObjectInfo
 from gravix.storage.local import LocalObjectStore
 from tests.rollup.conftest import HOUR, T0, fact, put_raw
@@ -211,3 +212,39 @@ def test_parts_of_a_remote_store_are_copied_once_into_the_bounded_cache(
     put_raw(store, "acme", [fact(i) for i in range(25, 40)], created_ms=later)
     job.run()
     assert requests(store.inner) == 40
+
+
+def minute_rows(store: LocalObjectStore, level: str | None = None) -> list[dict[str, Any]]:
+    key = layout.metrics_key("1m", "acme", T0, *([level] if level else []))
+    return parquet.decode(store.get(key)).to_pylist()
+
+
+def test_passes_over_a_few_minutes_each_publish_what_one_pass_over_all_does(
+    tmp_path: Path,
+) -> None:
+    """Each pass merges only the minutes its facts touch, and keeps the others'
+    rows (series and service level) as they were: the hour ends as one pass
+    over every fact makes it, row for row and in the files' order."""
+    rng = random.Random(7)
+    every = [
+        fact(
+            i,
+            timestamp=T0 + rng.randrange(60) * 60_000 + rng.randrange(60_000),
+            service=rng.choice(["checkout", "search"]),
+            path=rng.choice(["/a", "/b/{id}"]),
+            env=rng.choice(["prod", "staging"]),
+            status=rng.choice([200, 200, 404, 503]),
+            latency_ms=rng.uniform(0.1, 900),
+        )
+        for i in range(600)
+    ]
+    every.sort(key=lambda f: f["timestamp"])
+    one, many = LocalObjectStore(tmp_path / "one"), LocalObjectStore(tmp_path / "many")
+    put_raw(one, "acme", every)
+    job(one).run()
+    for start in range(0, 600, 100):  # a few minutes a pass, some retried in the next
+        put_raw(many, "acme", every[max(0, start - 20) : start + 100])
+        job(many).run()
+    assert len(parts(many)) == 6
+    for level in (None, "service"):
+        assert minute_rows(many, level) == minute_rows(one, level)

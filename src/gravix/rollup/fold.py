@@ -62,7 +62,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from gravix.rollup.aggregate import MINUTE_MS, dedup_sql, minute_sql
+from gravix.rollup.aggregate import MINUTE_MS, SERIES, dedup_sql, minute_sql
 from gravix.rollup.compute import METRIC_SCHEMA, Compute
 from gravix.schema import archive, layout, parquet
 from gravix.schema.archive import COMPACTED
@@ -263,6 +263,34 @@ def recount(files: LocalCopies, con: duckdb.DuckDBPyConnection, state: HourState
     source = f"(SELECT {parquet.select_sql(FACT_SCHEMA)} FROM read_parquet($paths))"
     sql = minute_sql(f"({dedup_sql(source, ordered=False)})")
     return con.sql(sql, params={"paths": found}).to_arrow_table().cast(METRIC_SCHEMA)
+
+
+def split_touched(old: pa.Table, new: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """``old`` metric rows as (those of buckets ``new`` has no row in, those it has).
+
+    Only the second merge with ``new``: a pass whose facts fall in a few
+    minutes of the hour merges those minutes, not the hour's every row.
+    """
+    touched = pc.is_in(old["bucket_ms"], value_set=pc.unique(new["bucket_ms"]))
+    return old.filter(pc.invert(touched)), old.filter(touched)
+
+
+def file_order(rows: pa.Table) -> pa.Table:
+    """Metric rows in the order of the files: series (nulls first), then time, as
+    :func:`gravix.rollup.aggregate.tier_sql` returns them."""
+    return rows.sort_by([(c, "ascending", "at_start") for c in (*SERIES, "bucket_ms")])
+
+
+def read_services(store: ObjectStore, state: HourState) -> pa.Table | None:
+    """The hour's service-level minute rows, if they count what its series rows
+    count (:attr:`HourState.counted`); else None."""
+    try:
+        data = store.get(layout.metrics_key("1m", state.tenant, state.hour_ms, "service"))
+    except ObjectNotFound:
+        return None
+    if set(archive.read_counted_parts(data)) != state.counted:
+        return None
+    return parquet.decode(data).cast(METRIC_SCHEMA)
 
 
 def publish_minutes(

@@ -39,7 +39,13 @@ import pyarrow.compute as pc
 
 from gravix.rollup import aggregate, fold
 from gravix.rollup import metrics as m
-from gravix.rollup.compute import Compute, DuckDBCompute, RawFacts, UnreadableFiles
+from gravix.rollup.compute import (
+    METRIC_SCHEMA,
+    Compute,
+    DuckDBCompute,
+    RawFacts,
+    UnreadableFiles,
+)
 from gravix.rollup.lock import LeaseLock, LockHeld
 from gravix.schema import layout, parquet
 from gravix.schema.raw import (
@@ -460,6 +466,10 @@ class RollupJob:
         changed: list[tuple[fold.HourState, pa.Table, list[str]]],
         report: TenantReport,
     ) -> None:
+        """Publish the minute rows of the changed hours: each hour's rows, with
+        the new rows merged into those of the minutes they touch (the other
+        minutes' rows, series and service level, are kept as they are), all
+        hours in one engine call per level."""
         added = dict(
             _split(
                 compute.minutes(pa.concat_tables([rows for _, rows, _ in changed])),
@@ -467,29 +477,58 @@ class RollupJob:
                 "bucket_ms",
             )
         )
-        old = [s.minutes for s, _, _ in changed if s.minutes is not None]
+        empty = METRIC_SCHEMA.empty_table()
+        kept: dict[int, pa.Table] = {}
+        touched: list[pa.Table] = []
+        for state, _, _ in changed:
+            new = added.get(state.hour_ms)
+            if state.minutes is not None and new is not None:
+                kept[state.hour_ms], old = fold.split_touched(
+                    state.minutes.cast(METRIC_SCHEMA), new
+                )
+                touched += [old, new]
         merged: dict[int, pa.Table] = {}
-        if old:
-            with_old = [s.hour_ms for s, _, _ in changed if s.minutes is not None]
-            more = [added[h] for h in with_old if h in added]
-            rows = compute.tier(pa.concat_tables([*old, *more]), aggregate.MINUTE_MS)
-            merged = dict(_split(rows, layout.HOUR_MS, "bucket_ms"))
-        series = {s.hour_ms: merged.get(s.hour_ms, added.get(s.hour_ms)) for s, _, _ in changed}
-        every = pa.concat_tables([t for t in series.values() if t is not None])
+        if touched:
+            rows = compute.tier(pa.concat_tables(touched), aggregate.MINUTE_MS)
+            merged = dict(_split(rows.cast(METRIC_SCHEMA), layout.HOUR_MS, "bucket_ms"))
+        series: dict[int, pa.Table] = {}
+        for state, _, _ in changed:
+            hour = state.hour_ms
+            if hour in kept:
+                series[hour] = fold.file_order(
+                    pa.concat_tables([kept[hour], merged.get(hour, empty)])
+                )
+            else:
+                series[hour] = added.get(
+                    hour, state.minutes if state.minutes is not None else empty
+                )
+        # The service level of the touched minutes, from their series rows; of
+        # the other minutes, as published (when it counts what the series do).
+        services_kept: dict[int, pa.Table] = {}
+        to_tier: list[pa.Table] = []
+        for state, _, _ in changed:
+            hour, rows = state.hour_ms, series[state.hour_ms]
+            old_services = fold.read_services(self.store, state) if hour in kept else None
+            if old_services is not None:
+                services_kept[hour], _ = fold.split_touched(old_services, added[hour])
+                _, rows = fold.split_touched(rows, added[hour])  # the touched minutes' series
+            to_tier.append(rows.cast(METRIC_SCHEMA))
         services = dict(
             _split(
-                compute.tier(every, aggregate.MINUTE_MS, keep=layout.SERVICE_LEVEL),
+                compute.tier(
+                    pa.concat_tables(to_tier), aggregate.MINUTE_MS, keep=layout.SERVICE_LEVEL
+                ),
                 layout.HOUR_MS,
                 "bucket_ms",
             )
         )
         for state, _, parts in changed:
             lock.renew_if_due()
-            rows = series[state.hour_ms]
-            if rows is None:
-                rows = every.schema.empty_table()
-            service = services.get(state.hour_ms, rows.schema.empty_table())
-            written = fold.publish_minutes(self.store, compute, state, rows, service, parts)
+            hour = state.hour_ms
+            service = services.get(hour, empty).cast(METRIC_SCHEMA)
+            if hour in services_kept:
+                service = fold.file_order(pa.concat_tables([services_kept[hour], service]))
+            written = fold.publish_minutes(self.store, compute, state, series[hour], service, parts)
             self._count_rows(report, written)
 
     def _compact_settled(
