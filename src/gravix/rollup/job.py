@@ -442,7 +442,8 @@ class RollupJob:
                 # minutes, so add the late facts to them instead (no archive kept).
                 late.append((state, part))
                 continue
-            unseen = part.filter(pc.invert(self._ids.seen(state, part)))
+            seen = self._ids.seen(state, part)
+            unseen = part.filter(pc.invert(seen)) if pc.any(seen).as_py() else part
             report.open_hours.add(hour_ms)  # has parts now: compacted once settled
             rows = pa.concat_tables([fold.read_parts(self.store, state, state.uncounted), unseen])
             if rows.num_rows == 0:
@@ -699,7 +700,11 @@ def _split(
     if table.num_rows == 0:
         return
     starts = pc.multiply(pc.divide(table[column], step_ms), step_ms)
-    for start in sorted(pc.unique(starts).to_pylist()):
+    found = sorted(pc.unique(starts).to_pylist())
+    if len(found) == 1:  # the common case: no copy
+        yield found[0], table
+        return
+    for start in found:
         yield start, table.filter(pc.equal(starts, start))
 
 
