@@ -228,6 +228,8 @@ def dataset(
             if writer is None:
                 writer = pq.ParquetWriter(flat, minutes.schema, compression="zstd")
             writer.write_table(minutes, row_group_size=PEER_ROW_GROUP)
+            # Every generated fact has a latency: the store's rows count them all.
+            minutes = parquet.with_latency_count(minutes)
             starts = minutes["bucket_ms"].to_numpy()
             for hour in range(24):
                 hour_ms = day_ms + hour * HOUR_MS

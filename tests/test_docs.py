@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,36 @@ def _curl_block() -> str:
     return "\n".join(line for line in curl.splitlines() if not line.startswith("#"))
 
 
-def test_readme_first_fact_curl_is_accepted(tmp_path: Path, tenant_key_factory: Any) -> None:
+def _sh_lines(containing: str) -> list[str]:
+    """The command lines of the README's sh block holding ``containing``, comments cut."""
+    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(), re.S)
+    block = next(b for b in blocks if containing in b)
+    return [line.split("  #")[0].strip() for line in block.splitlines()]
+
+
+def _as_here(command: str) -> str:
+    """A README command as this checkout runs it: the venv's gravix."""
+    return command.replace(".venv/bin/gravix", str(Path(sys.executable).parent / "gravix"))
+
+
+def test_readme_first_fact_curl_is_accepted(tmp_path: Path) -> None:
+    """The README's first steps, in order: export the key, serve, send, create a user, sign in."""
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    data_dir = tmp_path / "data"
-    key = tenant_key_factory(data_dir)
+    export, serve = _sh_lines("keys create")
+    assert export.startswith("export GRAVIX_KEY=") and serve == ".venv/bin/gravix serve &"
+    # While `make demo` holds 8080, the README says to serve on another port.
+    assert "make demo" in README.read_text() and "gravix serve --port 8081 &" in README.read_text()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
+    out = subprocess.run(
+        ["bash", "-c", _as_here(export) + '\nprintf %s "$GRAVIX_KEY"'],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    key = out.stdout
+    assert key.startswith("gvx_")
+    data_dir = tmp_path / "gravix-data"  # the default data dir: the one the key is in
+    # `gravix serve`, on a free port instead of 8080 (the README's `&` is the shell's).
     with ServerProcess(data_dir, env={"GRAVIX_UPLOADER_ENABLED": "false"}) as server:
         command = _curl_block().replace("http://127.0.0.1:8080", server.url)
         out = subprocess.run(
@@ -44,6 +71,19 @@ def test_readme_first_fact_curl_is_accepted(tmp_path: Path, tenant_key_factory: 
         )
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["accepted"] == 1
+        # `gravix users create` is what lets a person sign in to the dashboard.
+        (create,) = _sh_lines("users create")
+        password = "correct horse battery"
+        out = subprocess.run(
+            ["bash", "-c", _as_here(create) + " --password-stdin"],  # the prompt, piped
+            input=password + "\n", capture_output=True, text=True, cwd=tmp_path, env=env,
+            timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        name = create.split()[3]  # gravix users create NAME
+        login = httpx.post(f"{server.url}/api/v1/login", json={"name": name, "password": password})
+        assert login.status_code == 200, login.text
+        assert login.json()["tenant"] == "acme"
         assert server.terminate() == 0
     assert "req-0001" in durable_event_ids(data_dir)
 

@@ -34,6 +34,12 @@
 --
 -- Do not read both `metrics_*` and `service_metrics_*` in one query: the
 -- service level holds the same requests merged by (bucket, service, env).
+--
+-- `latency_count` (requests with a known latency) is NULL in files written
+-- before it existed; Gravix's SQL reads NULL as `requests`. Parquet columns
+-- are matched by name, so a registration made before it gets the column with
+-- `ALTER TABLE gravix.gravix.<table> ADD COLUMN latency_count bigint` on each
+-- of the six metric tables.
 
 CREATE SCHEMA IF NOT EXISTS gravix.gravix
 WITH (location = 's3://gravix/');
@@ -50,6 +56,7 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.metrics_1m (
     errors bigint,
     client_errors bigint,
     status_counts map(smallint, bigint),
+    latency_count bigint,
     latency_sum_us bigint,
     latency_max_us bigint,
     latency_sketch map(integer, bigint),
@@ -75,6 +82,7 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.metrics_1h (
     errors bigint,
     client_errors bigint,
     status_counts map(smallint, bigint),
+    latency_count bigint,
     latency_sum_us bigint,
     latency_max_us bigint,
     latency_sketch map(integer, bigint),
@@ -99,6 +107,7 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.metrics_1d (
     errors bigint,
     client_errors bigint,
     status_counts map(smallint, bigint),
+    latency_count bigint,
     latency_sum_us bigint,
     latency_max_us bigint,
     latency_sketch map(integer, bigint),
@@ -124,6 +133,7 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.service_metrics_1m (
     errors bigint,
     client_errors bigint,
     status_counts map(smallint, bigint),
+    latency_count bigint,
     latency_sum_us bigint,
     latency_max_us bigint,
     latency_sketch map(integer, bigint),
@@ -148,6 +158,7 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.service_metrics_1h (
     errors bigint,
     client_errors bigint,
     status_counts map(smallint, bigint),
+    latency_count bigint,
     latency_sum_us bigint,
     latency_max_us bigint,
     latency_sketch map(integer, bigint),
@@ -171,6 +182,7 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.service_metrics_1d (
     errors bigint,
     client_errors bigint,
     status_counts map(smallint, bigint),
+    latency_count bigint,
     latency_sum_us bigint,
     latency_max_us bigint,
     latency_sketch map(integer, bigint),
@@ -185,7 +197,7 @@ WITH (
 
 -- The raw archive: every deduplicated fact, in the files of each tenant and UTC
 -- event hour (facts.parquet, and part-*.parquet until the hour is compacted).
--- latency_us is microseconds; env and version are NULL when not sent.
+-- latency_us is microseconds, NULL when unknown; env and version are NULL when not sent.
 CREATE TABLE IF NOT EXISTS gravix.gravix.archive (
     event_id varchar,
     "timestamp" timestamp(3),

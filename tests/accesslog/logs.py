@@ -33,3 +33,22 @@ def apache(epoch_s: float, method: str = "GET", url: str = "/", status: int = 20
         f'203.0.113.7 - frank [{clf_time(epoch_s)}] "{method} {url} HTTP/1.1" {status} 2326 '
         f'"-" "{UA}" {micros}\n'
     )
+
+
+def stock_combined(epoch_s: float, method: str = "GET", url: str = "/users/123",
+                   status: int = 200, size: int = 512) -> str:  # fmt: skip
+    """One line of nginx's own `combined` (no request time): what a stock nginx writes."""
+    return (
+        f'203.0.113.7 - - [{clf_time(epoch_s)}] "{method} {url} HTTP/1.1" {status} {size} '
+        f'"https://example.com/" "{UA}"\n'
+    )
+
+
+def common(epoch_s: float, method: str = "GET", url: str = "/", status: int = 200,
+           size: str = "2326", micros: int | None = None) -> str:  # fmt: skip
+    """One line of Apache's `common` (with ``micros``: plus %D)."""
+    tail = "" if micros is None else f" {micros}"
+    return (
+        f'203.0.113.7 - frank [{clf_time(epoch_s)}] "{method} {url} HTTP/1.0" {status} {size}'
+        f"{tail}\n"
+    )

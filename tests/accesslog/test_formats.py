@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gravix.accesslog.formats import compile_format
+from gravix.accesslog.formats import compile_format, latency_hint
 from gravix.accesslog.parser import LineParser, make_parser
 from gravix.accesslog.timestamps import clf_ms, iso_ms
 from gravix.errors import ConfigError
-from tests.accesslog.logs import apache, combined
+from tests.accesslog.logs import apache, combined, common, stock_combined
 
 NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z
 PREFIX = "al-0000000000000000-"
@@ -111,7 +111,6 @@ def test_json_lines_default_and_mapped_fields() -> None:
 
 BAD_LINES = [
     ("garbage", "does not match"),
-    (combined(NOW).replace(" 0.042\n", "\n"), "does not match"),  # no request time
     (combined(NOW).replace("0.042", "-"), "request time '-'"),
     (combined(NOW, status=999), "status '999'"),
     (combined(NOW, status=42), "status '42'"),
@@ -152,7 +151,7 @@ def test_json_bad_lines_have_reasons() -> None:
     ("fmt", "message"),
     [
         ("$remote_addr $status", "lacks time"),
-        ('[$time_local] "$request" $status', "request_time"),
+        ('[$time_local] "$request" $remote_addr', "lacks status"),
         ("$time_local\n$request", "one line"),
     ],
 )
@@ -219,3 +218,91 @@ def test_unbracketed_time_local_and_a_query_string_in_request_uri() -> None:
     )
     [fact] = parse(parser, "21/Sep/2026:14:13:20 +0000|GET /search?q=a b|200|0.010\n")
     assert (fact["timestamp"], fact["path"]) == (int(NOW * 1000), "/search")
+
+
+# --- formats without a request time: stock nginx and Apache ------------------
+
+
+def test_stock_nginx_combined_lines_are_facts_without_a_latency() -> None:
+    parser = make_parser("combined", service="web")
+    lines = [
+        stock_combined(NOW, "POST", "/users/7", 503),
+        combined(NOW, seconds="0.250"),  # the same format with $request_time
+        stock_combined(NOW).replace('"\n', '"  \r\n'),  # trailing blanks, CRLF
+        apache(NOW, micros=1500).rsplit(" ", 1)[0] + "\n",  # Apache's stock combined too
+    ]
+    facts = parse(parser, "".join(lines))
+    assert [f.get("latency_ms") for f in facts] == [None, 250.0, None, None]
+    assert (facts[0]["method"], facts[0]["path"], facts[0]["status"]) == (
+        "POST",
+        "/users/{id}",
+        503,
+    )
+    assert "latency_ms" not in facts[0]  # left out of the body: unknown
+    assert (parser.untimed, parser.bad) == (3, 0)
+
+
+def test_apache_common_with_and_without_percent_d() -> None:
+    parser = make_parser("common", service="web")
+    lines = [common(NOW, "DELETE", "/carts/5", 204, "-"), common(NOW, micros=1500)]
+    facts = parse(parser, "".join(lines) + common(NOW, micros=1500).replace("1500", "x"))
+    assert [(f["method"], f["status"], f.get("latency_ms")) for f in facts] == [
+        ("DELETE", 204, None),
+        ("GET", 200, 1.5),
+    ]
+    assert (parser.untimed, parser.bad) == (1, 1)
+    assert "request time 'x' is not a number" in parser.bad_samples[0].reason
+
+
+def test_a_line_of_another_preset_is_named_in_its_reason() -> None:
+    parser = make_parser("combined", service="web")
+    assert parse(parser, common(NOW)) == []
+    assert parser.bad_samples[0].reason == (
+        "does not match the log format; it matches --format common"
+    )
+    parser = make_parser("common", service="web")
+    assert parse(parser, stock_combined(NOW)) == []
+    assert parser.bad_samples[0].reason.endswith("it matches --format combined")
+
+
+def test_a_custom_format_without_a_request_time_imports_without_latency() -> None:
+    fmt = '$remote_addr [$time_local] "$request" $status'
+    parser = make_parser(fmt, service="web")
+    line = f'1.2.3.4 [{combined(NOW).split("[")[1].split("]")[0]}] "GET /a HTTP/1.1" 404\n'
+    [fact] = parse(parser, line)
+    assert (fact["status"], fact.get("latency_ms"), parser.untimed) == (404, None, 1)
+    assert compile_format(fmt).latency == "no"
+    hint = parser.latency_hint()
+    assert f"log_format gravix '{fmt} $request_time';" in hint
+    assert f"--format '{fmt} $request_time'" in hint
+
+
+def test_the_hint_gives_the_server_line_to_add_the_request_time() -> None:
+    nginx = latency_hint(compile_format("combined"))
+    assert "not in latency percentiles" in nginx and "latency_count" in nginx
+    # The line to paste, and the preset reads the new lines as well as the old.
+    assert (
+        'log_format gravix \'$remote_addr - $remote_user [$time_local] "$request" $status '
+        '$body_bytes_sent "$http_referer" "$http_user_agent" $request_time\';' in nginx
+    )
+    assert "--format combined reads lines with and without it" in nginx
+    apache_common = latency_hint(compile_format("common"))
+    assert 'LogFormat "%h %l %u %t \\"%r\\" %>s %b %D" gravix' in apache_common
+    assert "--format common reads lines with and without it" in apache_common
+    custom = latency_hint(compile_format('%h %t "%r" %>s'))
+    assert 'LogFormat "%h %t \\"%r\\" %>s %D" gravix' in custom
+    # The lines the hint tells the server to write parse, with their latency.
+    added = nginx.split("log_format gravix '")[1].split("'")[0]
+    [fact] = parse(make_parser(added, service="web"), combined(NOW, seconds="0.007"))
+    assert fact["latency_ms"] == pytest.approx(7.0)
+
+
+def test_json_lines_without_a_latency_key_are_facts_without_a_latency() -> None:
+    parser = make_parser("json", service="web")
+    base = {"timestamp": "2026-09-21T14:13:20Z", "method": "GET", "path": "/u/1", "status": 500}
+    text = "".join(json.dumps(o) + "\n" for o in (base, base | {"latency_ms": None},
+                                                 base | {"latency_ms": "slow"}))  # fmt: skip
+    facts = parse(parser, text)
+    assert [f.get("latency_ms") for f in facts] == [None, None]
+    assert (parser.untimed, parser.bad) == (2, 1)
+    assert "'latency_ms'" in parser.latency_hint() and "--field latency_s=" in parser.latency_hint()

@@ -63,7 +63,8 @@ def write_log(path: Path, lines: int, *, seed: int = 3, bad_every: int = 50) -> 
                 url, template = [
                     (f"/users/{rng.randrange(10**6)}", "/users/{id}"),
                     (f"/users/u{rng.randrange(99)}", "/users/{id}"),  # only the rule knows
-                    (f"/orders/{i}/items/sku-{i % 7}?x=1", "/orders/{order_id}/items/{item}"),
+                    # The rule's names; stored, every placeholder is {id} (docs/facts.md).
+                    (f"/orders/{i}/items/sku-{i % 7}?x=1", "/orders/{id}/items/{id}"),
                     (f"/carts/{rng.randrange(10**9):x}0000000a/pay", "/carts/{id}/pay"),
                 ][kind]
                 method, status = rng.choice(["GET", "POST"]), rng.choice([200, 201, 404, 503])

@@ -69,6 +69,26 @@ async def test_a_time_series_with_a_comparison(api: Any) -> None:
     assert result["compare"] == {"offset": "1d", "offset_ms": 86_400_000, "rows": []}
 
 
+async def test_meta_says_which_minutes_were_counted(api: Any) -> None:
+    """Minutes count when they start in [from, to); meta.from/to are their bounds (#18)."""
+    client, keys = api
+    asked = {"from": T0 + 30_000, "to": T0 + 60_001}  # facts: T0 + i s, i < 100
+    body = {"metrics": ["requests", "throughput"], "grain": "all", **asked}
+    result = (await client.post("/api/v1/query", json=body, headers=auth(keys["acme"]))).json()
+    assert result["rows"] == [[40, pytest.approx(40 / 60)]]  # the minute T0 + 1 min, whole
+    meta = result["meta"]
+    assert (meta["from"], meta["to"], meta["requested"]) == (T0 + 60_000, T0 + 120_000, asked)
+    body = {"metrics": ["requests"], "grain": "1m", **asked}
+    result = (await client.post("/api/v1/query", json=body, headers=auth(keys["acme"]))).json()
+    assert result["rows"] == [[T0, 60], [T0 + 60_000, 40]]  # from moves back to its bucket
+    assert (result["meta"]["from"], result["meta"]["to"]) == (T0, T0 + 120_000)
+    inside = {"from": T0 + 10_000, "to": T0 + 50_000}  # no minute starts in it
+    body = {"metrics": ["requests", "throughput"], "grain": "all", **inside}
+    result = (await client.post("/api/v1/query", json=body, headers=auth(keys["acme"]))).json()
+    assert result["rows"] == []
+    assert (result["meta"]["from"], result["meta"]["to"]) == (T0 + 60_000, T0 + 60_000)
+
+
 @pytest.mark.parametrize(
     ("headers", "status"),
     [({}, 401), (auth("gvq_aaaaaaaaaaaa_" + "a" * 43), 401), (auth("nonsense"), 401),

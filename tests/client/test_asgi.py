@@ -78,15 +78,15 @@ async def test_starlette_app_sends_facts(gravix: Gravix, tmp_path: Any) -> None:
     assert client.flush(10)
     facts = {(f.method, f.path): f for f in gravix.facts("t-starlette")}
     assert {key: f.status for key, f in facts.items()} == {
-        ("GET", "/users/{user_id}"): 200,  # the framework's own parameter names
+        ("GET", "/users/{id}"): 200,  # Route("/users/{user_id}"): placeholders are {id}
         ("GET", "/boom"): 500,
         ("GET", "/stream"): 200,
-        ("POST", "/api/{org}/orders/{order_id}"): 201,
-        ("GET", "/api/{org}/orders/{order_id}"): 405,
-        ("GET", "/static/{path}"): 200,
+        ("POST", "/api/{id}/orders/{id}"): 201,  # Mount("/api/{org}"), "/orders/{order_id:int}"
+        ("GET", "/api/{id}/orders/{id}"): 405,
+        ("GET", "/static/{id}"): 200,
         ("GET", "/nope/{id}"): 404,  # no route: the URL, templated
     }
-    assert facts["GET", "/users/{user_id}"].latency_ms >= 20
+    assert facts["GET", "/users/{id}"].latency_ms >= 20
     assert facts["GET", "/stream"].latency_ms >= 60  # until the last chunk
     client.close()
 
@@ -245,5 +245,5 @@ async def test_route_hook_and_scope_override(fake_intake: FakeIntake) -> None:
         await middleware(scope, receive_nothing, send_nowhere)
     assert client.flush(5)
     paths = [f["path"] for _, _, body in fake_intake.requests for f in body]
-    assert paths == ["/set/:name", "/hooked/{n}", "/plain/{id}"]
+    assert paths == ["/set/{id}", "/hooked/{id}", "/plain/{id}"]
     client.close(0)

@@ -95,7 +95,7 @@ def test_starlette_recipe_under_uvicorn(gravix_server: Gravix, tmp_path: Path) -
         if uvicorn.stderr is not None:
             uvicorn.stderr.close()
     facts = gravix_server.facts("shop")
-    assert [(f.method, f.path, f.status) for f in facts] == [("GET", "/users/{user_id}", 200)]
+    assert [(f.method, f.path, f.status) for f in facts] == [("GET", "/users/{id}", 200)]
 
 
 @pytest.mark.timeout(60)
@@ -120,7 +120,7 @@ def test_flask_recipe(gravix_server: Gravix, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     facts = sorted((f.method, f.path, f.status) for f in gravix_server.facts("shop"))
-    assert facts == [("GET", "/users/nope", 404), ("GET", "/users/{user_id}", 200)]
+    assert facts == [("GET", "/users/nope", 404), ("GET", "/users/{id}", 200)]
 
 
 @pytest.mark.timeout(60)
@@ -180,4 +180,4 @@ def test_django_recipe_with_a_stand_in_django(
     stats = application.client.close(10)
     assert stats.sent == 1
     facts = gravix_server.facts("shop")
-    assert [(f.method, f.path, f.status) for f in facts] == [("GET", "/users/{user_id}", 200)]
+    assert [(f.method, f.path, f.status) for f in facts] == [("GET", "/users/{id}", 200)]

@@ -80,7 +80,7 @@ def test_wsgi_app_sends_facts(gravix: Gravix) -> None:
     assert client.flush(10)
     facts = {(f.method, f.path): f for f in gravix.facts("t-wsgi")}
     assert {key: f.status for key, f in facts.items()} == {
-        ("GET", "/accounts/{account_id}"): 200,
+        ("GET", "/accounts/{id}"): 200,  # "/accounts/<int:account_id>"
         ("GET", "/stream"): 200,
         ("GET", "/files/{id}.json"): 404,
         ("DELETE", "/things/{id}"): 204,
@@ -208,5 +208,5 @@ def test_route_hook(fake_intake: FakeIntake) -> None:
         body.close()  # type: ignore[attr-defined]
     assert client.flush(5)
     paths = [f["path"] for _, _, body in fake_intake.requests for f in body]
-    assert paths == ["/hooked", "/accounts/{account_id}", "/other/{id}"]
+    assert paths == ["/hooked", "/accounts/{id}", "/other/{id}"]
     client.close(0)

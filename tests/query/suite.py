@@ -2,7 +2,9 @@
 
 :func:`build_world` makes a store of real rollup output (three days of
 facts, a path with a quote, null envs, one service-level object removed so
-the series-level fallback is used) plus pending facts not rolled up;
+the series-level fallback is used, facts without a latency after the first
+day, whose metric files are as Gravix wrote them before ``latency_count``)
+plus pending facts not rolled up, some without a latency;
 :data:`QUERIES` are representative queries over it. tests/query/
 test_spark_engine.py runs them on DuckDB and Spark and compares the
 tables; tests/query/test_trino_sql.py type-checks their Trino SQL.
@@ -17,11 +19,12 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from gravix.query.pending import PendingFacts
 from gravix.query.spec import Plan, Query, plan
 from gravix.rollup.job import RollupJob
-from gravix.schema import layout
+from gravix.schema import layout, parquet
 from gravix.storage.local import LocalObjectStore
 from tests.rollup.conftest import HOUR, T0, fact, put_raw
 
@@ -35,7 +38,8 @@ QUOTED = "/o'neil/{id}"
 # (id, query body with "from"/"to" in epoch ms, whether pending rows are added)
 QUERIES: list[tuple[str, dict[str, Any], bool]] = [
     ("totals_days", {"metrics": ["requests", "errors", "client_errors", "error_rate", "p50",
-                                 "p95", "p99", "avg_latency", "max_latency", "throughput"],
+                                 "p95", "p99", "avg_latency", "max_latency", "throughput",
+                                 "latency_count"],
                      "dimensions": ["service"], "from": START, "to": NOW, "grain": "all"}, False),
     ("totals_mixed_tiers", {"metrics": ["requests", "errors", "error_rate", "p50", "p95", "p99",
                                         "avg_latency", "max_latency"],
@@ -83,7 +87,8 @@ QUERIES: list[tuple[str, dict[str, Any], bool]] = [
                               "filters": [{"dimension": "env", "op": "eq", "values": ["prod"]}],
                               "dimensions": ["service"], "from": START, "to": NOW,
                               "grain": "1h"}, False),
-    ("pending_totals", {"metrics": ["requests", "errors", "p95", "max_latency"],
+    ("pending_totals", {"metrics": ["requests", "errors", "p95", "max_latency", "latency_count",
+                                    "avg_latency"],
                         "dimensions": ["service"], "from": START, "to": NOW + 2 * HOUR,
                         "grain": "all"}, True),
     ("pending_status", {"metrics": ["requests"], "dimensions": ["status"],
@@ -93,6 +98,9 @@ QUERIES: list[tuple[str, dict[str, Any], bool]] = [
     ("compare", {"metrics": ["requests", "p95"], "dimensions": ["service"],
                  "from": START + DAY + 30 * MINUTE, "to": NOW, "grain": "6h", "compare": "1d"},
      False),
+    ("latency_known", {"metrics": ["requests", "latency_count", "avg_latency", "p50",
+                                   "max_latency"], "dimensions": ["service", "path"],
+                       "from": START + 30 * MINUTE, "to": NOW, "grain": "1d"}, False),
 
 ]  # fmt: skip
 
@@ -121,6 +129,11 @@ def build_world(root: Path) -> tuple[LocalObjectStore, pa.Table]:
                 version=rng.choice(["v1", "v2", None]),
             )
         )
+    for f in facts:  # unknown latencies: some, and all of search's back\slash, after day one
+        if f["timestamp"] >= START + DAY and (
+            f["event_id"].endswith("7") or (f["service"], f["path"]) == ("search", "back\\slash")
+        ):
+            f["latency_ms"] = None
     store = LocalObjectStore(root / "store")
     for n in range(0, len(facts), 1000):
         put_raw(store, TENANT, facts[n : n + 1000], received_ms=START + n)
@@ -128,16 +141,33 @@ def build_world(root: Path) -> tuple[LocalObjectStore, pa.Table]:
     RollupJob(store).run()
     # An object written before the service level existed: read at the series level.
     store.delete(layout.metrics_key("1h", TENANT, START + DAY, "service"))
+    _write_before_latency_count(store, START)
     pending = [
         fact(10_000 + i, timestamp=NOW - HOUR + rng.randrange(3 * HOUR),
              service=rng.choice(["checkout", "search"]), status=rng.choice([200, 500]),
-             latency_ms=round(rng.lognormvariate(3, 1), 3))
+             latency_ms=round(rng.lognormvariate(3, 1), 3) if i % 4 else None)
         for i in range(300)
     ]  # fmt: skip
     put_raw(store, TENANT, pending, received_ms=NOW)
     extra, _ = PendingFacts(store, None).minute_rows(TENANT)
     assert extra is not None and extra.num_rows
     return store, extra
+
+
+def _write_before_latency_count(store: LocalObjectStore, day_ms: int) -> None:
+    """The metric objects of the day at ``day_ms`` as Gravix wrote them before
+    ``latency_count`` existed (every fact of theirs has a latency)."""
+    keys = [layout.metrics_key(t, TENANT, day_ms, lvl) for t in ("1h", "1d")
+            for lvl in layout.LEVELS]  # fmt: skip
+    keys += [layout.metrics_key("1m", TENANT, day_ms + h * HOUR, lvl) for h in range(24)
+             for lvl in layout.LEVELS]  # fmt: skip
+    for key in keys:
+        if store.exists(key):
+            data = store.get(key)
+            metadata = pq.read_metadata(pa.BufferReader(data)).metadata or {}
+            kept = {k.decode(): v.decode() for k, v in metadata.items() if k.startswith(b"gravix.")}
+            old = parquet.decode(data).drop_columns(["latency_count"])
+            store.put(key, parquet.encode_metrics(old, kept or None))
 
 
 def assert_same(got: pa.Table, want: pa.Table, name: str) -> None:

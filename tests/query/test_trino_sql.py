@@ -295,12 +295,19 @@ def _emulate_tables(con: Any, root: Path, areas: set[str]) -> None:
         exclude = ", ".join(f'"{c}"' for c in times)
         con.execute(
             f"CREATE VIEW gravix.gravix.{area} AS SELECT {cast}, * EXCLUDE ({exclude}) "
-            f"FROM read_parquet('{files}', hive_partitioning = true, hive_types_autocast = false)"
+            f"FROM read_parquet('{files}', hive_partitioning = true, hive_types_autocast = false, "
+            # As Trino matches columns by name: a file without latency_count reads NULL.
+            "union_by_name = true)"
         )
 
 
 def _columns(con: Any, files: str) -> list[str]:
-    return [row[0] for row in con.sql(f"DESCRIBE SELECT * FROM read_parquet('{files}')").fetchall()]
+    return [
+        row[0]
+        for row in con.sql(
+            f"DESCRIBE SELECT * FROM read_parquet('{files}', union_by_name = true)"
+        ).fetchall()
+    ]
 
 
 def _trino_answer(con: Any, trino: TrinoEngine, p: Plan, pending: bool = True) -> Any:
@@ -354,7 +361,8 @@ def test_trino_counts_pending_facts_once_as_duckdb_does(
     ).fetchall()
     retries = [
         {"event_id": r[0], "timestamp": r[1], "service": r[2], "method": r[3], "path": r[4],
-         "status": r[5], "latency_ms": r[6] / 1000, "env": r[7], "version": r[8]}
+         "status": r[5], "latency_ms": None if r[6] is None else r[6] / 1000, "env": r[7],
+         "version": r[8]}
         for r in rows
     ]  # fmt: skip
     put_raw(store, TENANT, retries, received_ms=NOW + 5)

@@ -66,7 +66,11 @@ def outputs(store: ObjectStore) -> dict[str, bytes]:
 
 
 def facts(seed: int, tenant_hours: list[int], n: int) -> list[dict[str, Any]]:
-    """``n`` facts per hour, of mixed series, statuses and latencies (with sketch edges)."""
+    """``n`` facts per hour, of mixed series, statuses and latencies (with sketch edges).
+
+    Some latencies are unknown (None): every seventh fact, and every fact of
+    the path ``/legacy``, whose series have no latency at all (an empty sketch).
+    """
     rnd = random.Random(seed)
     latencies = [0.0, 0.0005, 0.001, 0.999, 1.0, 1.001, 12.5, 999.9, 3_600_000.0]
     out = []
@@ -78,7 +82,7 @@ def facts(seed: int, tenant_hours: list[int], n: int) -> list[dict[str, Any]]:
                     timestamp=hour + rnd.randrange(HOUR),
                     service=rnd.choice(["checkout", "search"]),
                     method=rnd.choice(["GET", "POST"]),
-                    path=rnd.choice(["/cart/{id}/pay", "/q", "/"]),
+                    path=rnd.choice(["/cart/{id}/pay", "/q", "/", "/legacy"]),
                     status=rnd.choice([200, 200, 201, 304, 404, 429, 500, 503]),
                     latency_ms=rnd.choice(latencies)
                     if i % 5 == 0
@@ -87,6 +91,8 @@ def facts(seed: int, tenant_hours: list[int], n: int) -> list[dict[str, Any]]:
                     version=rnd.choice(["v1", "v2", None]),
                 )
             )
+            if i % 7 == 3 or out[-1]["path"] == "/legacy":
+                out[-1]["latency_ms"] = None
     return out
 
 
@@ -101,6 +107,13 @@ def put_hard_input(store: ObjectStore) -> None:
     put_raw(store, "acme", [dict(f, path="/z") for f in first[10:20]], received_ms=T0 + 9 * HOUR)
     put_raw(
         store, "acme", [dict(f, latency_ms=1.0) for f in first[20:30]], received_ms=T0 + 5 * HOUR
+    )
+    # The same facts at the same moment with the latency unknown, or known (ties).
+    put_raw(
+        store,
+        "acme",
+        [dict(f, latency_ms=None if f["latency_ms"] is not None else 7.0) for f in first[30:45]],
+        received_ms=T0 + 5 * HOUR,
     )
     events = [
         {

@@ -74,6 +74,17 @@ def test_a_segment_becomes_one_object_per_tenant_and_kind() -> None:
             check_object("k", tenant, obj)
 
 
+def test_an_unknown_latency_is_null_in_the_raw_object() -> None:
+    facts = [_fact(1), _fact(2, latency_ms=None), _fact(3, latency_ms=0.0)]
+    (obj,) = segment_objects([SpoolBatch("acme", T0, facts=facts)], "n", "w0/s")["acme"]
+    table = read_object("k", obj.body, "acme")
+    assert table["latency_us"].to_pylist() == [2500, None, 0]
+    # Any engine reads it as NULL: the raw format is open.
+    con = duckdb.connect()
+    con.register("raw_file", pq.read_table(io.BytesIO(obj.body)))
+    assert con.execute("SELECT count(latency_us), count(*) FROM raw_file").fetchone() == (2, 3)
+
+
 def test_an_object_that_does_not_read_back_to_its_records_is_refused() -> None:
     (good,) = segment_objects([SpoolBatch("acme", T0, facts=[_fact(1)])], "n", "w0/s")["acme"]
     with pytest.raises(UnreadableObject, match="reads back 1 rows"):

@@ -29,8 +29,10 @@ LogFormatOpt = Annotated[
     str,
     typer.Option(
         "--format",
-        help="combined (nginx + $request_time), apache (+ %D), json, or an nginx "
-        "log_format / Apache LogFormat string (docs/sending-data.md).",
+        help="combined (nginx's or Apache's, with or without $request_time at the end), "
+        "common (Apache's, with or without %D), apache (Apache's combined, with or "
+        "without %D), json, or an nginx log_format / Apache LogFormat string "
+        "(docs/sending-data.md).",
     ),
 ]
 LogFieldOpt = Annotated[
@@ -114,6 +116,10 @@ def _log_parser_and_shipper(
     return parser, shipper
 
 
+# Lines were read and none was accepted: a cron job must not import nothing for ever.
+NOTHING_ACCEPTED = 3
+
+
 def _log_summary(report: Any, show_bad: int, verb: str) -> None:
     for line in report.summary(show_bad, verb):
         err_console.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -122,6 +128,16 @@ def _log_summary(report: Any, show_bad: int, verb: str) -> None:
             f"[red]error:[/red] {escape(report.ship.fatal)}", highlight=False, soft_wrap=True
         )
         raise typer.Exit(1)
+    if report.nothing_accepted:
+        why = "every line was bad" if report.bad == report.lines else "the server refused them"
+        err_console.print(
+            f"[red]error:[/red] {verb} read {report.lines:,} lines and Gravix accepted no "
+            f"fact of them ({why}; the reasons are above): check --format and --service "
+            "(docs/sending-data.md)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(NOTHING_ACCEPTED)
 
 
 def import_logs(
@@ -147,7 +163,8 @@ def import_logs(
 
     Exit codes: 0 done (bad lines and rejected facts are reported, not
     fatal); 1 the server refused the key or could not be reached; 2 bad
-    options or an unreadable file.
+    options or an unreadable file; 3 lines were read but no fact was
+    accepted (every line bad or refused).
     """
     from gravix.accesslog.importer import import_logs as run
 
@@ -188,7 +205,10 @@ def tail_logs(
     poll: Annotated[float, typer.Option(min=0.01, help="Seconds between looks at the file.")] = 0.2,
     source: LogSourceOpt = None,
 ) -> None:
-    """Follow an access log like `tail -F` (rotation too), resuming where it stopped."""
+    """Follow an access log like `tail -F` (rotation too), resuming where it stopped.
+
+    Exit codes as import-logs': 3 when lines were read but no fact was accepted.
+    """
     import signal
     import threading
 

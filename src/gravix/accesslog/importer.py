@@ -41,17 +41,23 @@ class FileReport:
     path: Path
     lines: int = 0
     bad: int = 0
+    untimed: int = 0  # facts of lines without a request time
     bad_samples: list[BadLine] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class ImportReport:
-    """Counts of one run: lines read, bad lines, and what the server did."""
+    """Counts of one run: lines read, bad lines, and what the server did.
+
+    ``latency_hint`` is said in the summary (an import); a tail says it when
+    it first meets such a line, and leaves it None here.
+    """
 
     files: list[FileReport] = field(default_factory=list)
     ship: ShipStats = field(default_factory=ShipStats)
     seconds: float = 0.0
     stopped: bool = False
+    latency_hint: str | None = None
 
     @property
     def lines(self) -> int:
@@ -60,6 +66,20 @@ class ImportReport:
     @property
     def bad(self) -> int:
         return sum(f.bad for f in self.files)
+
+    @property
+    def untimed(self) -> int:
+        return sum(f.untimed for f in self.files)
+
+    @property
+    def nothing_accepted(self) -> bool:
+        """Lines were read and each was bad or its fact refused: none was accepted.
+
+        Facts not sent yet (a tail stopped while the server is down) are not
+        refused: they are sent when the tail resumes.
+        """
+        ship = self.ship
+        return self.lines > 0 and ship.accepted == 0 and self.bad + ship.rejected >= self.lines
 
     def summary(self, show: int, verb: str = "import-logs") -> list[str]:
         """The lines printed at the end: totals, the first ``show`` bad lines and rejections."""
@@ -70,6 +90,10 @@ class ImportReport:
             f"{self.seconds:.1f} s ({rate:,.0f} lines/s): {ship.accepted:,} facts accepted, "
             f"{self.bad:,} bad lines, {ship.rejected:,} rejected by the server"
         ]
+        if self.untimed:
+            out.append(f"{self.untimed:,} facts without a latency (no request time)")
+        if self.latency_hint:
+            out.append(f"{verb}: {self.latency_hint}")
         samples = [(f.path, b) for f in self.files for b in f.bad_samples][:show]
         if samples:
             out.append(f"bad lines (first {len(samples)} of {self.bad:,}):")
@@ -121,11 +145,12 @@ def import_logs(
             for path in paths:
                 file_report = FileReport(path)
                 report.files.append(file_report)
-                parser.lines, parser.bad, parser.bad_samples = 0, 0, []
+                parser.lines, parser.bad, parser.untimed, parser.bad_samples = 0, 0, 0, []
                 try:
                     _import_one(path, parser, shipper, batch_size, bar, stop)
                 finally:
                     file_report.lines, file_report.bad = parser.lines, parser.bad
+                    file_report.untimed = parser.untimed
                     file_report.bad_samples = parser.bad_samples
                 if stop is not None and stop():
                     report.stopped = True
@@ -135,6 +160,8 @@ def import_logs(
     finally:
         report.ship = shipper.close()
         report.seconds = time.perf_counter() - started
+        if report.untimed:
+            report.latency_hint = parser.latency_hint()
     return report
 
 

@@ -12,6 +12,11 @@ prefix names the file by its source host and fingerprint (see
 :mod:`gravix.accesslog.reader`),
 so reading the same line twice (a re-import, a tail resumed after a crash)
 produces the same id, and Gravix counts it once.
+
+A line without a request time (a stock nginx or Apache format, see
+:mod:`gravix.accesslog.formats`) is a fact whose latency is unknown:
+``untimed`` counts them, and :meth:`LineParser.latency_hint` says how to log
+the request time.
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ from typing import Any, Final
 
 import msgspec
 
-from gravix.accesslog.formats import JsonFormat, LineFormat, compile_format, json_format
+from gravix.accesslog.formats import (
+    PRESETS,
+    JsonFormat,
+    LineFormat,
+    compile_format,
+    json_format,
+    latency_hint,
+)
 from gravix.accesslog.routes import ID_SEGMENTS, RouteRules, ServiceRules
 from gravix.accesslog.timestamps import TimeParser, iso_ms, msec_ms, number_ms
 from gravix.errors import ConfigError
@@ -56,7 +68,7 @@ class Fact(msgspec.Struct, gc=False, omit_defaults=True):
     method: str
     path: str
     status: int
-    latency_ms: float
+    latency_ms: float | None = None  # None: unknown (no request time), left out of the JSON
     env: str | None = None
     version: str | None = None
 
@@ -68,7 +80,8 @@ class _Bad(Exception):
 class LineParser:
     """Turn lines into facts for one run (see the module docstring).
 
-    ``lines`` and ``bad`` count the lines consumed and the bad ones;
+    ``lines`` and ``bad`` count the lines consumed and the bad ones,
+    ``untimed`` the facts made of lines without a request time;
     ``bad_samples`` keeps the first ``keep_bad`` bad lines with their reasons.
     """
 
@@ -96,7 +109,12 @@ class LineParser:
         self._hosts: dict[bytes, tuple[str, ServiceRules] | None] = {}
         self.lines = 0  # lines consumed so far
         self.bad = 0
+        self.untimed = 0
         self.bad_samples: list[BadLine] = []
+
+    def latency_hint(self) -> str:
+        """What facts without a latency mean, and how to log the request time."""
+        return latency_hint(self.format)
 
     # --- results ----------------------------------------------------------
     def _record_bad(self, offset: int, line: bytes, reason: str | None) -> None:
@@ -137,6 +155,7 @@ class LineParser:
         time_cache = times.cache.get if times.cached else (lambda _t: None)
         methods = _METHODS
         factor = fmt.latency_factor
+        timed = fmt.latency != "no"
         rules = self.default_rules
         route_cache = rules.cache.get
         # Without route patterns, a URL's shape (ids made "{id}") finds its template.
@@ -169,13 +188,19 @@ class LineParser:
                 t, meth, url, st, lat, host = m.group(*groups)
                 try:
                     status = int(st)
-                    latency = float(lat) * factor
+                    # None: the format has no request time, or this line lacks it.
+                    latency = float(lat) * factor if timed and lat is not None else None
                     ts = time_cache(t) or times(t)
                     method = methods[meth]
                 except (ValueError, KeyError):
                     self._record_bad(base + s, m[0], None)
                     continue
-                if not (100 <= status <= 599 and 0.0 <= latency <= MAX_LATENCY_MS):
+                if latency is None:
+                    if not 100 <= status <= 599:
+                        self._record_bad(base + s, m[0], None)
+                        continue
+                    self.untimed += 1
+                elif not (100 <= status <= 599 and 0.0 <= latency <= MAX_LATENCY_MS):
                     self._record_bad(base + s, m[0], None)
                     continue
                 if by_host:
@@ -240,6 +265,8 @@ class LineParser:
             else:
                 if fact is not None:
                     fact.event_id = f"{prefix}{base + p}"
+                    if fact.latency_ms is None:
+                        self.untimed += 1
                     out.append(fact)
             p = nl + 1
             if len(out) >= limit:
@@ -277,10 +304,14 @@ class LineParser:
             status = int(status)
         if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
             raise _Bad(f"status {status!r} is not an integer between 100 and 599")
-        latency = _json_number(obj.get(fmt.latency_key))
-        if latency is None or not 0 <= latency * fmt.latency_factor <= MAX_LATENCY_MS:
+        # Absent or null: unknown, as in the fact contract.
+        logged = obj.get(fmt.latency_key)
+        latency = None if logged is None else _json_number(logged)
+        if logged is not None and (
+            latency is None or not 0 <= latency * fmt.latency_factor <= MAX_LATENCY_MS
+        ):
             raise _Bad(
-                f"{fmt.latency_key} {obj.get(fmt.latency_key)!r} is not a latency "
+                f"{fmt.latency_key} {logged!r} is not a latency "
                 f"(a number, at most {MAX_LATENCY_MS} ms)"
             )
         ts = _json_time(obj.get(fields["timestamp"]), fields["timestamp"])
@@ -302,7 +333,7 @@ class LineParser:
             _JSON_METHODS[method],
             rules.template(url.encode()),
             status,
-            latency * fmt.latency_factor,
+            None if latency is None else latency * fmt.latency_factor,
             self.extra.get("env"),
             self.extra.get("version"),
         )
@@ -317,8 +348,12 @@ class LineParser:
             except _Bad as e:
                 return str(e)
             return "not a fact"
-        m = fmt.regex.match(line if line.endswith(b"\n") else line + b"\n")
+        whole = line if line.endswith(b"\n") else line + b"\n"
+        m = fmt.regex.match(whole)
         if m is None:
+            other = next((n for n in PRESETS if compile_format(n).regex.match(whole)), None)
+            if other is not None and other != fmt.preset:
+                return f"does not match the log format; it matches --format {other}"
             return "does not match the log format"
         t, meth, _url, st, lat, host = m.group(*fmt.groups)
         assert self.times is not None
@@ -330,12 +365,13 @@ class LineParser:
             return f"method {meth.decode(errors='replace')!r} is not one of {', '.join(METHODS)}"
         if not st.isdigit() or not 100 <= int(st) <= 599:
             return f"status {st.decode(errors='replace')!r} is not between 100 and 599"
-        try:
-            latency = float(lat) * fmt.latency_factor
-        except ValueError:
-            return f"request time {lat.decode(errors='replace')!r} is not a number"
-        if not 0 <= latency <= MAX_LATENCY_MS:
-            return f"request time {latency} ms is outside 0 to {MAX_LATENCY_MS} ms"
+        if fmt.latency != "no" and lat is not None:
+            try:
+                latency = float(lat) * fmt.latency_factor
+            except ValueError:
+                return f"request time {lat.decode(errors='replace')!r} is not a number"
+            if not 0 <= latency <= MAX_LATENCY_MS:
+                return f"request time {latency} ms is outside 0 to {MAX_LATENCY_MS} ms"
         if self.by_host and self._service_of_host(host) is None:
             return (
                 f"host {host.decode(errors='replace')!r} has no service: map it in the routes "

@@ -14,7 +14,11 @@ A URL matching one of the service's patterns (the query string cut first)
 becomes that pattern; the first match in file order wins. ``{name}`` matches
 one non-empty segment, ``{name...}`` one or more segments at the end. Any
 other URL goes through :func:`gravix.schema.paths.template_path`, which
-replaces raw ids (digits, UUIDs, hashes, emails) with ``{id}``/``{email}``.
+replaces raw ids (digits, UUIDs, hashes, emails) with ``{id}``. The intake
+stores every placeholder as ``{id}`` whatever its name
+(:func:`gravix.schema.paths.normalise_path`), so a pattern's names are the
+reader's: ``/orders/{order_id}`` is the endpoint ``/orders/{id}``, as from
+any other source.
 Every template is cached per service in a bounded dict, so the regexes run
 once per distinct URL.
 """

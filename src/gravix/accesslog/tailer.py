@@ -92,6 +92,7 @@ class Tailer:
         self._last_flush = time.monotonic()
         self._stop = threading.Event()
         self._shown_bad = 0
+        self._hinted = False  # said how to log the request time
 
     # --- state ----------------------------------------------------------
     def _acknowledged(self, batch: Batch) -> None:
@@ -184,6 +185,9 @@ class Tailer:
         for bad in self.parser.bad_samples[self._shown_bad :]:
             self.say(f"tail-logs: bad line at byte {bad.offset}: {bad.reason}: {bad.text}")
         self._shown_bad = len(self.parser.bad_samples)
+        if self.parser.untimed and not self._hinted:
+            self._hinted = True
+            self.say(f"tail-logs: {self.parser.latency_hint()}")
 
     def _same_content(self) -> bool:
         """False once the open file was truncated (its first line is not ours any more)."""
@@ -274,5 +278,6 @@ class Tailer:
             report.seconds = time.perf_counter() - started
             file_report = report.files[0]
             file_report.lines, file_report.bad = self.parser.lines, self.parser.bad
+            file_report.untimed = self.parser.untimed
             file_report.bad_samples = self.parser.bad_samples
         return report

@@ -4,8 +4,9 @@ The route template comes from, in order: ``scope["gravix.route"]`` when the
 app set it; the ``route`` hook; the framework's matched route (Starlette and
 FastAPI leave it in ``scope["route"]``, with the prefixes of enclosing
 ``Mount``\\ s in ``scope["root_path"]``); else the URL path, templated by
-Gravix's rules. Websocket scopes pass straight through; at lifespan
-shutdown the client is flushed.
+Gravix's rules. Every placeholder is sent as ``{id}``, as the intake stores
+it: ``Route("/users/{user_id}")`` is ``/users/{id}``. Websocket scopes pass
+straight through; at lifespan shutdown the client is flushed.
 """
 
 from __future__ import annotations

@@ -128,7 +128,9 @@ class GravixClient:
         """Record one request; True if it was buffered, False if it was dropped.
 
         ``path`` is the route template (``/users/{id}``); a URL is turned into
-        one by Gravix's rules (``/users/123?x=1`` -> ``/users/{id}``).
+        one by Gravix's rules (``/users/123?x=1`` -> ``/users/{id}``), and
+        every placeholder is sent as ``{id}`` (``/users/<int:user_id>`` ->
+        ``/users/{id}``; docs/facts.md).
         ``timestamp_ms`` defaults to now. O(1), no IO, never raises.
         """
         try:

@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -43,9 +42,6 @@ _REJECTED: Final = frozenset({400, 413, 415, 422})
 _THROTTLED: Final = frozenset({429, 503})
 _CONFIG_ERRORS: Final = frozenset({401, 403, 404, 405})
 _LOG_EVERY: Final = 60.0  # seconds between repeats of a recurring warning
-# A framework route written with angle brackets: Flask/werkzeug "<int:id>",
-# Django "<slug:name>"; Gravix spells a placeholder "{name}".
-_ANGLE_PARAM: Final = re.compile(r"<(?:[^<>:/]+:)?([^<>:/]+)>")
 
 
 class FactEncoder:
@@ -76,9 +72,11 @@ class FactEncoder:
             self.constant["version"] = version
 
     def route(self, path: str) -> str:
-        """The route template Gravix gets for a path, a template or a URL."""
-        if "<" in path:
-            path = _ANGLE_PARAM.sub(r"{\1}", path)
+        """The route Gravix stores for a path, a framework's template or a URL.
+
+        Placeholders in any framework's syntax (``{user_id}``, ``<int:id>``,
+        ``:id``) are sent as ``{id}``, as the intake would store them anyway.
+        """
         return self.template_path(path)
 
     def encode(self, entries: list[Entry]) -> tuple[bytes, int, int]:

@@ -3,8 +3,9 @@
 The route template comes from, in order: ``environ["gravix.route"]`` when the
 app set it (a Flask ``before_request`` or a Django middleware can, see
 docs/sending-data.md); the ``route`` hook; else ``PATH_INFO``, templated by
-Gravix's rules. Latency runs until the server closes the response iterable,
-so a streamed body is counted whole.
+Gravix's rules. Whatever its syntax (Flask's ``<int:user_id>``), every
+placeholder is sent as ``{id}``, as the intake stores it. Latency runs until
+the server closes the response iterable, so a streamed body is counted whole.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ The SQL reads one relation (``metric_rows`` unless told), holding rows of any
 tier and level in the metric row shape; :func:`segments` says which tier covers which part of the
 range, so the engine loads the fewest rows. Percentiles come from merged
 sketches (never averaged), with the nearest-rank definition of
-:mod:`gravix.schema.sketch`.
+:mod:`gravix.schema.sketch`. Latency metrics count only the requests with a
+latency (``latency_count``); rows written before a latency could be unknown
+have no such column (NULL in the relation), and every request of theirs had one.
 
 One compiler serves every engine (issue #7): :func:`compile_sql` writes SQL
 that DuckDB, Spark SQL and Trino all read the same way (``x - x % g``, not
@@ -142,8 +144,9 @@ def compile_sql(plan: Plan, source: str = "metric_rows", dialect: Dialect = "duc
         base = f"SELECT {time_sql} AS t, src.* FROM {source} AS src WHERE {where}"
         totals = f"""
             SELECT {key_list}, sum(requests) AS requests, sum(errors) AS errors,
-                   sum(client_errors) AS client_errors, sum(latency_sum_us) AS latency_sum_us,
-                   max(latency_max_us) AS latency_max_us
+                   sum(client_errors) AS client_errors,
+                   sum(coalesce(latency_count, requests)) AS latency_count,
+                   sum(latency_sum_us) AS latency_sum_us, max(latency_max_us) AS latency_max_us
             FROM base GROUP BY {key_list}"""
         wanted = [METRICS[m] for m in plan.metrics if METRICS[m].kind == "percentile"]
         percentiles = _percentiles_sql(
@@ -256,7 +259,7 @@ def _metric_sql(name: str, seconds: float) -> str:
     if metric.kind == "percentile":
         return _value_sql(f"p.k_{name}")
     if name == "avg_latency":
-        return "CAST(latency_sum_us AS DOUBLE) / nullif(requests, 0) / 1000.0E0"
+        return "CAST(latency_sum_us AS DOUBLE) / nullif(latency_count, 0) / 1000.0E0"
     if name == "max_latency":
         return "CAST(latency_max_us AS DOUBLE) / 1000.0E0"
     if name == "throughput":

@@ -163,7 +163,9 @@ class DuckDBEngine:
                 files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
                 parts.append(
                     "SELECT epoch_ms(bucket) AS bucket_ms, * EXCLUDE (bucket) "
-                    f"FROM read_parquet([{files}], hive_partitioning = false) "
+                    # union_by_name: files written before latency_count lack it (NULL).
+                    f"FROM read_parquet([{files}], hive_partitioning = false, "
+                    "union_by_name = true) "
                     f"WHERE bucket >= {_timestamp(start)} AND bucket < {_timestamp(end)}"
                 )
         return parts
@@ -262,6 +264,7 @@ _EMPTY = pa.table(
         "errors": pa.array([], pa.int64()),
         "client_errors": pa.array([], pa.int64()),
         "status_counts": pa.array([], pa.map_(pa.int16(), pa.int64())),
+        "latency_count": pa.array([], pa.int64()),
         "latency_sum_us": pa.array([], pa.int64()),
         "latency_max_us": pa.array([], pa.int64()),
         "latency_sketch": pa.array([], pa.map_(pa.int32(), pa.int64())),

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 MetricKind = Literal["sum", "ratio", "percentile", "max", "average", "rate"]
+# Metrics of the latency columns: kept per series, not per status code. A fact
+# whose latency is unknown counts in none of them (latency_count says how many did).
+LATENCY_METRICS: Final = ("p50", "p95", "p99", "avg_latency", "max_latency", "latency_count")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,13 @@ METRICS: Final = {
         Metric("errors", "sum", "Requests answered with a 5xx status.", "requests"),
         Metric("client_errors", "sum", "Requests answered with a 4xx status.", "requests"),
         Metric("error_rate", "ratio", "errors / requests (0 to 1).", "ratio"),
+        Metric(
+            "latency_count",
+            "sum",
+            "Requests with a known latency: the ones the latency metrics count "
+            "(an access log without the request time gives requests without one).",
+            "requests",
+        ),
         Metric("p50", "percentile", "Median latency (nearest rank, within 1%).", "ms", 0.5),
         Metric(
             "p95", "percentile", "95th percentile latency (nearest rank, within 1%).", "ms", 0.95
@@ -37,7 +47,7 @@ METRICS: Final = {
         Metric(
             "p99", "percentile", "99th percentile latency (nearest rank, within 1%).", "ms", 0.99
         ),
-        Metric("avg_latency", "average", "Mean latency.", "ms"),
+        Metric("avg_latency", "average", "Mean latency (latency_sum / latency_count).", "ms"),
         Metric("max_latency", "max", "Largest latency.", "ms"),
         Metric("throughput", "rate", "Requests per second over the bucket.", "requests/s"),
     )

@@ -6,8 +6,13 @@ A result is::
      "rows": [[1763798400000, "checkout", 12, 0.01, 183.2], ...],
      "compare": {"offset": "1d", "rows": [...]}        # only with "compare"
      "meta": {"grain": "1h", "tiers": ["1m", "1h"], "level": "series", "from": ms, "to": ms,
+              "requested": {"from": ms, "to": ms},
               "freshness": {"newest_fact_ms": ms | null, "last_rollup_ms": ms | null,
                             "pending_facts_included": true}}}
+
+``from`` / ``to`` are the range counted: whole minutes (the finest bucket
+stored), [from, to), from moved back to the start of its bucket with a
+grain; ``requested`` is the range asked (see :mod:`gravix.query.spec`).
 
 ``pending_facts_included`` is false when the engine reads only the store
 (Trino): facts not rolled up yet are then missing from the answer.
@@ -102,6 +107,7 @@ class QueryService:
             "level": level(p),
             "from": p.from_ms,
             "to": p.to_ms,
+            "requested": {"from": p.requested[0], "to": p.requested[1]},
             "freshness": {
                 "newest_fact_ms": newest,
                 "last_rollup_ms": state.get("last_success_ms"),

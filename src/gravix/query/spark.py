@@ -36,12 +36,12 @@ log = logging.getLogger(__name__)
 # The metric columns of a tier file after `bucket`, in the relation's order.
 _COLUMNS = [name for name in METRIC_ROW_SCHEMA.names if name != "bucket_ms"]
 # The tier files' schema (docs/data-model.md), given so Spark need not read
-# footers to infer it.
+# footers to infer it. A file written before latency_count reads it as NULL.
 _FILE_SCHEMA = (
     "bucket TIMESTAMP, service STRING, method STRING, path STRING, env STRING, "
     "version STRING, requests BIGINT, errors BIGINT, client_errors BIGINT, "
-    "status_counts MAP<SMALLINT, BIGINT>, latency_sum_us BIGINT, latency_max_us BIGINT, "
-    "latency_sketch MAP<INT, BIGINT>"
+    "status_counts MAP<SMALLINT, BIGINT>, latency_count BIGINT, latency_sum_us BIGINT, "
+    "latency_max_us BIGINT, latency_sketch MAP<INT, BIGINT>"
 )
 
 

@@ -12,6 +12,11 @@
 
 - ``from`` / ``to``: epoch milliseconds, an RFC 3339 time, ``now`` or
   ``now-<duration>`` (``to`` defaults to ``now``); the range is [from, to).
+  What is counted is whole minutes, the finest bucket stored: those whose
+  start is in the range, and with a grain every minute of the bucket
+  ``from`` falls in. The plan's ``from_ms`` / ``to_ms`` are the bounds of
+  those minutes (the answer's ``meta.from`` / ``meta.to``); the range asked
+  is kept as ``requested``.
 - ``grain``: ``1m``, ``5m``, ``15m``, ``1h``, ``6h``, ``1d``, or ``all`` for
   one row per group over the whole range; unset picks one from the range.
 - ``compare``: a duration (``1d``, ``7d``, ``90m``): the same query over the
@@ -35,6 +40,7 @@ from gravix.errors import BadRequest
 from gravix.query.model import (
     DIMENSIONS,
     GRAINS,
+    LATENCY_METRICS,
     MAX_POINTS,
     MAX_RANGE_MS,
     METRICS,
@@ -48,6 +54,8 @@ _DURATION = re.compile(r"([0-9]{1,6})(s|m|h|d|w)")
 # but nothing Gravix stores is outside this).
 MIN_TIME_MS = 0
 MAX_TIME_MS = 7_258_118_400_000
+# The finest bucket stored: the 1m tier's, and the pending facts' minute rows.
+MINUTE_MS = TIERS[-1][1]
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -90,14 +98,16 @@ class Plan:
     order: tuple[Order, ...]
     limit: int | None
     compare_ms: int | None
+    requested: tuple[int, int]  # [from, to) as asked; from_ms/to_ms are what is counted
 
     def shifted(self, offset_ms: int) -> Plan:
         """The same plan over the range ``offset_ms`` earlier."""
+        asked_from, asked_to = self.requested
         return Plan(
             self.metrics, self.dimensions, self.filters,
             self.from_ms - offset_ms, self.to_ms - offset_ms,
             self.grain_ms, self.grain, self.tier, self.tier_ms,
-            self.order, self.limit, None,
+            self.order, self.limit, None, (asked_from - offset_ms, asked_to - offset_ms),
         )  # fmt: skip
 
 
@@ -177,7 +187,7 @@ def plan(query: Query, now_ms: int | None = None) -> Plan:
     )
     if uses_status:
         for i, name in enumerate(query.metrics):
-            if METRICS[name].kind in ("percentile", "average", "max"):
+            if name in LATENCY_METRICS:
                 raise BadRequest(
                     f"{name} cannot be split or filtered by status: latency is kept per "
                     "series, not per status code; drop status or ask for counts",
@@ -204,8 +214,15 @@ def plan(query: Query, now_ms: int | None = None) -> Plan:
     if to_ms - from_ms > MAX_RANGE_MS:
         raise BadRequest(f"the range is longer than {MAX_RANGE_MS // 86_400_000} days", field="to")
     grain_ms, grain = _grain(query.grain, to_ms - from_ms)
+    requested = (from_ms, to_ms)
+    # The range counted (module docstring): minute rows are counted when their
+    # start is in [from, to), so the bounds are the next minute starts; with a
+    # grain, from moves back to its bucket's start, so every row is whole.
     if grain_ms is not None:
-        from_ms -= from_ms % grain_ms  # whole buckets only
+        from_ms -= from_ms % grain_ms
+    else:
+        from_ms = _next_minute(from_ms)
+    to_ms = _next_minute(to_ms)
     tier, tier_ms = _tier(grain_ms, from_ms, to_ms)
     names = set(query.metrics) | set(query.dimensions) | ({"time"} if grain_ms else set())
     for i, order in enumerate(query.order):
@@ -222,8 +239,13 @@ def plan(query: Query, now_ms: int | None = None) -> Plan:
     return Plan(
         tuple(query.metrics), tuple(query.dimensions), tuple(query.filters),
         from_ms, to_ms, grain_ms, grain, tier, tier_ms,
-        tuple(query.order), query.limit, compare_ms,
+        tuple(query.order), query.limit, compare_ms, requested,
     )  # fmt: skip
+
+
+def _next_minute(ms: int) -> int:
+    """The first minute start at or after ``ms``."""
+    return -(-ms // MINUTE_MS) * MINUTE_MS
 
 
 def _grain(asked: str | None, span_ms: int) -> tuple[int | None, str]:

@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 # The relation's columns after bucket_ms, as compile_sql reads them.
 COLUMNS = (
     "service", "method", "path", "env", "version", "requests", "errors", "client_errors",
-    "status_counts", "latency_sum_us", "latency_max_us", "latency_sketch",
+    "status_counts", "latency_count", "latency_sum_us", "latency_max_us", "latency_sketch",
 )  # fmt: skip
 _EPOCH = "TIMESTAMP '1970-01-01 00:00:00.000'"
 
@@ -171,8 +171,12 @@ class TrinoEngine:
             "CAST(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END AS BIGINT) "
             "AS client_errors, "
             "MAP(ARRAY[status], ARRAY[CAST(1 AS BIGINT)]) AS status_counts, "
-            "latency_us AS latency_sum_us, latency_us AS latency_max_us, "
-            f"MAP(ARRAY[{key}], ARRAY[CAST(1 AS BIGINT)]) AS latency_sketch "
+            # A fact without a latency (NULL latency_us): counted, not in the latency columns.
+            "CAST(CASE WHEN latency_us IS NULL THEN 0 ELSE 1 END AS BIGINT) AS latency_count, "
+            "coalesce(latency_us, CAST(0 AS BIGINT)) AS latency_sum_us, "
+            "latency_us AS latency_max_us, "
+            "CASE WHEN latency_us IS NULL THEN CAST(MAP() AS MAP(INTEGER, BIGINT)) "
+            f"ELSE MAP(ARRAY[{key}], ARRAY[CAST(1 AS BIGINT)]) END AS latency_sketch "
             f"FROM ({once}) q WHERE copy_rank = 1"
         )
 

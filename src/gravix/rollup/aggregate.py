@@ -31,7 +31,7 @@ ARCHIVE_COLUMNS: Final = (
     "method",
     "path",
     "status",  # SMALLINT
-    "latency_us",  # BIGINT, microseconds
+    "latency_us",  # BIGINT, microseconds; NULL when unknown
     "env",  # VARCHAR or NULL
     "version",  # VARCHAR or NULL
     "received_ms",  # BIGINT, when Gravix accepted it
@@ -49,10 +49,16 @@ METRIC_COLUMNS: Final = (
     "errors",  # BIGINT, status 500-599
     "client_errors",  # BIGINT, status 400-499
     "status_counts",  # MAP(SMALLINT, BIGINT)
+    # The latency columns count only the facts with a latency (latency_us not
+    # NULL): latency_count of them, latency_sum_us 0 and latency_max_us NULL
+    # and latency_sketch empty when there is none.
+    "latency_count",  # BIGINT
     "latency_sum_us",  # BIGINT
-    "latency_max_us",  # BIGINT
+    "latency_max_us",  # BIGINT or NULL
     "latency_sketch",  # MAP(INTEGER, BIGINT), see gravix.schema.sketch
 )
+# The empty sketch of rows without a latency (NULL never: every reader adds maps).
+EMPTY_SKETCH: Final = "CAST(MAP {} AS MAP(INTEGER, BIGINT))"
 
 
 def connect(
@@ -117,7 +123,12 @@ def dedup_sql(source: str, *, ordered: bool = True) -> str:
 
 
 def minute_sql(source: str) -> str:
-    """Minute metric rows of the (deduplicated) facts in ``source``."""
+    """Minute metric rows of the (deduplicated) facts in ``source``.
+
+    A fact without a latency counts in ``requests`` and the status columns,
+    not in the latency ones (NULLs are skipped by ``count``, ``sum``, ``max``
+    and ``histogram``).
+    """
     key = sketch.key_sql("(CAST(latency_us AS DOUBLE) / 1000.0)")
     return f"""
         SELECT
@@ -126,9 +137,11 @@ def minute_sql(source: str) -> str:
             count(*) FILTER (WHERE status >= 500) AS errors,
             count(*) FILTER (WHERE status >= 400 AND status < 500) AS client_errors,
             CAST(histogram(status) AS MAP(SMALLINT, BIGINT)) AS status_counts,
-            CAST(sum(latency_us) AS BIGINT) AS latency_sum_us,
+            count(latency_us) AS latency_count,
+            CAST(coalesce(sum(latency_us), 0) AS BIGINT) AS latency_sum_us,
             max(latency_us) AS latency_max_us,
-            CAST(histogram({key}) AS MAP(INTEGER, BIGINT)) AS latency_sketch
+            coalesce(CAST(histogram({key}) AS MAP(INTEGER, BIGINT)), {EMPTY_SKETCH})
+                AS latency_sketch
         FROM {source}
         GROUP BY ALL
         ORDER BY {_SERIES_ORDER}, bucket_ms
@@ -157,6 +170,7 @@ def tier_sql(source: str, step_ms: int, keep: tuple[str, ...] = SERIES) -> str:
                    CAST(sum(requests) AS BIGINT) AS requests,
                    CAST(sum(errors) AS BIGINT) AS errors,
                    CAST(sum(client_errors) AS BIGINT) AS client_errors,
+                   CAST(sum(latency_count) AS BIGINT) AS latency_count,
                    CAST(sum(latency_sum_us) AS BIGINT) AS latency_sum_us,
                    max(latency_max_us) AS latency_max_us
             FROM base GROUP BY gid
@@ -164,9 +178,11 @@ def tier_sql(source: str, step_ms: int, keep: tuple[str, ...] = SERIES) -> str:
         {_merged_map_cte("statuses", "status_counts", "SMALLINT")},
         {_merged_map_cte("sketches", "latency_sketch", "INTEGER")}
         SELECT t.bucket_ms, {", ".join(f"t.{c}" for c in SERIES)},
-               t.requests, t.errors, t.client_errors, s.status_counts,
-               t.latency_sum_us, t.latency_max_us, k.latency_sketch
-        FROM totals t JOIN statuses s USING (gid) JOIN sketches k USING (gid)
+               t.requests, t.errors, t.client_errors, s.status_counts, t.latency_count,
+               t.latency_sum_us, t.latency_max_us,
+               coalesce(k.latency_sketch, {EMPTY_SKETCH}) AS latency_sketch
+        -- a group whose facts had no latency has no sketch cells
+        FROM totals t JOIN statuses s USING (gid) LEFT JOIN sketches k USING (gid)
         ORDER BY {", ".join(f"t.{c} NULLS FIRST" for c in SERIES)}, t.bucket_ms
     """
 

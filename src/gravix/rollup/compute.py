@@ -42,6 +42,7 @@ METRIC_SCHEMA: Final = pa.schema(
         ("errors", pa.int64()),
         ("client_errors", pa.int64()),
         ("status_counts", pa.map_(pa.int16(), pa.int64())),
+        ("latency_count", pa.int64()),
         ("latency_sum_us", pa.int64()),
         ("latency_max_us", pa.int64()),
         ("latency_sketch", pa.map_(pa.int32(), pa.int64())),

@@ -100,7 +100,8 @@ def minute_sql(source: str) -> str:
 
     One pass of GROUPING SETS makes the ``(minute, series, status)`` and
     ``(minute, series, sketch key)`` cells; the totals come from the status
-    cells, the two maps from their cells.
+    cells, the two maps from their cells. A fact without a latency has a NULL
+    sketch key, left out of the sketch as DuckDB's ``histogram`` leaves it.
     """
     minute = aggregate.MINUTE_MS
     return f"""
@@ -111,8 +112,8 @@ def minute_sql(source: str) -> str:
         ),
         cells AS (
             SELECT bucket_ms, {_SERIES}, status, sk, grouping(status) AS by_key,
-                   count(*) AS n, sum(latency_us) AS latency_sum_us,
-                   max(latency_us) AS latency_max_us
+                   count(*) AS n, count(latency_us) AS latency_n,
+                   sum(latency_us) AS latency_sum_us, max(latency_us) AS latency_max_us
             FROM f
             GROUP BY GROUPING SETS ((bucket_ms, {_SERIES}, status), (bucket_ms, {_SERIES}, sk))
         )
@@ -122,7 +123,8 @@ def minute_sql(source: str) -> str:
                coalesce(sum(n) FILTER (WHERE by_key = 0 AND status >= 400 AND status < 500), 0)
                    AS client_errors,
                {_map("status", "SMALLINT", "by_key = 0 AND status IS NOT NULL")} AS status_counts,
-               sum(latency_sum_us) FILTER (WHERE by_key = 0) AS latency_sum_us,
+               sum(latency_n) FILTER (WHERE by_key = 0) AS latency_count,
+               coalesce(sum(latency_sum_us) FILTER (WHERE by_key = 0), 0) AS latency_sum_us,
                max(latency_max_us) FILTER (WHERE by_key = 0) AS latency_max_us,
                {_map("sk", "INT", "by_key = 1 AND sk IS NOT NULL")} AS latency_sketch
         FROM cells
@@ -143,12 +145,14 @@ def tier_sql(source: str, step_ms: int, keep: tuple[str, ...] = aggregate.SERIES
                sum(requests) AS requests, sum(errors) AS errors,
                sum(client_errors) AS client_errors,
                {_merged("status_counts", "SMALLINT")} AS status_counts,
+               sum(latency_count) AS latency_count,
                sum(latency_sum_us) AS latency_sum_us, max(latency_max_us) AS latency_max_us,
                {_merged("latency_sketch", "INT")} AS latency_sketch
         FROM {source}
         GROUP BY 1, 2, 3, 4, 5, 6
-        -- as DuckDB's inner joins of the maps' cells: no group without both
-        HAVING max(size(status_counts)) > 0 AND max(size(latency_sketch)) > 0
+        -- as DuckDB's inner join of the status cells: no group without one (a
+        -- group whose facts had no latency keeps its empty sketch, as there)
+        HAVING max(size(status_counts)) > 0
         ORDER BY {_SERIES_ORDER}, b
     """
 

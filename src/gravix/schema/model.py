@@ -57,7 +57,9 @@ class RequestFact(msgspec.Struct, gc=False, omit_defaults=True):
     method: str
     path: RoutePath
     status: Status
-    latency_ms: LatencyMs
+    # None: the latency is unknown (an access log without $request_time). The
+    # fact counts in requests and errors, not in latency metrics.
+    latency_ms: LatencyMs | None = None
     env: EnvName | None = None
     version: Version | None = None
 

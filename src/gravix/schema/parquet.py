@@ -65,7 +65,12 @@ def to_file_table(table: pa.Table) -> pa.Table:
 
 
 def from_file_table(table: pa.Table) -> pa.Table:
-    """The inverse of :func:`to_file_table`."""
+    """The inverse of :func:`to_file_table`.
+
+    Metric rows written before latency could be unknown have no
+    ``latency_count``: every request of theirs had a latency, so it reads as
+    ``requests`` (:func:`with_latency_count`).
+    """
     columns = []
     names = []
     for name, column in zip(table.column_names, table.columns, strict=True):
@@ -75,7 +80,18 @@ def from_file_table(table: pa.Table) -> pa.Table:
         else:
             columns.append(column)
             names.append(name)
-    return pa.Table.from_arrays(columns, names=names)
+    return with_latency_count(pa.Table.from_arrays(columns, names=names))
+
+
+def with_latency_count(table: pa.Table) -> pa.Table:
+    """Metric rows with ``latency_count`` (before ``latency_sum_us``): as they are
+    when they have it, else equal to ``requests``; other tables as they are."""
+    names = table.column_names
+    if "latency_count" in names or "latency_sum_us" not in names or "requests" not in names:
+        return table
+    return table.add_column(
+        names.index("latency_sum_us"), "latency_count", table["requests"].cast(pa.int64())
+    )
 
 
 def encode(

@@ -1,4 +1,4 @@
-"""Route templates: the low-cardinality rules for a fact's ``path``.
+"""Route templates: the low-cardinality rules for a fact's ``path``, and its stored form.
 
 Gravix keeps one series per (service, method, path), so ``path`` must be the
 route template (``/users/{id}``), not the URL that was requested
@@ -14,8 +14,29 @@ series. A segment (the text between two ``/``) is a raw id when it is:
 * an email address: ``ada@example.com`` (also ``%40``-encoded).
 
 A file extension does not hide an id: ``/files/123.json`` is flagged too.
-Placeholders, ``{name}`` or ``:name``, are what to use instead. A query
-string (``?``) or fragment (``#``) is never part of a route.
+Placeholders are what to use instead. A query string (``?``) or fragment
+(``#``) is never part of a route.
+
+One route, one name (issue #18): every source names placeholders its own way
+(Starlette ``{user_id}``, Express ``:id``, Flask ``<int:id>``, an access log
+only has ``/users/123``), so every placeholder is stored as ``{id}``
+(:data:`PLACEHOLDER`), whatever its name, and ``/orgs/{org}/users/{user}``
+is stored as ``/orgs/{id}/users/{id}``: the same route from any source is
+one endpoint, and the position of a placeholder is what tells two apart.
+:func:`normalise_path` does this at validation, for every source. What is a
+placeholder:
+
+* ``{...}`` anywhere in a segment, with any name, converter, regex (one level
+  of nested braces), ``?`` or ``...``: ``{user_id}``, ``{id:int}``,
+  ``{file...}``, ``{*rest}``, ``{id?}``, ``{id:[0-9]{4}}``; Go's ``{$}``
+  (the end of the path, not a segment) is dropped;
+* ``<...>`` anywhere: ``<id>``, ``<int:id>``, ``<path:rest>`` (Flask, Django);
+* ``:name`` at the start of a segment or after ``.`` or ``-``, with an
+  optional ``(regex)`` and ``?``/``*``/``+``: ``:id``, ``:id(\\d+)?``
+  (Express, Gin, Rails);
+* ``*name`` at the start of a segment (Gin and Express 5 catch-alls).
+
+Facts stored before this rule keep the names they were sent with.
 """
 
 from __future__ import annotations
@@ -32,45 +53,70 @@ _EMAIL: Final = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # A short alphabetic extension after an id, as in "123.json" or "a3f9c2e1.png".
 _EXTENSION: Final = re.compile(r"(.+)(\.[a-z][a-z0-9]{0,4})", re.I)
 
+PLACEHOLDER: Final = "{id}"
+# The placeholder syntaxes of the module docstring. A placeholder never holds
+# "/", whitespace or control characters, so it never spans two segments.
+_C = r"[^\x00-\x20\x7f/{}<>]"  # a character inside a placeholder
+_PLACEHOLDERS: Final = re.compile(
+    rf"\{{(?:{_C}|\{{{_C}*\}})*\}}"  # {name}, {name:conv}, {id:[0-9]{4}}
+    rf"|<{_C}+>"  # <int:id>
+    rf"|(?<=[/.-]):[A-Za-z_][A-Za-z0-9_]*(?:\({_C}*\))?(?:[?*+](?=/|\Z))?"  # :id, :id(\d+)?
+    r"|(?<=/)\*[A-Za-z_][A-Za-z0-9_]*"  # *rest
+)
+
 SHAPE_MESSAGE: Final = (
     f"path must be a route template of 1 to {MAX_PATH_LENGTH} characters "
     "starting with '/', such as /users/{id}"
 )
 
 
-def _raw_id_kind(segment: str) -> str | None:
-    """``"id"`` or ``"email"`` when the whole segment is a raw value, else None."""
+def _is_raw_id(segment: str) -> bool:
+    """Whether the whole segment is a raw value (module docstring)."""
     if segment.isdecimal() and segment.isascii():
-        return "id"
+        return True
     if "@" in segment or "%40" in segment:
-        if _EMAIL.fullmatch(segment.replace("%40", "@")):
-            return "email"
-        return None
+        return _EMAIL.fullmatch(segment.replace("%40", "@")) is not None
     if _UUID.fullmatch(segment):
-        return "id"
-    if _HEX.fullmatch(segment) and (
+        return True
+    return _HEX.fullmatch(segment) is not None and (
         len(segment) >= 16
         or (
             len(segment) >= 8
             and any(c.isdigit() for c in segment)
             and any(c.isalpha() for c in segment)
         )
-    ):
-        return "id"
-    return None
+    )
 
 
 def _templated(segment: str) -> str | None:
     """The placeholder to use for a segment, or None when the segment is fine."""
-    kind = _raw_id_kind(segment)
-    if kind is not None:
-        return "{" + kind + "}"
+    if _is_raw_id(segment):
+        return PLACEHOLDER
     ext = _EXTENSION.fullmatch(segment)
-    if ext is not None:
-        kind = _raw_id_kind(ext.group(1))
-        if kind is not None:
-            return "{" + kind + "}" + ext.group(2)
+    if ext is not None and _is_raw_id(ext.group(1)):
+        return PLACEHOLDER + ext.group(2)
     return None
+
+
+def _placeholder(match: re.Match[str]) -> str:
+    return "" if match.group() == "{$}" else PLACEHOLDER
+
+
+def _normalised(path: str) -> str:
+    return _PLACEHOLDERS.sub(_placeholder, path)
+
+
+@lru_cache(maxsize=4096)
+def normalise_path(path: str) -> str:
+    """``path`` with every placeholder written ``{id}`` (module docstring).
+
+    ``/users/{user_id}``, ``/users/:id`` and ``/users/<int:id>`` all become
+    ``/users/{id}``. Nothing else changes, so a path that is not acceptable
+    stays so. A result that would be longer than the length limit (``:a``
+    is 2 characters, ``{id}`` 4) is not used: ``path`` comes back as it is.
+    """
+    normal = _normalised(path)
+    return normal if len(normal) <= MAX_PATH_LENGTH else path
 
 
 # Cached so that a client repeating the same bad path is answered cheaply;
@@ -112,23 +158,25 @@ _UNSAFE: Final = re.compile(r"[^!-~]")
 
 @lru_cache(maxsize=65_536)
 def template_path(path: str) -> str:
-    """The route template for a requested URL path, by the rules above.
+    """The route template for a requested URL path or a framework's route, as stored.
 
     For senders that only know the URL (access logs, spans without
-    ``http.route``, middleware outside a router): the query string and
-    fragment are cut, raw ids become ``{id}`` / ``{email}``, spaces and
-    control or non-ASCII characters are percent-encoded, a path without a
-    leading ``/`` gets one, and the result is cut to the length limit. The
-    result always passes :func:`path_problem`, so ``/users/123?x=1`` becomes
-    ``/users/{id}``.
+    ``http.route``, middleware outside a router) and for a framework's route
+    in its own syntax: a path without a leading ``/`` gets one, spaces and
+    control or non-ASCII characters are percent-encoded, placeholders become
+    ``{id}`` (:func:`normalise_path`; before the query string is cut, so
+    ``{id?}`` is one), the query string and fragment are cut, raw ids become
+    ``{id}``, and the result is cut to the length limit. The result always
+    passes :func:`path_problem` and is its own :func:`normalise_path`, so
+    ``/users/123?x=1`` and ``/users/<int:user_id>`` become ``/users/{id}``.
     """
-    cut = min((i for i in (path.find("?"), path.find("#")) if i != -1), default=len(path))
-    path = path[:cut]
     if not path.startswith("/"):
         path = "/" + path
     if _UNSAFE.search(path):
         path = _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), path)
-    segments = path.split("/")
+    path = _normalised(path)
+    cut = min((i for i in (path.find("?"), path.find("#")) if i != -1), default=len(path))
+    segments = path[:cut].split("/")
     for i, segment in enumerate(segments):
         placeholder = _templated(segment)
         if placeholder is not None:

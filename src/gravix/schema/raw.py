@@ -19,7 +19,7 @@ Parquet file, :mod:`gravix.schema.parquet`)::
     method     STRING
     path       STRING      a route template
     status     INT32       (INT16 logical type)
-    latency_us INT64       microseconds
+    latency_us INT64       microseconds, or NULL when unknown
     env        STRING      or NULL
     version    STRING      or NULL
     received   TIMESTAMP   when Gravix accepted the batch (fsynced, then acked)
@@ -164,8 +164,10 @@ def _extend_facts(f: dict[str, list[Any]], facts: list[Any], received: int) -> N
     f["method"].extend([x.method for x in facts])
     f["path"].extend([x.path for x in facts])
     f["status"].extend([x.status for x in facts])
-    # Gravix keeps latency to the microsecond (docs/data-model.md).
-    f["latency_us"].extend([round(x.latency_ms * 1000) for x in facts])
+    # Gravix keeps latency to the microsecond (docs/data-model.md); None is unknown.
+    f["latency_us"].extend(
+        [None if x.latency_ms is None else round(x.latency_ms * 1000) for x in facts]
+    )
     f["env"].extend([x.env for x in facts])
     f["version"].extend([x.version for x in facts])
     f["received_ms"].extend([received] * len(facts))

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from gravix.schema.model import EVENT_KINDS, MAX_LATENCY_MS, METHODS
-from gravix.schema.paths import SHAPE_MESSAGE, path_problem
+from gravix.schema.paths import SHAPE_MESSAGE, normalise_path, path_problem
 
 # Bound on each known-good set below.
 MAX_KNOWN: Final = 16_384
@@ -41,7 +41,9 @@ FIELD_MESSAGES: Final[dict[str, str]] = {
     "method": "method must be one of " + ", ".join(METHODS),
     "path": SHAPE_MESSAGE,
     "status": "status must be an integer between 100 and 599",
-    "latency_ms": f"latency_ms must be a number between 0 and {MAX_LATENCY_MS}",
+    "latency_ms": (
+        f"latency_ms must be a number between 0 and {MAX_LATENCY_MS}, or null when unknown"
+    ),
     "env": "env must be " + _NAME_CHARS.format(n=32),
     "version": "version must be " + _VISIBLE_ASCII.format(n=64),
     "kind": "kind must be one of " + ", ".join(EVENT_KINDS),
@@ -66,11 +68,12 @@ def remember(known: set[str], value: str) -> None:
     known.add(value)
 
 
-# Values that passed name_ok / version_ok / path_ok. The fast path tests
-# membership inline (one hash lookup) before calling the function.
+# Values that passed name_ok / version_ok. The fast path tests membership
+# inline (one hash lookup) before calling the function.
 KNOWN_NAMES: Final[set[str]] = set()
 KNOWN_VERSIONS: Final[set[str]] = set()
-KNOWN_PATHS: Final[set[str]] = set()
+# Paths that passed route_of, each with its stored form: one dict lookup inline.
+KNOWN_PATHS: Final[dict[str, str]] = {}
 
 
 def name_ok(value: str) -> bool:
@@ -93,14 +96,22 @@ def version_ok(value: str) -> bool:
     return True
 
 
-def path_ok(value: str) -> bool:
-    """Route templates: see :mod:`gravix.schema.paths`."""
-    if value in KNOWN_PATHS:
-        return True
-    if path_problem(value) is not None:
-        return False
-    remember(KNOWN_PATHS, value)
-    return True
+def route_of(value: str) -> str | None:
+    """The route stored for an acceptable path, or None: see :mod:`gravix.schema.paths`.
+
+    Placeholders are normalised first (``/users/{user_id}`` is stored as
+    ``/users/{id}``), so ``/users/{id?}`` is a template, not a query string.
+    """
+    route = KNOWN_PATHS.get(value)
+    if route is not None:
+        return route
+    route = normalise_path(value)
+    if path_problem(route) is not None:
+        return None
+    if len(KNOWN_PATHS) >= MAX_KNOWN:
+        KNOWN_PATHS.clear()
+    KNOWN_PATHS[value] = route
+    return route
 
 
 def normalise_method(value: str) -> str | None:

@@ -34,7 +34,9 @@ class SpoolBatch(msgspec.Struct, omit_defaults=True):
         {"event_id": str, "timestamp": int (epoch ms), "service": str,
          "kind": str, "message": str, "version": str}
 
-    ``env`` and ``version`` are omitted when unset. Keys are field names, so
+    ``latency_ms``, ``env`` and ``version`` are omitted when unset (a fact
+    whose latency is unknown has no ``latency_ms``; records written before
+    latency could be unknown always have it). Keys are field names, so
     the format is self-describing: readers ignore keys they do not know, and
     a new field must have a default so that older records still decode.
     Integers use the smallest MessagePack int encoding that fits; strings are

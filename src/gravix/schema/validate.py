@@ -2,11 +2,12 @@
 
 The fast path runs on structs msgspec has already decoded and checked in C:
 one cheap loop finishes them (timestamp to epoch ms, window, method,
-patterns, route template) and answers yes or no. Only when it says no does
-the slow path run: it checks every field of every raw item on its own, so the
-client learns every invalid item and field at once, with messages written
-for people (see :mod:`gravix.schema.rules`). The slow path is the reference;
-the fast path may only ever accept less, never more.
+patterns, route template and its stored form) and answers yes or no. Only
+when it says no does the slow path run: it checks every field of every raw
+item on its own, so the client learns every invalid item and field at once,
+with messages written for people (see :mod:`gravix.schema.rules`). The
+slow path is the reference; the fast path may only ever accept less, never
+more.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import msgspec
 
 from gravix.errors import MAX_ITEM_ERRORS, InvalidFacts, ItemError, PayloadTooLarge
 from gravix.schema.model import RequestFact, ServiceEvent
-from gravix.schema.paths import path_problem
+from gravix.schema.paths import normalise_path, path_problem
 from gravix.schema.rules import (
     FIELD_MESSAGES,
     KNOWN_NAMES,
@@ -30,7 +31,7 @@ from gravix.schema.rules import (
     datetime_ms,
     name_ok,
     normalise_method,
-    path_ok,
+    route_of,
     version_ok,
     visible_ascii,
 )
@@ -96,9 +97,10 @@ def _method(value: str, limits: Limits) -> str:
 
 
 def _path(value: str, limits: Limits) -> str:
-    if not path_ok(value):
-        raise _Invalid(path_problem(value) or FIELD_MESSAGES["path"])
-    return value
+    route = route_of(value)
+    if route is None:
+        raise _Invalid(path_problem(normalise_path(value)) or FIELD_MESSAGES["path"])
+    return route
 
 
 # Slow-path checks that run after the value has its msgspec type.
@@ -133,8 +135,11 @@ def _finish_facts(facts: list[RequestFact], limits: Limits) -> bool:
             return False
         if fact.service not in names and not name_ok(fact.service):
             return False
-        if fact.path not in paths and not path_ok(fact.path):
+        # The stored form of the path: placeholders all {id} (gravix.schema.paths).
+        path = paths.get(fact.path) or route_of(fact.path)
+        if path is None:
             return False
+        fact.path = path
         env, version = fact.env, fact.version
         if env is not None and env not in names and not name_ok(env):
             return False
