@@ -52,6 +52,7 @@ def span(
     latency_ms: float = 12.5,
     start_ms: int | None = None,
     parent: bytes = b"",
+    name: str = "GET /users/{id}",
 ) -> Span:
     """A SERVER span of ``GET /users/{id}`` answered 200, changed by the arguments."""
     n = next(_next_id)
@@ -69,7 +70,7 @@ def span(
         trace_id=n.to_bytes(16, "big"),
         span_id=(n + 7).to_bytes(8, "big"),
         parent_span_id=parent,
-        name="GET /users/{id}",
+        name=name,
         kind=kind,  # type: ignore[arg-type]
         start_time_unix_nano=start,
         end_time_unix_nano=start + int(latency_ms * 1_000_000),
@@ -202,9 +203,9 @@ async def test_old_and_new_conventions_give_the_same_fact(
     [
         ({"url.path": "/orders/123/items/a3f9c2e1"}, "/orders/{id}/items/{id}"),
         ({"http.target": "/search?q=shoes"}, "/search"),
-        ({"url.full": "https://shop.example:8443/u/ada@example.com?x"}, "/u/{email}"),
+        ({"url.full": "https://shop.example:8443/u/ada@example.com?x"}, "/u/{id}"),
         ({"http.url": "http://shop.example"}, "/"),
-        ({"http.route": "users/:id", "url.path": "/users/1"}, "/users/:id"),
+        ({"http.route": "users/:id", "url.path": "/users/1"}, "/users/{id}"),
     ],
 )
 async def test_path_falls_back_to_the_templated_url(
@@ -214,6 +215,58 @@ async def test_path_falls_back_to_the_templated_url(
     attrs.update(attributes)
     await post_protobuf(client, request(span(attrs)))
     assert [f.path for f in stored_facts(app)] == [path]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "name", "path"),
+    [
+        # OTEL_SEMCONV_STABILITY_OPT_IN=http under wsgiref: the name is all there is (issue 18)
+        ({}, "GET /users/42", "/users/{id}"),
+        ({}, "get /users/42", "/users/{id}"),
+        ({}, "/orders/7", "/orders/{id}"),  # a bare path
+        ({"url.path": "/cart/9"}, "GET /users/42", "/cart/{id}"),  # an attribute wins
+        ({"http.route": "/a/{x}"}, "GET /b", "/a/{id}"),
+    ],
+)
+async def test_path_falls_back_to_the_span_name(
+    client: httpx.AsyncClient,
+    app: IngestApp,
+    attributes: dict[str, str],
+    name: str,
+    path: str,
+) -> None:
+    attrs: dict[str, str | int] = {"http.request.method": "GET", "http.response.status_code": 200}
+    attrs.update(attributes)
+    req = request(span(attrs, name=name))
+    await post_protobuf(client, req)
+    r = await client.post(TRACES, content=otlp_json(req), headers=JSON)
+    assert r.status_code == 200 and r.json() == {}
+    assert [f.path for f in stored_facts(app)] == [path, path]
+
+
+@pytest.mark.parametrize("name", ["GET", "POST /users/1", "load user", "", "HTTP"])
+async def test_a_name_without_the_path_is_a_missing_path(
+    client: httpx.AsyncClient, app: IngestApp, name: str
+) -> None:
+    attrs: dict[str, str | int] = {"http.request.method": "GET", "http.response.status_code": 200}
+    response = await post_protobuf(client, request(span(attrs, name=name)))
+    assert response.partial_success.rejected_spans == 1
+    message = response.partial_success.error_message
+    assert "missing_path x1 (path is required: the span has no http.route, url.path" in message
+    assert stored_facts(app) == []
+
+
+async def test_a_span_name_that_is_not_utf8_does_not_fail_the_body(
+    client: httpx.AsyncClient, app: IngestApp
+) -> None:
+    attrs: dict[str, str | int] = {"http.request.method": "GET", "http.response.status_code": 200}
+    body = request(span(attrs, name="GET /\u00e9"), span()).SerializeToString()
+    body = body.replace("/\u00e9".encode(), b"/\xff\xfe")  # same length: still a valid message
+    r = await client.post(TRACES, content=body, headers=PROTOBUF)
+    assert r.status_code == 200, r.text
+    assert not ExportTraceServiceResponse.FromString(r.content).HasField("partial_success")
+    # Decoded with replacement characters, then percent-encoded like any path.
+    assert [f.path for f in stored_facts(app)] == ["/%EF%BF%BD%EF%BF%BD", "/users/{id}"]
 
 
 def test_url_path() -> None:
@@ -331,7 +384,8 @@ def _mixed_batch() -> tuple[ExportTraceServiceRequest, list[Span]]:
         span(latency_ms=3_600_001),  # over the maximum latency
         span({"http.request.method": "_OTHER", "http.route": "/x", "http.status_code": 200}),
         span({"http.request.method": "GET", "http.route": "/x"}),  # no status code
-        span({"http.request.method": "GET", "http.response.status_code": 200}),  # no path
+        # no path: no URL attribute, and none in the name either
+        span({"http.request.method": "GET", "http.response.status_code": 200}, name="GET"),
     ]
     return request(good[0], *bad, good[1]), good
 
@@ -345,8 +399,18 @@ async def test_invalid_spans_are_rejected_alone_protobuf(
     partial = response.partial_success
     assert partial.rejected_spans == 5
     message = partial.error_message
-    assert message.startswith("5 of 7 HTTP server spans were rejected")
-    assert "retention window" in message and "latency_ms" in message
+    assert message.startswith("5 of 7 HTTP server spans were rejected and not stored: ")
+    # Each reason by name, with its count, its message and the first span's id.
+    bad = req.resource_spans[0].scope_spans[0].spans[1:6]
+    for reason, bad_span, words in zip(
+        ("too_old", "invalid_latency_ms", "invalid_method", "missing_status", "missing_path"),
+        bad,
+        ("timestamp is older", "latency_ms must", "method must", "status is", "path is"),
+        strict=True,
+    ):
+        event_id = bad_span.trace_id.hex() + bad_span.span_id.hex()
+        assert f"{reason} x1 ({words}" in message
+        assert f"first: span {event_id})" in message
     assert [f.event_id for f in stored_facts(app)] == [
         s.trace_id.hex() + s.span_id.hex() for s in good
     ]
@@ -383,7 +447,9 @@ async def test_series_over_the_cap_are_rejected_spans(
     ]
     response = await post_protobuf(client, request(*spans))
     assert response.partial_success.rejected_spans == 1
-    assert "distinct series" in response.partial_success.error_message
+    assert "series_limit x1 (service 'checkout' already has 2 distinct series" in (
+        response.partial_success.error_message
+    )
     assert [f.path for f in stored_facts(app)] == ["/a", "/b", "/a"]
 
 
@@ -621,6 +687,10 @@ _VALUES = st.one_of(
             st.dictionaries(st.sampled_from(_ATTRIBUTE_NAMES), _VALUES, max_size=6),
             st.sampled_from([SERVER, UNSPECIFIED, CLIENT]),
             st.floats(-5, 4_000_000, allow_nan=False),
+            st.one_of(
+                st.sampled_from(["GET /users/1", "get /a b", "GET", "/x/2", "HTTP /y", ""]),
+                st.text(max_size=40),
+            ),
         ),
         min_size=1,
         max_size=5,
@@ -628,14 +698,17 @@ _VALUES = st.one_of(
     service=st.text(max_size=20),
 )
 def test_protobuf_and_json_always_agree(
-    spans: list[tuple[dict[str, str | int], int, float]], service: str
+    spans: list[tuple[dict[str, str | int], int, float, str]], service: str
 ) -> None:
     from gravix.errors import GravixError
     from gravix.ingest.otlp import decode_traces
     from gravix.schema import Limits
 
     req = request(
-        *[span(attrs, kind=kind, latency_ms=latency) for attrs, kind, latency in spans],
+        *[
+            span(attrs, kind=kind, latency_ms=latency, name=name)
+            for attrs, kind, latency, name in spans
+        ],
         resource={"service.name": service},
     )
     limits = Limits(now_ms=int(time.time() * 1000))

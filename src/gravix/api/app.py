@@ -33,7 +33,7 @@ from gravix.api.admin import admin_routes
 from gravix.api.auth import Caller, TokenAuth
 from gravix.api.export import check_format, render
 from gravix.api.openapi import openapi_routes
-from gravix.api.pipeline import IntakeRate, spool_backlog, spool_quarantine
+from gravix.api.pipeline import IntakeRate, rejected_last_hour, spool_backlog, spool_quarantine
 from gravix.api.sessions import SessionStore, session_routes
 from gravix.config import Settings
 from gravix.errors import (
@@ -199,13 +199,14 @@ async def status(request: Request) -> Response:
         # Intake, the spool and its quarantine are the node's, whoever's facts
         # they hold: a tenant's figure would show what other tenants send (issue
         # 16), so only the admins of the operator tenant see them.
-        node["intake"] = state.intake.sample()
+        node["intake"] = {**state.intake.sample(), "rejected": rejected_last_hour(None, s.workers)}
         backlog.update(await asyncio.to_thread(spool_backlog, s.spool_dir))
         node["spool_quarantine"] = await asyncio.to_thread(spool_quarantine, s.spool_dir)
     return _json(
         {
             "tenant": caller.tenant,
             "backlog": backlog,
+            "rejected": rejected_last_hour(caller.tenant, s.workers),
             "rollup": {
                 "last_success_ms": rollup.get("last_success_ms"),
                 "newest_fact_ms": rollup.get("newest_fact_ms"),

@@ -91,6 +91,23 @@ def _object(properties: dict[str, Any], optional: tuple[str, ...] = (), **more: 
 # ---------------------------------------------------------------- schemas
 
 
+def _rejected(*, example: bool) -> Any:
+    """Items refused in the last hour (gravix.ingest.rejections), in GET /api/v1/status."""
+    reason = {"source": _STR, "reason": _STR, "count": _INT}
+    if example:
+        reason["example"] = {**_STR, "description": "The latest message for this reason."}
+    return _object(
+        {
+            "minutes": _INT,
+            "total": _INT,
+            "workers": {**_INT, "description": "Counted by the worker that answered, of these."},
+            "reasons": {"type": "array", "items": _object(reason)},
+        },
+        description="Facts, events and OTLP spans refused in the last `minutes`, by source "
+        + ("and reason: the caller's tenant's." if example else "and reason: all tenants'."),
+    )
+
+
 def _query_schemas() -> dict[str, Any]:
     """Query, Filter and Order as msgspec decodes them, narrowed to the model's names."""
     _, schemas = msgspec.json.schema_components([Query], ref_template=_REF)
@@ -167,8 +184,18 @@ def _result_schemas() -> dict[str, Any]:
                     "enum": ["series", "service"],
                     "description": "The stored level read: per series, or per service and env.",
                 },
-                "from": {**_INT, "description": "Start, epoch ms, aligned to the grain."},
-                "to": {**_INT, "description": "End (excluded), epoch ms."},
+                "from": {
+                    **_INT,
+                    "description": "Start of the range counted, epoch ms: a "
+                    "minute start, aligned to the grain.",
+                },
+                "to": {
+                    **_INT,
+                    "description": "End (excluded) of the range counted, epoch ms: a minute start.",
+                },
+                "requested": _object(
+                    {"from": _INT, "to": _INT}, description="The range asked, epoch ms."
+                ),
                 "freshness": _ref("Freshness"),
             },
         ),
@@ -208,9 +235,11 @@ def _result_schemas() -> dict[str, Any]:
                     {
                         "facts_total": {"type": "number", "description": "This worker's."},
                         "facts_per_second": {"type": "number"},
+                        "rejected": _rejected(example=False),
                     },
                     description="Admins only: the node's intake, all tenants together.",
                 ),
+                "rejected": _rejected(example=True),
                 "backlog": _object(
                     {
                         "spool_bytes": _INT,

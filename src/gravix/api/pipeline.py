@@ -1,8 +1,10 @@
-"""Pipeline health for GET /api/v1/status: intake rate, spool and upload backlog, quarantine.
+"""Pipeline health for GET /api/v1/status: intake rate, refused items, spool, quarantine.
 
-Intake figures are this worker process's (each worker counts its own
-requests); spool and upload backlog are read from the spool folders on disk,
-so they cover every worker of this node.
+Intake figures, refused items included, are this worker process's (each
+worker counts its own requests; ``workers`` in the answer says how many there
+are, and each node of an ``ingest`` role fleet counts its own); spool and
+upload backlog are read from the spool folders on disk, so they cover every
+worker of this node.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gravix.ingest.metrics import INGESTION_FACTS
+from gravix.ingest.rejections import RECENT
 from gravix.schema.segment import quarantined_files, segment_created_ms
 
 
@@ -41,6 +44,17 @@ class IntakeRate:
                 self._last = (now, total)
         rate = (total - before) / (now - then) if now > then else 0.0
         return {"facts_total": total, "facts_per_second": round(rate, 3)}
+
+
+def rejected_last_hour(tenant: str | None, workers: int) -> dict[str, Any]:
+    """Facts, events and spans refused in the last hour, by source and reason.
+
+    One tenant's, each reason with its latest message, or (``tenant`` None)
+    every tenant's, counts only. A rolling window of whole minutes kept in
+    this process (:class:`gravix.ingest.rejections.RecentRejections`), not a
+    figure since start.
+    """
+    return {**RECENT.window(tenant), "workers": workers}
 
 
 def spool_backlog(spool_root: Path, now_ms: int | None = None) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from gravix.errors import (
     error_body,
 )
 from gravix.errors import request_id as make_request_id
-from gravix.ingest import metrics, otlp
+from gravix.ingest import metrics, otlp, rejections
 from gravix.ingest.body import read_request_body
 from gravix.ingest.keys import Authenticator, KeyStore, presented_key
 from gravix.ingest.ratelimit import RateLimiter
@@ -313,13 +313,18 @@ class IngestApp:
         batch = SpoolBatch(tenant=principal.tenant, received_ms=limits.now_ms)
         if path == "/v1/traces":
             return await self._ingest_otlp(body, kind, limits, batch)
-        if path == "/api/v1/facts":
-            batch.facts = decode_facts(body, kind, limits)
-            self.catalog.admit(principal.tenant, batch.facts)
-            count, label = len(batch.facts), "fact"
-        else:
-            batch.events = decode_events(body, kind, limits)
-            count, label = len(batch.events), "event"
+        try:
+            if path == "/api/v1/facts":
+                batch.facts = decode_facts(body, kind, limits)
+                self.catalog.admit(principal.tenant, batch.facts)
+                count, label = len(batch.facts), "fact"
+            else:
+                batch.events = decode_events(body, kind, limits)
+                count, label = len(batch.events), "event"
+        except InvalidFacts as e:  # per reason and source, for /metrics and the status page
+            source = rejections.source_of(path, headers.get("user-agent", ""))
+            rejections.count_refused_batch(principal.tenant, source, e)
+            raise
         await self.spool.append(encode_batch(batch))
         metrics.INGESTION_FACTS.labels(label).inc(count)
         return 202, _json.encode({"accepted": count, "request_id": request_id}), None, {}
@@ -346,9 +351,10 @@ class IngestApp:
         if rejected:
             metrics.OTLP_SPANS.labels("rejected").inc(rejected)
             metrics.INGESTION_REJECTED_ITEMS.labels("/v1/traces").inc(rejected)
+            rejections.count(batch.tenant, "otlp", (r[1:] for r in translation.rejected))
             log.info(
                 "OTLP spans rejected",
-                extra={"fields": {"rejected": rejected, "first": translation.rejected[0][1]}},
+                extra={"fields": {"rejected": rejected, "first": translation.rejected[0][2]}},
             )
         response, content_type = otlp.export_response(kind, translation)
         return 200, response, content_type, {}

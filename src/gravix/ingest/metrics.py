@@ -35,6 +35,13 @@ INGESTION_REJECTED_ITEMS = Counter(
     "Items in batches rejected as invalid.",
     ["kind"],
 )
+INGESTION_REJECTED = Counter(
+    "ingestion_rejected_total",
+    "Facts, events and OTLP spans refused for what they hold, each counted once, by source "
+    "(otlp, facts, events, access-log, python-client) and reason (missing_path, too_old, "
+    "series_limit...; gravix.ingest.rejections).",
+    ["source", "reason"],
+)
 BATCH_ROTATION_ERRORS = Counter(
     "batch_rotation_errors_total",
     "Spool segment seal/rotation failures (the segment is kept and retried).",

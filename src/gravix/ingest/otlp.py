@@ -18,7 +18,8 @@ Each span that records an HTTP request this service handled becomes one
   method        http.request.method, else http.method
   status        http.response.status_code, else http.status_code
   path          http.route, else url.path, else http.target, else the path of
-                url.full / http.url; then :func:`~gravix.schema.paths.template_path`
+                url.full / http.url, else the path in the span's name ("GET /users/42",
+                :func:`name_path`); then :func:`~gravix.schema.paths.template_path`
   service       resource service.name, normalised (:func:`normalise_name`)
   env           resource deployment.environment.name, else deployment.environment
   version       resource service.version (characters outside ! to ~ become '-')
@@ -27,7 +28,15 @@ Each span that records an HTTP request this service handled becomes one
 * Validation is Gravix's own (:func:`gravix.schema.partition_facts`), span by
   span: an invalid HTTP span is *rejected* and reported in the response's
   ``partial_success`` while the valid ones are stored, so an exporter never
-  retries a batch forever for one bad span.
+  retries a batch forever for one bad span. The message gives, per reason
+  (:func:`gravix.ingest.rejections.reason_of`), how many spans, why, and the
+  first such span's id (:func:`rejection_message`).
+
+The span name matters for the stable HTTP conventions
+(``OTEL_SEMCONV_STABILITY_OPT_IN=http``): there ``opentelemetry-instrumentation-wsgi``
+sets ``url.path`` only when the server gives it ``RAW_URI`` or ``REQUEST_URI``
+(gunicorn does, wsgiref and many others do not) and sets no URL attribute at
+all otherwise, while its span name is still ``GET /users/42`` (issue 18).
 """
 
 from __future__ import annotations
@@ -65,6 +74,7 @@ from gravix.ingest.otlp_names import (
     VERSION,
     status_code,
 )
+from gravix.ingest.rejections import SERIES_LIMIT, reason_of
 from gravix.ingest.series import SeriesCatalog
 from gravix.schema import Limits, RequestFact, partition_facts
 from gravix.schema.paths import template_path
@@ -87,12 +97,19 @@ _SOURCES: Final = {
     "timestamp": "startTimeUnixNano",
     "service": "resource service.name",
     "method": "http.request.method / http.method",
-    "path": "http.route / url.path / http.target / url.full",
+    "path": "http.route / url.path / http.target / url.full / http.url / the span name",
     "status": "http.response.status_code / http.status_code",
     "latency_ms": "endTimeUnixNano - startTimeUnixNano",
     "env": "resource deployment.environment.name",
     "version": "resource service.version",
 }
+
+# The one problem whose schema message ("path is required") does not say what to send.
+_NO_PATH: Final = (
+    "path is required: the span has no http.route, url.path, http.target, url.full or "
+    "http.url attribute and its name holds no path (such as 'GET /users/{id}'); set "
+    "http.route, or have the server pass RAW_URI / REQUEST_URI to the WSGI instrumentation"
+)
 
 _NOT_NAME: Final = re.compile(r"[^a-z0-9._-]+")
 _NOT_VISIBLE: Final = re.compile(r"[^!-~]")
@@ -151,13 +168,38 @@ def url_path(url: str) -> str:
     return "/"
 
 
+def name_path(name: str | bytes, method: str) -> str | None:
+    """The path in a server span's name, or None when it holds none.
+
+    The HTTP conventions name a server span ``{method} {target}`` (the route,
+    or what the instrumentation has: ``GET /users/42`` from the WSGI one), or
+    just ``{method}`` when it has no route; a few instrumentations use the bare
+    path. ``HTTP /x`` (the name for a method outside the known ones) counts too.
+    """
+    if isinstance(name, bytes):  # protobuf keeps it unparsed (otlp_protobuf)
+        name = name.decode("utf-8", "replace")
+    if name.startswith("/"):
+        return name
+    head, _, rest = name.partition(" ")
+    rest = rest.strip()
+    if rest.startswith("/") and head.upper() in (method.upper(), "HTTP"):
+        return rest
+    return None
+
+
 def fact_dict(
-    resource: Resource, event_id: str, start_ns: int, end_ns: int, values: list[Any]
+    resource: Resource,
+    event_id: str,
+    start_ns: int,
+    end_ns: int,
+    values: list[Any],
+    name: str | bytes = "",
 ) -> dict[str, Any] | None:
     """The raw fact of one server span, or None when the span is not an HTTP request.
 
-    ``values`` holds the span attributes by slot (None when not set); a missing
-    status or path is left out, so that validation names it.
+    ``values`` holds the span attributes by slot (None when not set), ``name``
+    the span's name; a missing status or path is left out, so that validation
+    names it.
     """
     method = values[METHOD] or values[METHOD_OLD]
     if not method:
@@ -181,6 +223,8 @@ def fact_dict(
         if not route:
             url = text(values[URL_FULL]) or text(values[URL_OLD])
             route = url_path(url) if url else None
+        if not route and name:
+            route = name_path(name, method)
     if route:
         raw["path"] = template_path(route)
     return raw
@@ -193,7 +237,8 @@ class Translation:
     raw: list[dict[str, Any]] = field(default_factory=list)  # HTTP server spans
     spans: int = 0  # every span in the request
     facts: list[RequestFact] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (event id, why)
+    # (event id, reason, why): reason as gravix.ingest.rejections.reason_of gives it
+    rejected: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def ignored(self) -> int:
@@ -238,6 +283,7 @@ _SPAN_FIELDS: Final = attrgetter(
     "start_time_unix_nano",
     "end_time_unix_nano",
     "attributes",
+    "name",
 )
 
 
@@ -271,7 +317,9 @@ def translate_protobuf(request: Any, translation: Translation) -> None:
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.spans
             spans += len(scope)
-            for kind, parent, trace_id, span_id, start, end, attributes in map(_SPAN_FIELDS, scope):
+            for kind, parent, trace_id, span_id, start, end, attributes, name in map(
+                _SPAN_FIELDS, scope
+            ):
                 if kind != KIND_SERVER and (kind != KIND_UNSPECIFIED or parent):
                     continue
                 attributes = attributes[:]  # a list: slicing upb's container is the fastest copy
@@ -281,7 +329,7 @@ def translate_protobuf(request: Any, translation: Translation) -> None:
                 values: list[Any] = [None] * SLOTS
                 for slot, value in filter(None, meanings):  # (): an attribute Gravix ignores
                     values[slot] = value
-                fact = fact_dict(resource, (trace_id + span_id).hex(), start, end, values)
+                fact = fact_dict(resource, (trace_id + span_id).hex(), start, end, values, name)
                 if fact is not None:
                     raw.append(fact)
     translation.spans = spans
@@ -290,11 +338,11 @@ def translate_protobuf(request: Any, translation: Translation) -> None:
 def translate_json(request: Any, translation: Translation) -> None:
     """Fill ``translation`` from a request decoded by :mod:`~gravix.ingest.otlp_json`."""
     raw = translation.raw
-    for resource, (_, _, trace_id, span_id, start, end, attributes) in _server_spans(
+    for resource, (_, _, trace_id, span_id, start, end, attributes, name) in _server_spans(
         request, translation
     ):
         values = attribute_values(attributes)
-        fact = fact_dict(resource, trace_id + span_id, start, end, values)  # ids are hex
+        fact = fact_dict(resource, trace_id + span_id, start, end, values, name)  # ids are hex
         if fact is not None:
             raw.append(fact)
 
@@ -325,8 +373,12 @@ def decode_traces(body: bytes, media_type: str, limits: Limits) -> Translation:
     translation.facts, invalid = partition_facts(raw, limits)
     for index, errors in invalid:
         name, message = errors[0]
-        source = f" (from {_SOURCES[name]})" if name in _SOURCES else ""
-        translation.rejected.append((str(raw[index].get("event_id")), message + source))
+        reason = reason_of(name, message)
+        if reason == "missing_path":
+            why = _NO_PATH
+        else:
+            why = message + (f" (from {_SOURCES[name]})" if name in _SOURCES else "")
+        translation.rejected.append((str(raw[index].get("event_id")), reason, why))
     return translation
 
 
@@ -341,19 +393,32 @@ def admit_series(catalog: SeriesCatalog, tenant: str, translation: Translation) 
             if not e.items:
                 raise
             for item in e.items:
-                translation.rejected.append((facts[item.index].event_id, item.message))
+                event_id = facts[item.index].event_id
+                translation.rejected.append((event_id, SERIES_LIMIT, item.message))
             over = {item.index for item in e.items}
             facts = [fact for i, fact in enumerate(facts) if i not in over]
     translation.facts = facts
 
 
-def rejection_message(rejected: Sequence[tuple[str, str]], http_spans: int) -> str:
-    """The partial-success error message: how many, and the first few reasons."""
-    shown = "; ".join(f"span {event_id}: {why}" for event_id, why in rejected[:3])
-    more = f"; and {len(rejected) - 3} more" if len(rejected) > 3 else ""
+def rejection_message(rejected: Sequence[tuple[str, str, str]], http_spans: int) -> str:
+    """The partial-success error message: how many, then each reason with its count.
+
+    ``2 of 5 HTTP server spans were rejected and not stored: missing_path x2
+    (path is required: ...; first: span 5b8e...b174); ...``, reasons in the
+    order they first occur. There are a few dozen reasons at most, so the
+    message stays short whatever the batch size.
+    """
+    counts: dict[str, int] = {}
+    first: dict[str, tuple[str, str]] = {}
+    for event_id, reason, why in rejected:
+        counts[reason] = counts.get(reason, 0) + 1
+        first.setdefault(reason, (event_id, why))
+    shown = "; ".join(
+        f"{reason} x{n} ({first[reason][1]}; first: span {first[reason][0]})"
+        for reason, n in counts.items()
+    )
     return (
-        f"{len(rejected)} of {http_spans} HTTP server spans were rejected "
-        f"and not stored: {shown}{more}"
+        f"{len(rejected)} of {http_spans} HTTP server spans were rejected and not stored: {shown}"
     )
 
 

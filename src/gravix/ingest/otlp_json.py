@@ -51,6 +51,7 @@ class Span(msgspec.Struct, rename="camel", gc=False):
     trace_id: str = ""
     span_id: str = ""
     parent_span_id: str = ""
+    name: str = ""  # the path when no attribute has one (gravix.ingest.otlp.name_path)
     kind: int | str = 0
     start_time_unix_nano: int = 0
     end_time_unix_nano: int = 0

@@ -10,7 +10,10 @@ field numbers, so the same wire format):
 * ``ExportTraceServiceRequest``, ``ResourceSpans``, ``ScopeSpans`` and
   ``Span`` keep the fields Gravix reads; the others stay unparsed bytes;
 * ``Span.attributes`` is ``repeated bytes`` instead of ``repeated KeyValue``:
-  each attribute is the serialized ``KeyValue`` itself, one ``bytes`` object.
+  each attribute is the serialized ``KeyValue`` itself, one ``bytes`` object;
+* ``Span.name`` is ``bytes`` instead of ``string``: it is read only for a span
+  with no URL attribute, and a name that is not UTF-8 must not fail the
+  whole body (it did not while the view skipped it).
 
 Attributes repeat from span to span (``http.request.method`` = ``GET``,
 ``http.route`` = ``/users/{id}``), so :func:`gravix.ingest.otlp.translate_protobuf`
@@ -66,6 +69,7 @@ _KEEP: Final[dict[Any, tuple[str, ...]]] = {
         "start_time_unix_nano",
         "end_time_unix_nano",
         "attributes",
+        "name",
     ),
 }
 _F = descriptor_pb2.FieldDescriptorProto
@@ -91,8 +95,8 @@ def _build_view() -> type[Message]:
             copy = out.field.add(name=name, number=field.number, label=_F.LABEL_OPTIONAL)
             if field.is_repeated:
                 copy.label = _F.LABEL_REPEATED
-            if name == "attributes":
-                copy.type = _F.TYPE_BYTES  # the serialized KeyValue
+            if name in ("attributes", "name"):
+                copy.type = _F.TYPE_BYTES  # the serialized KeyValue; the unchecked name
             elif name == "kind":
                 copy.type = _F.TYPE_INT32  # an open enum is an int32 on the wire
             elif field.message_type is not None:

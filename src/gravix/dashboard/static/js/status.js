@@ -1,6 +1,6 @@
 // The status page: pipeline health from GET /api/v1/status (intake, spool and upload
 // backlog, damaged segments in quarantine for admins, rollup, unreadable objects,
-// retention), and the freshness queries see.
+// retention, facts and spans refused in the last hour), and the freshness queries see.
 
 import * as api from "./api.js";
 import { h } from "./dom.js";
@@ -18,6 +18,61 @@ function age(tMs) {
 
 function days(n) {
   return n === 0 ? "kept forever" : `${n} days`;
+}
+
+// Where refused items came from (gravix.ingest.rejections.source_of).
+const SOURCES = {
+  otlp: "OpenTelemetry (/v1/traces)",
+  facts: "POST /api/v1/facts",
+  events: "POST /api/v1/events",
+  "access-log": "import-logs / tail-logs",
+  "python-client": "Python middleware",
+};
+
+function sourceName(source) {
+  return SOURCES[source] || source;
+}
+
+// Who counted: each worker process counts what it received.
+function workersNote(rejected) {
+  return rejected.workers > 1
+    ? ` Counted by the worker process that answered, one of ${rejected.workers}: each counts its own.`
+    : "";
+}
+
+// The tenant's refused facts, events and spans, by source and reason, with the latest message.
+function rejectedPanel(rejected) {
+  const title = `Rejected in the last ${rejected.minutes === 60 ? "hour" : `${rejected.minutes} minutes`}`;
+  const body = rejected.total === 0
+    ? h("p", { class: "empty-note" }, "None: every fact, event and span received was accepted.")
+    : h("div", { class: "table-wrap" },
+      // Two columns, the message under its reason: it reads on a 375 px phone too.
+      h("table", { class: "data rejected" },
+        h("thead", {}, h("tr", {},
+          h("th", { scope: "col" }, "Reason, source and latest message"),
+          h("th", { scope: "col", class: "num" }, "Count"))),
+        h("tbody", {}, rejected.reasons.map((r) => h("tr", {},
+          h("td", {},
+            h("code", {}, r.reason), ` from ${sourceName(r.source)}`,
+            r.example ? h("br") : null, r.example || ""),
+          h("td", { class: "num" }, fmt.exactCount(r.count)))))));
+  return h("section", { class: "panel", "aria-labelledby": "rejected-title" },
+    h("h3", { id: "rejected-title" }, title),
+    h("p", { class: "panel-hint" },
+      "Items intake refused for what they hold; the rest of their batch was kept (OTLP) or "
+      + "refused with a 400 (the sender may send it again). OpenTelemetry exporters do not "
+      + "show why, so look here." + workersNote(rejected)),
+    rejected.total === 0 ? null : h("dl", { class: "figures" },
+      row("Facts, events and spans rejected", fmt.exactCount(rejected.total), "bad")),
+    body);
+}
+
+// The node's figure, all tenants: a count per source and reason, no messages.
+function nodeRejected(rejected) {
+  const list = rejected.reasons.map((r) => `${sourceName(r.source)} ${r.reason}: ${fmt.exactCount(r.count)}`);
+  return row("Rejected in the last hour, all tenants",
+    rejected.total === 0 ? "none" : `${fmt.exactCount(rejected.total)} (${list.join("; ")})`,
+    rejected.total === 0 ? "" : "bad");
 }
 
 export class StatusView {
@@ -53,6 +108,7 @@ export class StatusView {
       ? [
         row("Facts accepted per second", st.intake.facts_per_second.toFixed(1)),
         row("Facts accepted since start", fmt.exactCount(st.intake.facts_total)),
+        nodeRejected(st.intake.rejected),
         row("Spool on disk", fmt.bytes(backlog.spool_bytes)),
         row("Segments waiting for upload", fmt.exactCount(backlog.upload_pending_segments),
           backlog.upload_pending_segments > 10 ? "bad" : ""),
@@ -89,6 +145,7 @@ export class StatusView {
               : null,
           )),
       ),
+      rejectedPanel(st.rejected),
       h(
         "div",
         { class: "columns" },
