@@ -178,9 +178,12 @@ def test_day_over_day_and_week_over_week_overlays(tab: Tab) -> None:
     note = page.locator(".compare-note")
     page.get_by_role("button", name="Day before").click()
     expect(page).to_have_url(f"{tab.base}/?compare=1d")
-    expect(note).to_have_text("Dashed lines: the same period a day earlier.")
+    expect(note).to_have_text(
+        "Dashed lines: the same period a day earlier (the error rate: of all services together)."
+        " The tables compare with it too."
+    )
     legend = page.locator("[data-chart='error-rate'] .u-legend")
-    expect(legend).to_contain_text("error rate, a day earlier")
+    expect(legend).to_contain_text("all services, a day earlier")
     expect(page.locator("[data-chart='latency'] .u-legend")).to_contain_text("p95, a day earlier")
     screenshot(page, "overview-day-over-day")
     page.get_by_role("button", name="Week before").click()
@@ -271,12 +274,10 @@ def test_hover_shows_exact_values_and_event_details(tab: Tab) -> None:
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)
     value = page.locator("[data-chart='latency'] .u-legend .u-series").nth(2).locator(".u-value")
     expect(value).to_have_text(re.compile(r"^\d+(\.\d+)? m?s$"))
-    hover = page.locator("[data-chart='latency'] .chart-hover")
-    for step in range(int(box["width"])):  # sweep until the pointer is on an event marker
-        page.mouse.move(box["x"] + step, box["y"] + 10)
-        if hover.inner_text():
-            break
-    expect(hover).to_have_text(re.compile(r"^(deploy|incident|config|note)\b.* · search · "))
+    # The events are markers in the lane under the plot: pointing at one lists its events.
+    page.locator("[data-chart='latency'] .marker-lane .marker").first.hover()
+    listed = page.locator("[data-chart='latency'] .marker-list li").first
+    expect(listed).to_have_text(re.compile(r"^(deploy|incident|config|note)\b.* · search · "))
 
 
 def test_a_bookmarked_view_reloads_to_the_same_view(tab: Tab) -> None:
@@ -401,8 +402,9 @@ CONTRAST = """() => {
   };
   const worst = [];
   const selector = ["#main h2", "#main h3", "#main td", "#main th", "#main a", ".panel-hint",
-    ".refresh-label", ".delta", ".seg", ".marker-key", ".u-legend th", ".event-message",
-    ".service-tag"].join(", ");
+    ".refresh-label", ".delta", ".seg", ".marker-key", ".u-legend th", ".u-legend td",
+    ".event-message", ".service-tag", ".marker", ".export-button", ".export-label",
+    ".scale-label"].join(", ");
   for (const el of document.querySelectorAll(selector)) {
     if (!el.textContent.trim() || !el.offsetParent) continue;
     const fg = lum(rgb(getComputedStyle(el).color)), bg = lum(background(el));

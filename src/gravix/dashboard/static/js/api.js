@@ -35,8 +35,9 @@ export function loginUrl() {
   return `login?next=${encodeURIComponent(next)}`;
 }
 
-async function call(method, path, body) {
-  const headers = { Accept: "application/json" };
+/** A request to the API; the answer's JSON, or with `raw` the Response itself (when ok). */
+async function call(method, path, body, { raw = false } = {}) {
+  const headers = { Accept: raw ? "*/*" : "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET" && csrfToken) headers["X-CSRF-Token"] = csrfToken;
   const abort = new AbortController();
@@ -59,6 +60,7 @@ async function call(method, path, body) {
   }
   const date = Date.parse(response.headers.get("date") || "");
   if (!Number.isNaN(date)) clockSkewMs = date + 500 - Date.now(); // Date has whole seconds
+  if (raw && response.ok) return response;
   let data = null;
   try {
     data = response.status === 204 ? null : await response.json();
@@ -103,13 +105,13 @@ export function startMe() {
   return startedMe;
 }
 
-async function send(body) {
+async function send(body, path = "/api/v1/query", options = {}) {
   try {
-    return await call("POST", "/api/v1/query", body);
+    return await call("POST", path, body, options);
   } catch (e) {
     if (e.kind === "http" && e.code === "csrf_failed") {
       await fetchMe();
-      return call("POST", "/api/v1/query", body);
+      return call("POST", path, body, options);
     }
     throw e;
   }
@@ -131,6 +133,18 @@ export function query(body) {
     return started;
   }
   return send(body);
+}
+
+/**
+ * POST /api/v1/query?format=csv|parquet: {blob, filename}, the file name the API gives
+ * in Content-Disposition (gravix-query-<from>-<to>.<ext>).
+ */
+export async function download(body, format) {
+  const response = await send(body, `/api/v1/query?format=${encodeURIComponent(format)}`, { raw: true });
+  const disposition = response.headers.get("content-disposition") || "";
+  const named = /filename="([^"]+)"/.exec(disposition);
+  const blob = await response.blob();
+  return { blob, filename: named ? named[1] : `gravix-query.${format}` };
 }
 
 function params(values) {

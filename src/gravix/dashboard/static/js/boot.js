@@ -1,10 +1,16 @@
-// The first module to run: it asks who is signed in and starts the charts' query while
+// The first module to run: it asks who is signed in and starts the charts' queries while
 // the rest of the page's code is still loading (api.query() of the same body picks it up).
 
 import * as api from "./api.js";
-import { chartQuery } from "./queries.js";
+import { chartQuery, serviceErrorQuery } from "./queries.js";
 import { readState } from "./state.js";
 
 const state = readState(location.search);
 const who = api.startMe();
-if (state.view !== "status") who.then(() => api.prefetch(chartQuery(state)), () => {});
+if (state.view !== "status") {
+  who.then(() => {
+    api.prefetch(chartQuery(state));
+    const perService = serviceErrorQuery(state);
+    if (perService) api.prefetch(perService);
+  }, () => {});
+}

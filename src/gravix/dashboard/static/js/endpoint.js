@@ -1,14 +1,16 @@
 // The endpoint view: one service's method and path, with its charts, its headline
-// figures against the previous period, the status codes it answered and its versions.
+// figures against the chosen comparison (else the previous period), the status codes
+// it answered and its versions, each with its downloads.
 
 import * as api from "./api.js";
 import { ChartsSection } from "./chartsection.js";
 import { h } from "./dom.js";
+import { exportButtons } from "./export.js";
 import * as fmt from "./format.js";
 import { quiet, settle } from "./overview.js";
-import { delta, eventsList, note, records, replaceSlot, table } from "./panels.js";
+import { delta, eventsList, note, panelHead, records, replaceSlot, table } from "./panels.js";
 import { chartQuery, scopeFilters } from "./queries.js";
-import { chartGrain, href, rangeLabel, timeRange } from "./state.js";
+import { baseline, chartGrain, href, rangeLabel, timeRange } from "./state.js";
 import { View } from "./view.js";
 
 function statusClass(code) {
@@ -61,22 +63,48 @@ function versionTable(result) {
   );
 }
 
-function figures(result) {
+function figures(result, against) {
   const [now] = records(result);
   const [before] = result.compare ? records(result, result.compare.rows) : [];
   const prev = before || {};
   const item = (label, value, d) => h("div", { class: "figure" }, h("dt", {}, label), h("dd", {}, h("span", { class: "value" }, value), d ? " " : null, d));
+  const change = (key, kind, higherIsWorse = true) => delta(now[key], prev[key], kind, higherIsWorse, against);
   if (!now) return note("No requests in this period.", "empty-note");
   return h(
     "dl",
     { class: "figures" },
-    item("Requests", fmt.count(now.requests), delta(now.requests, prev.requests, "relative", false)),
-    item("Errors (5xx)", fmt.count(now.errors), delta(now.errors, prev.errors, "relative")),
-    item("Error rate", fmt.percent(now.error_rate), delta(now.error_rate, prev.error_rate, "points")),
-    item("p50", fmt.ms(now.p50), delta(now.p50, prev.p50, "relative")),
-    item("p95", fmt.ms(now.p95), delta(now.p95, prev.p95, "relative")),
-    item("p99", fmt.ms(now.p99), delta(now.p99, prev.p99, "relative")),
+    item("Requests", fmt.count(now.requests), change("requests", "relative", false)),
+    item("Errors (5xx)", fmt.count(now.errors), change("errors", "relative")),
+    item("Error rate", fmt.percent(now.error_rate), change("error_rate", "points")),
+    item("p50", fmt.ms(now.p50), change("p50", "relative")),
+    item("p95", fmt.ms(now.p95), change("p95", "relative")),
+    item("p99", fmt.ms(now.p99), change("p99", "relative")),
   );
+}
+
+/** The figures, status codes and versions queries of an endpoint (the views and their downloads). */
+function figuresQuery(state) {
+  const range = timeRange(state);
+  return {
+    metrics: ["requests", "errors", "error_rate", "p50", "p95", "p99"], filters: scopeFilters(state),
+    from: range.from, to: range.to, grain: "all", compare: baseline(state).compare,
+  };
+}
+
+function statusQuery(state) {
+  const range = timeRange(state);
+  return {
+    metrics: ["requests"], dimensions: ["status"], filters: scopeFilters(state), from: range.from, to: range.to,
+    grain: "all", order: [{ by: "requests", desc: true }],
+  };
+}
+
+function versionQuery(state) {
+  const range = timeRange(state);
+  return {
+    metrics: ["requests", "error_rate", "p95"], dimensions: ["version"], filters: scopeFilters(state),
+    from: range.from, to: range.to, grain: "all", order: [{ by: "requests", desc: true }], limit: 20,
+  };
 }
 
 export class EndpointView extends View {
@@ -107,7 +135,7 @@ export class EndpointView extends View {
     if (this.mode === "normal") return;
     this.mode = "normal";
     const s = this.state;
-    this.charts = new ChartsSection();
+    this.charts = new ChartsSection(s, { exports: [{ what: "the chart data", label: "Chart data", body: () => chartQuery(s) }] });
     this.figuresSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
     this.statusSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
     this.versionSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
@@ -123,15 +151,21 @@ export class EndpointView extends View {
         " ",
         h("span", { class: "service-tag" }, s.service),
       ),
-      h("section", { class: "panel", "aria-label": "Figures" }, this.figuresSlot),
+      h("section", { class: "panel", "aria-label": "Figures", dataset: { panel: "figures" } },
+        h("div", { class: "panel-head" },
+          h("p", { class: "panel-hint" }, `Change against ${baseline(s).text}.`),
+          exportButtons("the figures", () => figuresQuery(s))),
+        this.figuresSlot),
       this.charts.el,
       h(
         "div",
         { class: "columns" },
-        h("section", { class: "panel", "aria-labelledby": "status-title" },
-          h("h3", { id: "status-title" }, "Status codes"), this.statusSlot),
-        h("section", { class: "panel", "aria-labelledby": "version-title" },
-          h("h3", { id: "version-title" }, "Versions"), this.versionSlot),
+        h("section", { class: "panel", "aria-labelledby": "status-title", dataset: { panel: "statuses" } },
+          panelHead("status-title", "Status codes", exportButtons("the status codes", () => statusQuery(s))),
+          this.statusSlot),
+        h("section", { class: "panel", "aria-labelledby": "version-title", dataset: { panel: "versions" } },
+          panelHead("version-title", "Versions", exportButtons("the versions", () => versionQuery(s))),
+          this.versionSlot),
       ),
       h("section", { class: "panel", "aria-labelledby": "events-title" },
         h("h3", { id: "events-title" }, `Events of ${s.service}`), this.eventsSlot),
@@ -142,36 +176,26 @@ export class EndpointView extends View {
     const s = this.state;
     const range = timeRange(s);
     const grain = chartGrain(range.spanMs);
-    const when = { from: range.from, to: range.to, filters: scopeFilters(s) };
     const charts = await api.query(chartQuery(s)); // first, alone (see overview.js)
     const eventsQuery = quiet(api.events(range.from, range.to, s.service));
     const newest = charts.meta.freshness.newest_fact_ms;
-    const figureQuery = quiet(api.query({
-      metrics: ["requests", "errors", "error_rate", "p50", "p95", "p99"], ...when,
-      grain: "all", compare: range.previous,
-    }));
-    const statusQuery = quiet(api.query({
-      metrics: ["requests"], dimensions: ["status"], ...when, grain: "all",
-      order: [{ by: "requests", desc: true }],
-    }));
-    const versionQuery = quiet(api.query({
-      metrics: ["requests", "error_rate", "p95"], dimensions: ["version"], ...when, grain: "all",
-      order: [{ by: "requests", desc: true }], limit: 20,
-    }));
+    const figureAnswer = quiet(api.query(figuresQuery(s)));
+    const statusAnswer = quiet(api.query(statusQuery(s)));
+    const versionAnswer = quiet(api.query(versionQuery(s)));
     const serviceList = quiet(this.app.setServices(api.services()));
     if (newest === null) {
       this.mountEmpty();
-      await settle([figureQuery, statusQuery, versionQuery, eventsQuery, serviceList]);
+      await settle([figureAnswer, statusAnswer, versionAnswer, eventsQuery, serviceList]);
       return { newest, charts: false };
     }
     this.mountNormal();
-    const drawn = this.charts.update(charts, grain.ms, newest, s.compare, rangeLabel(s));
+    const drawn = this.charts.update(charts, null, grain.ms, newest, s.compare, rangeLabel(s));
     if (drawn) this.charts.whenDrawn().then(() => this.app.chartsDrawn(this));
     await settle([
       serviceList,
-      figureQuery.then((r) => replaceSlot(this.figuresSlot, figures(r))),
-      statusQuery.then((r) => replaceSlot(this.statusSlot, statusTable(r))),
-      versionQuery.then((r) => replaceSlot(this.versionSlot, versionTable(r))),
+      figureAnswer.then((r) => replaceSlot(this.figuresSlot, figures(r, baseline(s).text))),
+      statusAnswer.then((r) => replaceSlot(this.statusSlot, statusTable(r))),
+      versionAnswer.then((r) => replaceSlot(this.versionSlot, versionTable(r))),
       eventsQuery.then(({ events }) => {
         this.charts.setEvents(events);
         replaceSlot(this.eventsSlot, eventsList(events));

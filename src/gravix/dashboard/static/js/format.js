@@ -85,26 +85,31 @@ export function timeZone() {
 }
 
 /**
- * How a value changed against the previous period, as {text, trend}:
- * trend is "worse", "better" or "same" (for the colour; the text says it too).
- * kind: "relative" (percent change) or "points" (percentage points of a ratio).
+ * How a value changed against a baseline (by default the previous period), as
+ * {text, trend, label}: trend is "worse", "better" or "same" (for the colour; the text
+ * says it too). kind: "relative" (percent change) or "points" (percentage points of a
+ * ratio). baseline: what `before` is, in words ("the same period a day earlier").
  */
-export function change(now, before, kind, higherIsWorse = true) {
+export function change(now, before, kind, higherIsWorse = true, baseline = "the previous period") {
   if (now === null || now === undefined) return null;
-  if (before === null || before === undefined) return { text: "new", trend: "same", label: "no data in the previous period" };
+  if (before === null || before === undefined) return { text: "new", trend: "same", label: `no data in ${baseline}` };
   let delta;
   let text;
   if (kind === "points") {
     delta = (now - before) * 100;
-    if (Math.abs(delta) < 0.005) return { text: "±0", trend: "same", label: "unchanged" };
+    if (Math.abs(delta) < 0.005) return { text: "±0", trend: "same", label: `unchanged against ${baseline}` };
     text = `${delta > 0 ? "+" : "−"}${Math.abs(delta).toFixed(Math.abs(delta) < 1 ? 2 : 1)} pp`;
   } else {
-    if (before === 0) return now === 0 ? { text: "±0", trend: "same", label: "unchanged" } : { text: "new", trend: "same", label: "none in the previous period" };
+    if (before === 0) {
+      return now === 0
+        ? { text: "±0", trend: "same", label: `unchanged against ${baseline}` }
+        : { text: "new", trend: "same", label: `none in ${baseline}` };
+    }
     delta = ((now - before) / before) * 100;
-    if (Math.abs(delta) < 0.5) return { text: "±0%", trend: "same", label: "unchanged" };
+    if (Math.abs(delta) < 0.5) return { text: "±0%", trend: "same", label: `unchanged against ${baseline}` };
     text = `${delta > 0 ? "+" : "−"}${Math.abs(delta) >= 10 ? Math.round(Math.abs(delta)) : Math.abs(delta).toFixed(1)}%`;
   }
   const up = delta > 0;
   const trend = up === higherIsWorse ? "worse" : "better";
-  return { text, trend, label: `${up ? "up" : "down"} ${text.replace(/^[+−]/, "")} on the previous period` };
+  return { text, trend, label: `${up ? "up" : "down"} ${text.replace(/^[+−]/, "")} against ${baseline}` };
 }

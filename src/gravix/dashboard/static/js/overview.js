@@ -1,16 +1,40 @@
-// The overview: charts for all services (or the filtered one), the services table,
-// the top failing endpoints and the events of the period.
+// The overview: charts for all services (the error rate per service) or the filtered
+// one, the services table, the top failing endpoints and the events of the period.
+// The tables' changes are against the chosen comparison (Day before, Week before), else
+// against the previous period of the same length; every table follows the service filter.
 
 import * as api from "./api.js";
 import { ChartsSection } from "./chartsection.js";
 import { h } from "./dom.js";
-import { eventsList, replaceSlot, servicesTable, topEndpointsTable } from "./panels.js";
-import { chartQuery, scopeFilters } from "./queries.js";
-import { chartGrain, grainFor, rangeLabel, timeRange } from "./state.js";
+import { exportButtons } from "./export.js";
+import { eventsList, panelHead, replaceSlot, servicesTable, topEndpointsTable } from "./panels.js";
+import { chartQuery, scopeFilters, serviceErrorQuery } from "./queries.js";
+import { baseline, chartGrain, grainFor, rangeLabel, timeRange } from "./state.js";
 import { View } from "./view.js";
 
 const SPARK_POINTS = 40;
 const TOP = 10;
+const ENDPOINT_DIMENSIONS = ["service", "method", "path"];
+
+/** The services table's query (also its download). */
+function servicesQuery(state) {
+  const range = timeRange(state);
+  return {
+    metrics: ["requests", "error_rate", "p95"], dimensions: ["service"], filters: scopeFilters(state),
+    from: range.from, to: range.to, grain: "all", compare: baseline(state).compare,
+    order: [{ by: "requests", desc: true }],
+  };
+}
+
+/** The top failing endpoints as one query, with p95: the table's download. */
+function topEndpointsExport(state) {
+  const range = timeRange(state);
+  return {
+    metrics: ["errors", "requests", "error_rate", "p95"], dimensions: ENDPOINT_DIMENSIONS,
+    filters: scopeFilters(state), from: range.from, to: range.to, grain: "all",
+    compare: baseline(state).compare, order: [{ by: "errors", desc: true }], limit: TOP,
+  };
+}
 
 /** Await every promise; rethrow the first failure once all have settled. */
 export async function settle(promises) {
@@ -31,17 +55,17 @@ export function quiet(promise) {
  * endpoint (cheap), then p95 for the top ones only, since merging the latency sketches
  * of every endpoint over a long range is what costs (bench/README.md, "Dashboard").
  */
-async function topEndpoints(scope, when, previous) {
-  const dims = ["service", "method", "path"];
+async function topEndpoints(scope, when, compare) {
+  const dims = ENDPOINT_DIMENSIONS;
   const counts = await api.query({
     metrics: ["errors", "requests", "error_rate"], dimensions: dims, filters: scope, ...when,
-    grain: "all", compare: previous, order: [{ by: "errors", desc: true }], limit: 5000,
+    grain: "all", compare, order: [{ by: "errors", desc: true }], limit: 5000,
   });
   const top = counts.rows.filter((row) => row[3] > 0).slice(0, TOP);
   if (!top.length) return { ...counts, p95: null };
   const values = (i) => [...new Set(top.map((row) => row[i]))];
   const p95 = await api.query({
-    metrics: ["p95"], dimensions: dims, ...when, grain: "all", compare: previous,
+    metrics: ["p95"], dimensions: dims, ...when, grain: "all", compare,
     filters: [
       { dimension: "service", op: "in", values: values(0) },
       { dimension: "method", op: "in", values: values(1) },
@@ -61,11 +85,16 @@ export class OverviewView extends View {
     if (this.mode === "normal") return;
     this.mode = "normal";
     const s = this.state;
-    // All services: every deploy of every service would bury the charts in lines.
-    this.charts = new ChartsSection(s.service ? null : ["incident"]);
+    const exports = [{ what: "the chart data", label: "Chart data", body: () => chartQuery(s) }];
+    if (serviceErrorQuery(s)) {
+      exports.push({ what: "the errors by service", label: "Errors by service", body: () => serviceErrorQuery(s) });
+    }
+    // All services: every deploy of every service would crowd the lanes.
+    this.charts = new ChartsSection(s, { kinds: s.service ? null : ["incident"], exports });
     this.servicesSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
     this.topSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
     this.eventsSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
+    const against = baseline(s).text;
     this.el.replaceChildren(
       h(
         "h2",
@@ -76,13 +105,13 @@ export class OverviewView extends View {
       h(
         "div",
         { class: "columns" },
-        h("section", { class: "panel", "aria-labelledby": "services-title" },
-          h("h3", { id: "services-title" }, "Services"),
-          h("p", { class: "panel-hint" }, "Change against the previous period of the same length."),
+        h("section", { class: "panel", "aria-labelledby": "services-title", dataset: { panel: "services" } },
+          panelHead("services-title", "Services", exportButtons("the services table", () => servicesQuery(s))),
+          h("p", { class: "panel-hint" }, `Change against ${against}.`),
           this.servicesSlot),
-        h("section", { class: "panel", "aria-labelledby": "top-title" },
-          h("h3", { id: "top-title" }, "Top failing endpoints"),
-          h("p", { class: "panel-hint" }, "By 5xx answers; open one for its charts and status codes."),
+        h("section", { class: "panel", "aria-labelledby": "top-title", dataset: { panel: "endpoints" } },
+          panelHead("top-title", "Top failing endpoints", exportButtons("the top failing endpoints", () => topEndpointsExport(s))),
+          h("p", { class: "panel-hint" }, `By 5xx answers, with the change against ${against}; open one for its charts and status codes.`),
           this.topSlot),
       ),
       h("section", { class: "panel", "aria-labelledby": "events-title" },
@@ -98,33 +127,35 @@ export class OverviewView extends View {
     const spark = grainFor(range.spanMs, SPARK_POINTS);
     const scope = scopeFilters(s);
     const when = { from: range.from, to: range.to };
+    const against = baseline(s);
     // The charts first, alone: every other request would only slow them down.
-    const charts = await api.query(chartQuery(s));
+    const perServiceBody = serviceErrorQuery(s);
+    const [charts, perService] = await settle([
+      api.query(chartQuery(s)),
+      perServiceBody ? api.query(perServiceBody) : null,
+    ]);
     const eventsQuery = quiet(api.events(range.from, range.to, s.service));
     const newest = charts.meta.freshness.newest_fact_ms;
-    const servicesQuery = quiet(api.query({
-      metrics: ["requests", "error_rate", "p95"], dimensions: ["service"], ...when,
-      grain: "all", compare: range.previous, order: [{ by: "requests", desc: true }],
-    }));
+    const servicesAnswer = quiet(api.query(servicesQuery(s)));
     const sparkQuery = quiet(api.query({
-      metrics: ["error_rate"], dimensions: ["service"], ...when, grain: spark.name,
+      metrics: ["error_rate"], dimensions: ["service"], filters: scope, ...when, grain: spark.name,
     }));
-    const topQuery = quiet(topEndpoints(scope, when, range.previous));
+    const topQuery = quiet(topEndpoints(scope, when, against.compare));
     const serviceList = quiet(this.app.setServices(api.services()));
     if (newest === null) {
       this.mountEmpty();
-      await settle([servicesQuery, sparkQuery, topQuery, eventsQuery, serviceList]);
+      await settle([servicesAnswer, sparkQuery, topQuery, eventsQuery, serviceList]);
       return { newest, charts: false };
     }
     this.mountNormal();
-    const drawn = this.charts.update(charts, grain.ms, newest, s.compare, rangeLabel(s));
+    const drawn = this.charts.update(charts, perService, grain.ms, newest, s.compare, rangeLabel(s));
     if (drawn) this.charts.whenDrawn().then(() => this.app.chartsDrawn(this));
     const parts = [
       serviceList,
-      settle([servicesQuery, sparkQuery]).then(([services, sparks]) => {
-        replaceSlot(this.servicesSlot, servicesTable(services, sparks, s, spark.ms));
+      settle([servicesAnswer, sparkQuery]).then(([services, sparks]) => {
+        replaceSlot(this.servicesSlot, servicesTable(services, sparks, s, spark.ms, against.text));
       }),
-      topQuery.then((top) => replaceSlot(this.topSlot, topEndpointsTable(top, s, TOP))),
+      topQuery.then((top) => replaceSlot(this.topSlot, topEndpointsTable(top, s, TOP, against.text))),
       eventsQuery.then(({ events }) => {
         this.charts.setEvents(events);
         replaceSlot(this.eventsSlot, eventsList(events));

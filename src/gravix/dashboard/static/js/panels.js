@@ -2,9 +2,10 @@
 // Every value from the API (service, path, version, message...) goes in as text.
 
 import { apiOrigin, refreshSeconds } from "./api.js";
-import { sparkline, eventText } from "./charts.js";
+import { sparkline } from "./charts.js";
 import { h } from "./dom.js";
 import * as fmt from "./format.js";
+import { eventText } from "./markers.js";
 import { href } from "./state.js";
 
 /** Rows of a query result as objects keyed by column name. */
@@ -21,8 +22,9 @@ export function byKey(result, dims) {
   return map;
 }
 
-export function delta(now, before, kind, higherIsWorse = true) {
-  const c = fmt.change(now, before, kind, higherIsWorse);
+/** The change of `now` against `before`; baseline: what `before` is, in words. */
+export function delta(now, before, kind, higherIsWorse = true, baseline = undefined) {
+  const c = fmt.change(now, before, kind, higherIsWorse, baseline);
   if (!c) return null;
   return h("span", { class: `delta delta-${c.trend}`, title: c.label }, c.text);
 }
@@ -45,12 +47,20 @@ export function table(caption, headers, bodyRows, className = "") {
   );
 }
 
+/** A panel's heading, with its downloads (exportButtons) beside it. */
+export function panelHead(titleId, title, exports) {
+  return h("div", { class: "panel-head" }, h("h3", { id: titleId }, title), exports);
+}
+
 export function note(text, cls = "note") {
   return h("p", { class: cls }, text);
 }
 
-/** The services table: requests, error rate, p95 with their change, and an error-rate sparkline. */
-export function servicesTable(result, spark, state, sparkGrainMs) {
+/**
+ * The services table: requests, error rate, p95 with their change against `baseline`
+ * (in words), and an error-rate sparkline.
+ */
+export function servicesTable(result, spark, state, sparkGrainMs, baseline) {
   const rows = records(result);
   if (!rows.length) return note("No requests in this period.", "empty-note");
   const before = byKey(result, ["service"]);
@@ -74,14 +84,14 @@ export function servicesTable(result, spark, state, sparkGrainMs) {
       "tr",
       { "aria-current": state.service === r.service ? "true" : null },
       h("th", { scope: "row", class: "name" }, link),
-      h("td", { class: "num" }, cellWithDelta(fmt.count(r.requests), delta(r.requests, prev.requests, "relative", false))),
-      h("td", { class: "num" }, cellWithDelta(fmt.percent(r.error_rate), delta(r.error_rate, prev.error_rate, "points"))),
-      h("td", { class: "num" }, cellWithDelta(fmt.ms(r.p95), delta(r.p95, prev.p95, "relative"))),
+      h("td", { class: "num" }, cellWithDelta(fmt.count(r.requests), delta(r.requests, prev.requests, "relative", false, baseline))),
+      h("td", { class: "num" }, cellWithDelta(fmt.percent(r.error_rate), delta(r.error_rate, prev.error_rate, "points", true, baseline))),
+      h("td", { class: "num" }, cellWithDelta(fmt.ms(r.p95), delta(r.p95, prev.p95, "relative", true, baseline))),
       h("td", { class: "col-trend" }, values ? sparkline(values, label) : null),
     );
   });
   return table(
-    "Services, with the change against the previous period of the same length",
+    `Services, with the change against ${baseline}`,
     [["Service", "name"], ["Requests", "num"], ["Error rate", "num"], ["p95", "num"], ["Error rate trend", "col-trend"]],
     body,
     "services",
@@ -90,9 +100,10 @@ export function servicesTable(result, spark, state, sparkGrainMs) {
 
 /**
  * Top failing endpoints (by 5xx count), each a link to its endpoint view. `result` has the
- * counts of every endpoint and, in `result.p95`, a query result with the top ones' p95.
+ * counts of every endpoint and, in `result.p95`, a query result with the top ones' p95;
+ * the changes are against `baseline` (in words).
  */
-export function topEndpointsTable(result, state, limit = 10) {
+export function topEndpointsTable(result, state, limit, baseline) {
   const rows = records(result).filter((r) => r.errors > 0).slice(0, limit);
   if (!result.rows.length) return note("No requests in this period.", "empty-note");
   if (!rows.length) return note("No server errors (5xx) in this period.", "empty-note");
@@ -119,12 +130,12 @@ export function topEndpointsTable(result, state, limit = 10) {
       {},
       h("th", { scope: "row", class: "name" }, link, h("span", { class: "service-tag" }, r.service)),
       h("td", { class: "num" }, fmt.count(r.errors)),
-      h("td", { class: "num" }, cellWithDelta(fmt.percent(r.error_rate), delta(r.error_rate, prev.error_rate, "points"))),
-      h("td", { class: "num" }, cellWithDelta(fmt.ms(r.p95), delta(r.p95, prev.p95, "relative"))),
+      h("td", { class: "num" }, cellWithDelta(fmt.percent(r.error_rate), delta(r.error_rate, prev.error_rate, "points", true, baseline))),
+      h("td", { class: "num" }, cellWithDelta(fmt.ms(r.p95), delta(r.p95, prev.p95, "relative", true, baseline))),
     );
   });
   return table(
-    "Endpoints with the most server errors, with the change against the previous period",
+    `Endpoints with the most server errors, with the change against ${baseline}`,
     [["Endpoint", "name"], ["Errors", "num"], ["Error rate", "num"], ["p95", "num"]],
     body,
     "endpoints",

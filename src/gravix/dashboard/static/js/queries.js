@@ -1,5 +1,6 @@
-// The query of a view's charts, in one place: the views run it, and boot.js starts it
-// early (before the rest of the page's code has loaded), so both must build the same body.
+// The queries of a view's charts, in one place: the views run them, and boot.js starts
+// them early (before the rest of the page's code has loaded), so both must build the
+// same bodies.
 
 import { chartGrain, timeRange } from "./state.js";
 
@@ -24,5 +25,22 @@ export function chartQuery(state) {
     to: range.to,
     grain: chartGrain(range.spanMs).name,
     ...(state.compare ? { compare: state.compare } : {}),
+  };
+}
+
+/**
+ * The error-rate chart's lines per service (the overview of all services only, else
+ * null): requests and errors of every service on the charts' buckets, from which the
+ * chart takes the top five and sums the rest as "others".
+ */
+export function serviceErrorQuery(state) {
+  if (state.view !== "overview" || state.service) return null;
+  const range = timeRange(state);
+  return {
+    metrics: ["requests", "errors"],
+    dimensions: ["service"],
+    from: range.from,
+    to: range.to,
+    grain: chartGrain(range.spanMs).name,
   };
 }

@@ -6,12 +6,15 @@
 //   method, path   the endpoint (view=endpoint)
 //   range    15m | 1h (default) | 6h | 24h | 7d | 30d: the last ...
 //   from, to a fixed range instead (RFC 3339 UTC, or epoch ms); replaces range
-//   compare  1d | 7d: overlay the same period a day or a week earlier
+//   compare  1d | 7d: overlay the same period a day or a week earlier; the tables'
+//            changes are then against that period too (else the previous period)
+//   latency  log (default) | linear: the latency chart's axis
 
 export const PRESETS = ["15m", "1h", "6h", "24h", "7d", "30d"];
 export const DEFAULT_RANGE = "1h";
 export const COMPARES = { "1d": "a day earlier", "7d": "a week earlier" };
 export const VIEWS = ["overview", "endpoint", "status"];
+export const LATENCY_SCALES = ["log", "linear"];
 
 const UNIT_MS = { m: 60_000, h: 3_600_000, d: 86_400_000 };
 export const GRAINS = [
@@ -47,6 +50,7 @@ export function readState(search) {
     from: null,
     to: null,
     compare: p.get("compare") in COMPARES ? p.get("compare") : "",
+    latency: LATENCY_SCALES.includes(p.get("latency")) ? p.get("latency") : "log",
   };
   const from = parseTime(p.get("from"));
   const to = parseTime(p.get("to"));
@@ -81,6 +85,7 @@ export function toSearch(state) {
     p.set("range", state.range);
   }
   if (state.compare && state.view !== "status") p.set("compare", state.compare);
+  if (state.latency === "linear" && state.view !== "status") p.set("latency", state.latency);
   const text = p.toString();
   return text ? `?${text}` : "";
 }
@@ -96,6 +101,16 @@ export function timeRange(state) {
     return { from: state.from, to: state.to, spanMs: span, fixed: true, previous: duration(span) };
   }
   return { from: `now-${state.range}`, to: "now", spanMs: presetMs(state.range), fixed: false, previous: state.range };
+}
+
+/**
+ * What the tables' changes are measured against: the chosen comparison (Day before,
+ * Week before), else the previous period of the same length. {compare, text}: the
+ * query's `compare` offset, and the baseline in words.
+ */
+export function baseline(state) {
+  if (state.compare) return { compare: state.compare, text: `the same period ${COMPARES[state.compare]}` };
+  return { compare: timeRange(state).previous, text: "the previous period of the same length" };
 }
 
 /** A query duration for a span: whole minutes when it is one, else seconds. */
