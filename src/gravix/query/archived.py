@@ -207,17 +207,12 @@ class ArchivedIds:
                 return pa.array([], pa.string())
             cursor = self._db.cursor()
             try:
-                cursor.register("pending_ids", pa.table({"event_id": ids.cast(pa.string())}))
-                held = cursor.sql(
-                    "SELECT DISTINCT event_id FROM read_parquet($paths) "
-                    "WHERE event_id IN (SELECT event_id FROM pending_ids)",
-                    params={"paths": found},
-                ).to_arrow_table()["event_id"]
+                held = archive.held_ids(cursor, found, ids)
             finally:
                 cursor.close()
         with self._lock:
             self.lookups += 1
-        return held.combine_chunks().cast(pa.string())
+        return held
 
 
 _PROC_FD = os.path.isdir("/proc/self/fd")

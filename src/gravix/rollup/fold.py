@@ -173,17 +173,11 @@ def part_files(files: LocalCopies, state: HourState) -> list[str]:
 
 
 class IdIndex:
-    """Which of some new facts' event ids an hour's parts already hold.
-
-    Reads only the ``event_id`` column of the parts' local files
-    (:class:`gravix.storage.copies.LocalCopies`: a local folder's own files, a
-    remote store's parts copied once into a bounded cache), and only of the
-    files with a row group whose event_id range (min and max, from the
-    footer) holds one of the new ids. Ids minted in time order (UUIDv7, as
-    Gravix's clients make them) give each part a narrow range, so a pass reads
-    the parts its facts' times overlap, not the whole hour; other ids cost
-    what reading every part would.
-    """
+    """Which of some new facts' event ids an hour's parts already hold
+    (:func:`gravix.schema.archive.held_ids`, in the driver's DuckDB), from the
+    parts' local files (:class:`gravix.storage.copies.LocalCopies`: a local
+    folder's own files, a remote store's parts copied once into a bounded
+    cache)."""
 
     def __init__(self, files: LocalCopies, con: duckdb.DuckDBPyConnection) -> None:
         self.files, self.con = files, con
@@ -193,65 +187,12 @@ class IdIndex:
 
     def seen(self, state: HourState, new: pa.Table) -> pa.Array:
         """A boolean mask over ``new``: True where the hour already holds the event_id."""
-        if new.num_rows == 0:
-            return pa.array([], pa.bool_())
-        self.con.register("new_ids", new.select(["event_id"]))
-        try:
-            paths = self._overlapping(part_files(self.files, state))
-            if not paths:
-                return pa.array([False] * new.num_rows)
-            held = self.con.sql(
-                "SELECT DISTINCT event_id FROM read_parquet($paths) "
-                "WHERE event_id IN (SELECT event_id FROM new_ids)",
-                params={"paths": paths},
-            ).to_arrow_table()["event_id"]
-        finally:
-            self.con.unregister("new_ids")
+        held = archive.held_ids(self.con, part_files(self.files, state), new["event_id"])
         return pc.is_in(new["event_id"], value_set=held)
 
     def overlapping(self, state: HourState, new: pa.Table) -> list[str]:
         """The files of the hour's parts that :meth:`seen` reads for ``new``."""
-        self.con.register("new_ids", new.select(["event_id"]))
-        try:
-            return self._overlapping(part_files(self.files, state))
-        finally:
-            self.con.unregister("new_ids")
-
-    def _overlapping(self, paths: list[str]) -> list[str]:
-        if not paths:
-            return []
-        self.con.register("id_ranges", _id_ranges(paths))
-        try:
-            rows = self.con.sql(
-                "SELECT DISTINCT path FROM id_ranges r WHERE lo IS NULL OR EXISTS "
-                "(SELECT 1 FROM new_ids n WHERE n.event_id BETWEEN r.lo AND r.hi) ORDER BY path"
-            ).fetchall()
-        finally:
-            self.con.unregister("id_ranges")
-        return [path for (path,) in rows]
-
-
-def _id_ranges(paths: Iterable[str]) -> pa.Table:
-    """Each row group's event_id range (``lo``, ``hi``; null without statistics), by file."""
-    rows: list[tuple[str, str | None, str | None]] = []
-    for path in paths:
-        meta = pq.read_metadata(path)
-        column = meta.schema.names.index("event_id")
-        for group in range(meta.num_row_groups):
-            stats = meta.row_group(group).column(column).statistics
-            if stats is not None and stats.has_min_max:
-                rows.append((path, _text(stats.min), _text(stats.max)))
-            else:
-                rows.append((path, None, None))
-    names = ["path", "lo", "hi"]
-    return pa.table(dict(zip(names, zip(*rows, strict=True), strict=True)), schema=_RANGES)
-
-
-_RANGES: Final = pa.schema([("path", pa.string()), ("lo", pa.string()), ("hi", pa.string())])
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return archive.files_to_read(self.con, part_files(self.files, state), new["event_id"])
 
 
 def recount(files: LocalCopies, con: duckdb.DuckDBPyConnection, state: HourState) -> pa.Table:

@@ -24,14 +24,18 @@ the parts the minutes count so that each fact counts once.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Mapping
-from typing import Final
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Final
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gravix.schema import layout
+
+if TYPE_CHECKING:
+    import duckdb
 
 PARTS_KEY: Final = "gravix.parts"
 COMPACTED: Final = "facts.parquet"
@@ -64,3 +68,83 @@ def read_counted_parts(source: str | bytes) -> tuple[str, ...]:
     """The parts a minute file counts: a local path (only its footer is read) or its bytes."""
     where = pa.BufferReader(source) if isinstance(source, bytes) else source
     return counted_parts(pq.read_metadata(where).metadata)
+
+
+def held_ids(
+    con: duckdb.DuckDBPyConnection, paths: list[str], ids: pa.Array | pa.ChunkedArray
+) -> pa.Array:
+    """The distinct ``ids`` that the parts at ``paths`` hold, read by ``con``.
+
+    Only the ``event_id`` column is read, and only of the files with a row
+    group whose event_id range (min and max, from the footer) holds one of
+    ``ids`` (:func:`files_to_read`). Ids minted in time order (UUIDv7, as
+    Gravix's clients make them) give each part a narrow range, so new facts
+    are looked up in the parts their times overlap, not the whole hour; other
+    ids cost what reading every part would.
+    """
+    with _ids_registered(con, ids):
+        files = _files_to_read(con, paths)
+        if not files:
+            return pa.array([], pa.string())
+        held = con.sql(
+            "SELECT DISTINCT event_id FROM read_parquet($paths) "
+            "WHERE event_id IN (SELECT event_id FROM lookup_ids)",
+            params={"paths": files},
+        ).to_arrow_table()["event_id"]
+    return held.combine_chunks().cast(pa.string())
+
+
+def files_to_read(
+    con: duckdb.DuckDBPyConnection, paths: list[str], ids: pa.Array | pa.ChunkedArray
+) -> list[str]:
+    """Those of ``paths`` that :func:`held_ids` reads for ``ids``."""
+    with _ids_registered(con, ids):
+        return _files_to_read(con, paths)
+
+
+@contextlib.contextmanager
+def _ids_registered(
+    con: duckdb.DuckDBPyConnection, ids: pa.Array | pa.ChunkedArray
+) -> Iterator[None]:
+    con.register("lookup_ids", pa.table({"event_id": ids.cast(pa.string())}))
+    try:
+        yield
+    finally:
+        con.unregister("lookup_ids")
+
+
+def _files_to_read(con: duckdb.DuckDBPyConnection, paths: list[str]) -> list[str]:
+    if not paths:
+        return []
+    con.register("id_ranges", _id_ranges(paths))
+    try:
+        rows = con.sql(
+            "SELECT DISTINCT path FROM id_ranges r WHERE lo IS NULL OR EXISTS "
+            "(SELECT 1 FROM lookup_ids n WHERE n.event_id BETWEEN r.lo AND r.hi) ORDER BY path"
+        ).fetchall()
+    finally:
+        con.unregister("id_ranges")
+    return [path for (path,) in rows]
+
+
+_RANGES: Final = pa.schema([("path", pa.string()), ("lo", pa.string()), ("hi", pa.string())])
+
+
+def _id_ranges(paths: Iterable[str]) -> pa.Table:
+    """Each row group's event_id range (``lo``, ``hi``; null without statistics), by file."""
+    rows: list[tuple[str, str | None, str | None]] = []
+    for path in paths:
+        meta = pq.read_metadata(path)
+        column = meta.schema.names.index("event_id")
+        for group in range(meta.num_row_groups):
+            stats = meta.row_group(group).column(column).statistics
+            if stats is not None and stats.has_min_max:
+                rows.append((path, _text(stats.min), _text(stats.max)))
+            else:
+                rows.append((path, None, None))
+    columns = list(zip(*rows, strict=True)) if rows else [(), (), ()]
+    return pa.table(dict(zip(_RANGES.names, columns, strict=True)), schema=_RANGES)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
