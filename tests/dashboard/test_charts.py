@@ -453,7 +453,7 @@ def test_the_chart_data_and_the_tables_download(screen: Screen, board: Dashboard
     download = csv_download.value
     assert _range_of(download.suggested_filename) == (end - HOUR, end)
     rows = list(csv.reader(io.StringIO(download.path().read_text())))
-    assert rows[0] == ["time", "requests", "error_rate", "p50", "p95", "p99"]
+    assert rows[0] == ["time", "requests", "error_rate", "p50", "p95", "p99", "latency_count"]
     body = {"metrics": ["requests", "error_rate", "p50", "p95", "p99"],
             "from": end - HOUR, "to": end, "grain": "1m",
             "filters": [{"dimension": "service", "op": "eq", "values": ["shop"]}]}  # fmt: skip

@@ -9,6 +9,10 @@
 // Each chart's legend shows values without a pointer (a phone has none): those of the
 // bucket pointed at, else of the bucket tapped or clicked ("selected"; tap it again to
 // let go), else of the newest bucket with data ("latest").
+//
+// A request may have no latency (a stock nginx or Apache access log): the percentiles
+// are of the requests that had one, so the latency chart says how many of the period's
+// requests those are, and says there is no latency instead of drawing an empty plot.
 
 import uPlot from "../../vendor/uplot/uPlot.esm.js";
 import { h, svg } from "./dom.js";
@@ -88,7 +92,22 @@ function layOut(rows, columns, from, to, grainMs, n, zeroBefore) {
   return out;
 }
 
-/** {xs, from, values, compare, empty, compareEmpty} for a time-series query result. */
+/**
+ * {requests, known}: the requests of a result's rows and, of them, those with a latency
+ * (latency_count; a result without that column counts every request as known).
+ */
+export function latencyCoverage(result) {
+  const at = Object.fromEntries(result.columns.map((c, i) => [c.name, i]));
+  let requests = 0;
+  let known = 0;
+  for (const row of result.rows) {
+    requests += row[at.requests];
+    known += at.latency_count === undefined || row[at.latency_count] === null ? row[at.requests] : row[at.latency_count];
+  }
+  return { requests, known };
+}
+
+/** {xs, from, values, compare, latency, empty, compareEmpty} for a time-series query result. */
 export function seriesData(result, grainMs, newestMs) {
   const { from, to } = result.meta;
   const n = Math.max(1, Math.ceil((to - from) / grainMs));
@@ -110,6 +129,7 @@ export function seriesData(result, grainMs, newestMs) {
     values,
     compare,
     services: null,
+    latency: latencyCoverage(result),
     empty: result.rows.length === 0,
     compareEmpty: result.compare ? result.compare.rows.length === 0 : null,
   };
@@ -181,7 +201,8 @@ function eventColor(kind) {
 /**
  * One chart panel: a title, the plot, its marker lane, its legend (exact values) and the
  * list of the events of the marker pointed at. options: {log} (latency on a log axis),
- * {tools} (a node beside the title).
+ * {tools} (a node beside the title). The latency panel also says how many requests had
+ * a latency when some had none, and words instead of the plot when none had.
  */
 export class ChartPanel {
   constructor(spec, { log = false, tools = null } = {}) {
@@ -203,14 +224,18 @@ export class ChartPanel {
     this.plotEl = h("div", { class: "chart", role: "img", "aria-label": spec.title });
     this.lane = new MarkerLane(`chart-${spec.id}`, () => this.redrawSoon());
     this.legendEl = h("div", { class: "chart-legend" });
+    this.tools = tools;
+    this.noteEl = h("p", { class: "chart-note", hidden: true });
+    this.blankEl = h("div", { class: "chart-blank", hidden: true });
+    // The plot and what belongs to it, hidden together when there is nothing to draw.
+    this.bodyEl = h("div", { class: "chart-body" }, this.plotEl, this.lane.el, this.legendEl, this.lane.list);
     this.el = h(
       "section",
       { class: "panel chart-panel", "aria-labelledby": this.titleId, dataset: { chart: spec.id, scale: this.log ? "log" : "linear" } },
       h("div", { class: "chart-head" }, this.titleEl, tools),
-      this.plotEl,
-      this.lane.el,
-      this.legendEl,
-      this.lane.list,
+      this.blankEl,
+      this.bodyEl,
+      this.noteEl, // under the legend, so the three plots stay level
     );
     // The plot follows its box (window resized, scroll bar shown, phone turned).
     this.resizer = new ResizeObserver(() => this.resize());
@@ -381,6 +406,34 @@ export class ChartPanel {
       this.plot.setData(columns);
     }
     this.plotEl.setAttribute("aria-label", `${shownTitle}: ${this.summary()}`);
+    if (this.spec.id === "latency") this.showCoverage(data.latency);
+  }
+
+  /**
+   * How many of the period's requests the latency lines stand for: a note when some had
+   * no latency, words instead of the plot when none had (the plot is still drawn, hidden).
+   */
+  showCoverage({ requests, known }) {
+    const none = requests > 0 && known === 0;
+    const partial = known > 0 && known < requests;
+    let note = "";
+    if (partial) {
+      // Never "0%" or "100%" for a part: 1 of 1,000 is "1%", 999 of 1,000 is "99%".
+      const share = Math.min(99, Math.max(1, Math.round((known / requests) * 100)));
+      note = `Latency known for ${fmt.exactCount(known)} of ${fmt.exactCount(requests)} requests (${share}%); the lines are of those.`;
+    }
+    if (this.noteEl.textContent !== note) this.noteEl.textContent = note;
+    this.noteEl.hidden = !partial;
+    this.el.dataset.latency = none ? "none" : partial ? "partial" : "all";
+    this.bodyEl.hidden = none;
+    if (this.tools) this.tools.hidden = none;
+    this.blankEl.hidden = !none;
+    if (none) {
+      this.blankEl.replaceChildren(
+        h("p", { class: "chart-blank-title" }, "No latency recorded (access log without request time)"),
+        h("p", {}, `None of the ${fmt.exactCount(requests)} requests of this period came with a latency, as from an nginx or Apache access log in its stock format. Add $request_time (nginx) or %D (Apache) to the log format: docs/sending-data.md, "Access logs".`),
+      );
+    }
   }
 
   summary() {

@@ -2,6 +2,8 @@
 // one, the services table, the top failing endpoints and the events of the period.
 // The tables' changes are against the chosen comparison (Day before, Week before), else
 // against the previous period of the same length; every table follows the service filter.
+// Above it all, a notice when intake refused facts, events or spans in the last hour
+// (from GET /api/v1/status, one request a refresh), with or without data to show.
 
 import * as api from "./api.js";
 import { ChartsSection } from "./chartsection.js";
@@ -9,7 +11,8 @@ import { h } from "./dom.js";
 import { exportButtons } from "./export.js";
 import { eventsList, panelHead, replaceSlot, servicesTable, topEndpointsTable } from "./panels.js";
 import { chartQuery, scopeFilters, serviceErrorQuery } from "./queries.js";
-import { baseline, chartGrain, grainFor, rangeLabel, timeRange } from "./state.js";
+import { baseline, chartGrain, grainFor, href, rangeLabel, timeRange } from "./state.js";
+import { rejectedNotice } from "./status.js";
 import { View } from "./view.js";
 
 const SPARK_POINTS = 40;
@@ -79,6 +82,22 @@ export class OverviewView extends View {
   constructor(app, state) {
     super(app, state, "overview");
     this.title = state.service ? `${state.service} · Gravix` : "Overview · Gravix";
+    this.notice = h("div", { class: "notice-slot", role: "status", hidden: true, dataset: { notice: "rejected" } });
+  }
+
+  mountEmpty() {
+    super.mountEmpty();
+    if (this.el.firstChild !== this.notice) this.el.prepend(this.notice);
+  }
+
+  /** The notice of what intake refused in the last hour (the tenant's, every service). */
+  showRejected(rejected) {
+    const node = rejectedNotice(rejected, href({ ...this.state, view: "status" }));
+    // Only when it changes: a live region says its new text each time it is replaced.
+    if ((node ? node.textContent : "") !== this.notice.textContent) {
+      this.notice.replaceChildren(...(node ? [node] : []));
+    }
+    this.notice.hidden = !node;
   }
 
   mountNormal() {
@@ -96,6 +115,7 @@ export class OverviewView extends View {
     this.eventsSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
     const against = baseline(s).text;
     this.el.replaceChildren(
+      this.notice,
       h(
         "h2",
         { class: "view-title", id: "view-title", tabindex: "-1" },
@@ -142,9 +162,10 @@ export class OverviewView extends View {
     }));
     const topQuery = quiet(topEndpoints(scope, when, against.compare));
     const serviceList = quiet(this.app.setServices(api.services()));
+    const rejected = quiet(api.status().then((st) => this.showRejected(st.rejected)));
     if (newest === null) {
       this.mountEmpty();
-      await settle([servicesAnswer, sparkQuery, topQuery, eventsQuery, serviceList]);
+      await settle([servicesAnswer, sparkQuery, topQuery, eventsQuery, serviceList, rejected]);
       return { newest, charts: false };
     }
     this.mountNormal();
@@ -152,6 +173,7 @@ export class OverviewView extends View {
     if (drawn) this.charts.whenDrawn().then(() => this.app.chartsDrawn(this));
     const parts = [
       serviceList,
+      rejected,
       settle([servicesAnswer, sparkQuery]).then(([services, sparks]) => {
         replaceSlot(this.servicesSlot, servicesTable(services, sparks, s, spark.ms, against.text));
       }),

@@ -1,6 +1,7 @@
 // The status page: pipeline health from GET /api/v1/status (intake, spool and upload
 // backlog, damaged segments in quarantine for admins, rollup, unreadable objects,
-// retention, facts and spans refused in the last hour), and the freshness queries see.
+// retention, facts and spans refused in the last hour), and the freshness queries see;
+// also the overview's one-line notice of what was refused.
 
 import * as api from "./api.js";
 import { h } from "./dom.js";
@@ -65,6 +66,27 @@ function rejectedPanel(rejected) {
     rejected.total === 0 ? null : h("dl", { class: "figures" },
       row("Facts, events and spans rejected", fmt.exactCount(rejected.total), "bad")),
     body);
+}
+
+/**
+ * The overview's notice when intake refused anything in the last hour (null when not):
+ * the count, the most frequent source and reason, and a link to this page (`statusHref`).
+ */
+export function rejectedNotice(rejected, statusHref) {
+  if (!rejected || !rejected.total) return null;
+  const n = rejected.total;
+  const top = rejected.reasons[0];
+  const span = rejected.minutes === 60 ? "hour" : `${rejected.minutes} minutes`;
+  const what = n === 1 ? "fact, event or span" : "facts, events or spans";
+  const from = ` from ${sourceName(top.source)}`;
+  // With several workers the figure is the answering one's (see workersNote).
+  const workers = rejected.workers > 1 ? `; counted by one of ${rejected.workers} worker processes` : "";
+  const detail = n === 1 ? ["(", h("code", {}, top.reason), from, workers, ")"]
+    : top.count === n ? ["(all ", h("code", {}, top.reason), from, workers, ")"]
+      : ["(most often ", h("code", {}, top.reason), from, `: ${fmt.exactCount(top.count)}`, workers, ")"];
+  return h("p", { class: "rejected-notice" },
+    h("strong", {}, `${fmt.exactCount(n)} ${what} rejected in the last ${span}`), " ", detail, ". ",
+    h("a", { href: statusHref, "data-internal": "" }, "See the status page"), ".");
 }
 
 // The node's figure, all tenants: a count per source and reason, no messages.
