@@ -17,7 +17,13 @@ from gravix.ingest.rejections import RECENT, SOURCES, RecentRejections, reason_o
 from gravix.schema import Limits, decode_facts
 from tests.factories import event, fact
 
-NOW_MS = int(time.time() * 1000)
+DAY_MS = 86_400_000
+
+
+def now_ms() -> int:
+    """Now, read by each test: the module is imported when the run starts, and a
+    fact made later by tests.factories would be "in the future" of an import-time now."""
+    return int(time.time() * 1000)
 
 
 class Clock:
@@ -68,17 +74,20 @@ def test_a_clock_that_steps_back_keeps_no_bucket_from_the_future() -> None:
         ({"path": None}, "invalid_path"),
         ({"status": 999}, "invalid_status"),
         ({"method": "BREW"}, "invalid_method"),
-        ({"timestamp": NOW_MS - 40 * 86_400_000}, "too_old"),
-        ({"timestamp": NOW_MS + 3_600_000}, "in_future"),
+        ({"timestamp": -40 * DAY_MS}, "too_old"),
+        ({"timestamp": 3_600_000}, "in_future"),
         ({"service": "Not A Name"}, "invalid_service"),
         ({"latency_ms": -1}, "invalid_latency_ms"),
     ],
 )
 def test_each_schema_problem_has_its_reason(item: dict[str, Any], reason: str) -> None:
     """The reasons come from the messages gravix.schema writes: pinned here, message by message."""
+    now = now_ms()
+    if "timestamp" in item:  # an offset from now
+        item = {"timestamp": now + item["timestamp"]}
     body = httpx.Request("POST", "/", json=[{**fact(), **item}]).content
     with pytest.raises(InvalidFacts) as e:
-        decode_facts(body, "application/json", Limits(now_ms=NOW_MS))
+        decode_facts(body, "application/json", Limits(now_ms=now))
     [problem] = e.value.items
     assert reason_of(problem.field, problem.message, e.value.code) == reason
 
@@ -87,7 +96,7 @@ def test_missing_fields_and_non_objects() -> None:
     raw = {k: v for k, v in fact().items() if k != "status"}
     body = httpx.Request("POST", "/", json=[raw, 7]).content
     with pytest.raises(InvalidFacts) as e:
-        decode_facts(body, "application/json", Limits(now_ms=NOW_MS))
+        decode_facts(body, "application/json", Limits(now_ms=now_ms()))
     reasons = [reason_of(p.field, p.message, e.value.code) for p in e.value.items]
     assert reasons == ["missing_status", "not_an_object"]
     assert reason_of("tenant", "anything") == "invalid"  # no field outside the schema's
@@ -113,7 +122,7 @@ def _recent(tenant: str) -> dict[tuple[str, str], int]:
 async def test_a_refused_fact_batch_counts_its_invalid_facts_per_source(
     client: httpx.AsyncClient, app: IngestApp, path: str, agent: str, source: str
 ) -> None:
-    batch = [fact(), fact(status=999), fact(status=700), fact(timestamp=NOW_MS - 40 * 86_400_000)]
+    batch = [fact(), fact(status=999), fact(status=700), fact(timestamp=now_ms() - 40 * DAY_MS)]
     before = (_counted(source, "invalid_status"), _counted(source, "too_old"), _recent("acme"))
     r = await client.post(path, json=batch, headers={"User-Agent": agent})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_fact"
