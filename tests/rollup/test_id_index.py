@@ -87,3 +87,14 @@ def test_time_ordered_ids_read_only_the_overlapping_row_groups(tmp_path: Path) -
     ]
     mask = index(tmp_path).seen(state, facts(new))
     assert mask.to_pylist() == [True] * 11 + [False] * 20
+
+
+def test_a_part_name_depends_on_the_ids_in_order_not_on_how_they_are_held() -> None:
+    ids = [str(uuid.uuid4()) for _ in range(50)]
+    whole = pa.table({"event_id": ids})
+    chunked = pa.Table.from_batches(whole.to_batches(max_chunksize=7))
+    sliced = pa.table({"event_id": ["x", *ids, "y"]}).slice(1, len(ids))
+    assert fold.part_name(whole) == fold.part_name(chunked) == fold.part_name(sliced)
+    assert fold.part_name(pa.table({"event_id": ids[::-1]})) != fold.part_name(whole)
+    split = [fold.part_name(pa.table({"event_id": pair})) for pair in (["ab", "c"], ["a", "bc"])]
+    assert split[0] != split[1]

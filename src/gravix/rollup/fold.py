@@ -50,6 +50,7 @@ Minute files written before parts (without ``gravix.parts``) count the hour's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Iterable
@@ -66,7 +67,7 @@ from gravix.rollup.aggregate import MINUTE_MS, SERIES, dedup_sql, minute_sql
 from gravix.rollup.compute import METRIC_SCHEMA, Compute
 from gravix.schema import archive, layout, parquet
 from gravix.schema.archive import COMPACTED
-from gravix.schema.raw import FACT_SCHEMA, ids_digest
+from gravix.schema.raw import FACT_SCHEMA
 from gravix.storage.base import ObjectNotFound, ObjectStore
 from gravix.storage.copies import LocalCopies
 
@@ -79,11 +80,25 @@ SETTLE_MS: Final = 2 * layout.HOUR_MS
 def part_name(rows: pa.Table) -> str:
     """A new part's file name, from its event ids: ``part-<16 hex>.parquet``.
 
-    A part holds only ids its hour did not hold, so no two parts of an hour
-    share a name, and a re-run over the same input writes the same names (and
-    so the same bytes, ``gravix.replaces`` included).
+    The hex is the start of a SHA-256 over the ids in order, read from the
+    Arrow column's buffers (each id's end offset, then the ids' bytes), with
+    no Python string made. A part holds only ids its hour did not hold, so no
+    two parts of an hour share a name, and a re-run over the same input
+    writes the same names.
     """
-    return f"part-{ids_digest(rows['event_id'].to_pylist())[:16]}.parquet"
+    column = rows["event_id"]
+    ids = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    ids = ids.cast(pa.string())  # int32 offsets
+    _, offsets_buffer, data = ids.buffers()
+    offsets = pa.Array.from_buffers(
+        pa.int32(), len(ids) + 1, [None, offsets_buffer], offset=ids.offset
+    )
+    first, last = offsets[0].as_py(), offsets[len(ids)].as_py()
+    ends = pc.subtract(offsets, pa.scalar(first, pa.int32())).buffers()[1]
+    digest = hashlib.sha256(memoryview(ends)[: 4 * (len(ids) + 1)])
+    if data is not None:
+        digest.update(memoryview(data)[first:last])
+    return f"part-{digest.hexdigest()[:16]}.parquet"
 
 
 @dataclass
