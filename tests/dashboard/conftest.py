@@ -49,6 +49,7 @@ SERVER_ENV = {
     "GRAVIX_OPERATOR_TENANT": TENANT,  # the test admin runs the node, as in the demo
 }
 DATA_TIMEOUT_MS = 20_000  # how long a test waits for data to show up
+WIDTHS = {"desktop": 1366, "phone": 375}  # the widths chart tests run at
 
 expect.set_options(timeout=DATA_TIMEOUT_MS)
 
@@ -202,3 +203,60 @@ def wait_for_refresh(page: Page) -> None:
     """Until the page has finished a refresh after now (the refresh counter moves on)."""
     done = page.locator("html").get_attribute("data-refreshed") or "0"
     expect(page.locator("html")).not_to_have_attribute("data-refreshed", done)
+
+
+def signed_in_state(browser: Browser, board: Dashboard) -> dict[str, Any]:
+    """The storage state (session cookie) of a user signed in to ``board``."""
+    context = new_context(browser)
+    page = context.new_page()
+    sign_in(page, board)
+    state: dict[str, Any] = context.storage_state()
+    context.close()
+    return state
+
+
+class Screen:
+    """A page at one width, signed in if given ``auth``; the phone is a touch screen."""
+
+    def __init__(self, browser: Browser, auth: dict[str, Any] | None, base: str, width: int):
+        phone = width < 600
+        self.context = new_context(
+            browser, storage_state=auth, viewport={"width": width, "height": 900},
+            is_mobile=phone, has_touch=phone,
+        )  # fmt: skip
+        self.page = self.context.new_page()
+        self.log = PageLog(self.page)
+        self.base = base
+        self.phone = phone
+        self.name = f"phone-{width}" if phone else f"desktop-{width}"
+
+    def open(self, path: str) -> Page:
+        """Open ``path`` and wait until its charts are drawn and its tables filled."""
+        self.page.goto(self.base + path)
+        expect(self.page.locator("html")).to_have_attribute("data-charts-drawn", "true")
+        expect(self.page.locator("#main .loading")).to_have_count(0)
+        return self.page
+
+    def fits(self) -> None:
+        """No sideways scroll."""
+        widths = self.page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1], widths
+
+
+# For modules that define a module-scoped ``board`` (a Dashboard with their data):
+# a signed-in Screen at each of WIDTHS, whose page logged no problem.
+@pytest.fixture(scope="module")
+def auth_state(browser: Browser, board: Dashboard) -> dict[str, Any]:
+    return signed_in_state(browser, board)
+
+
+@pytest.fixture(params=list(WIDTHS))
+def screen(
+    request: pytest.FixtureRequest, browser: Browser, board: Dashboard, auth_state: dict[str, Any]
+) -> Iterator[Screen]:
+    view = Screen(browser, auth_state, board.url, WIDTHS[request.param])
+    yield view
+    view.context.close()
+    assert view.log.problems() == []

@@ -32,9 +32,9 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Locator, Page, expect
 
-from tests.dashboard.conftest import Dashboard, PageLog, new_context, screenshot, sign_in
+from tests.dashboard.conftest import Dashboard, Screen, screenshot
 from tests.dashboard.conftest import start_dashboard as start
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,6 @@ ERRORS_IN_20 = {
 }
 TOP_FIVE = ["alpha", "bravo", "charlie", "delta", "echo"]
 SHOP_PATH = "/items/{id}"
-WIDTHS = {"desktop": 1366, "phone": 375}
 NO_VALUE = "\u2013"  # what a legend showed without a pointer: an en dash
 DEPLOY_EVERY_MS = 2 * MINUTE
 INCIDENT_EVERY_MS = 30 * MINUTE
@@ -125,55 +124,6 @@ def board(tmp_path_factory: pytest.TempPathFactory, end: int) -> Iterator[Dashbo
         yield dashboard
     finally:
         dashboard.server.__exit__()
-
-
-@pytest.fixture(scope="module")
-def auth_state(browser: Browser, board: Dashboard) -> dict[str, Any]:
-    context = new_context(browser)
-    page = context.new_page()
-    sign_in(page, board)
-    state: dict[str, Any] = context.storage_state()
-    context.close()
-    return state
-
-
-class Screen:
-    """A signed-in page at one width; the phone is a touch screen."""
-
-    def __init__(self, browser: Browser, auth: dict[str, Any], base: str, width: int) -> None:
-        phone = width < 600
-        self.context = new_context(
-            browser, storage_state=auth, viewport={"width": width, "height": 900},
-            is_mobile=phone, has_touch=phone,
-        )  # fmt: skip
-        self.page = self.context.new_page()
-        self.log = PageLog(self.page)
-        self.base = base
-        self.phone = phone
-        self.name = f"phone-{width}" if phone else f"desktop-{width}"
-
-    def open(self, path: str) -> Page:
-        self.page.goto(self.base + path)
-        expect(self.page.locator("html")).to_have_attribute("data-charts-drawn", "true")
-        expect(self.page.locator("#main .loading")).to_have_count(0)
-        return self.page
-
-    def fits(self) -> None:
-        """No sideways scroll."""
-        widths = self.page.evaluate(
-            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
-        )
-        assert widths[0] <= widths[1], widths
-
-
-@pytest.fixture(params=list(WIDTHS))
-def screen(
-    request: pytest.FixtureRequest, browser: Browser, board: Dashboard, auth_state: dict[str, Any]
-) -> Iterator[Screen]:
-    view = Screen(browser, auth_state, board.url, WIDTHS[request.param])
-    yield view
-    view.context.close()
-    assert view.log.problems() == []
 
 
 def chart(page: Page, chart_id: str) -> Locator:

@@ -29,6 +29,7 @@ from tests.dashboard.conftest import (
     new_context,
     screenshot,
     sign_in,
+    signed_in_state,
     start_dashboard,
 )
 
@@ -57,12 +58,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
 
 @pytest.fixture(scope="module")
 def auth_state(browser: Browser, demo: Dashboard) -> dict[str, Any]:
-    context = new_context(browser)
-    page = context.new_page()
-    sign_in(page, demo)
-    state: dict[str, Any] = context.storage_state()
-    context.close()
-    return state
+    return signed_in_state(browser, demo)
 
 
 @dataclass

@@ -30,9 +30,9 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.dashboard.conftest import (
+    WIDTHS,
     Dashboard,
-    PageLog,
-    new_context,
+    Screen,
     screenshot,
     sign_in,
     wait_for_refresh,
@@ -43,7 +43,6 @@ from tests.factories import fact
 pytestmark = pytest.mark.slow
 
 MINUTE = 60_000
-WIDTHS = {"desktop": 1366, "phone": 375}
 MIXED, MIXED_KNOWN = 2000, 1234
 NGINX = 300
 API = 100
@@ -109,55 +108,6 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         yield dashboard
     finally:
         dashboard.server.__exit__()
-
-
-@pytest.fixture(scope="module")
-def auth_state(browser: Browser, board: Dashboard) -> dict[str, Any]:
-    context = new_context(browser)
-    page = context.new_page()
-    sign_in(page, board)
-    state: dict[str, Any] = context.storage_state()
-    context.close()
-    return state
-
-
-class Screen:
-    """A signed-in page at one width; the phone is a touch screen."""
-
-    def __init__(self, browser: Browser, auth: dict[str, Any] | None, base: str, width: int):
-        phone = width < 600
-        self.context = new_context(
-            browser, storage_state=auth, viewport={"width": width, "height": 900},
-            is_mobile=phone, has_touch=phone,
-        )  # fmt: skip
-        self.page = self.context.new_page()
-        self.log = PageLog(self.page)
-        self.base = base
-        self.name = f"phone-{width}" if phone else f"desktop-{width}"
-
-    def open(self, path: str) -> Page:
-        """Open ``path`` and wait until its charts are drawn and its tables filled."""
-        self.page.goto(self.base + path)
-        expect(self.page.locator("html")).to_have_attribute("data-charts-drawn", "true")
-        expect(self.page.locator("#main .loading")).to_have_count(0)
-        return self.page
-
-    def fits(self) -> None:
-        """No sideways scroll."""
-        widths = self.page.evaluate(
-            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
-        )
-        assert widths[0] <= widths[1], widths
-
-
-@pytest.fixture(params=list(WIDTHS))
-def screen(
-    request: pytest.FixtureRequest, browser: Browser, board: Dashboard, auth_state: dict[str, Any]
-) -> Iterator[Screen]:
-    view = Screen(browser, auth_state, board.url, WIDTHS[request.param])
-    yield view
-    view.context.close()
-    assert view.log.problems() == []
 
 
 def latency(page: Page) -> Locator:
