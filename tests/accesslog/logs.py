@@ -1,7 +1,11 @@
-"""Access log lines as nginx and Apache write them, for the accesslog tests."""
+"""Access log lines as nginx and Apache write them, and the CLI that reads them, for the
+accesslog tests."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"
@@ -51,4 +55,16 @@ def common(epoch_s: float, method: str = "GET", url: str = "/", status: int = 20
     return (
         f'203.0.113.7 - frank [{clf_time(epoch_s)}] "{method} {url} HTTP/1.0" {status} {size}'
         f"{tail}\n"
+    )
+
+
+def gravix(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``gravix <args>`` in a fresh process, without the caller's GRAVIX_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
+    return subprocess.run(
+        [sys.executable, "-m", "gravix.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,7 +12,7 @@ from typing import Any
 import pytest
 
 from gravix.accesslog.reader import event_id_prefix, file_fingerprint
-from tests.accesslog.logs import combined
+from tests.accesslog.logs import combined, gravix
 from tests.procs import ServerProcess, durable_event_ids, spooled_batches
 
 ROUTES = """
@@ -23,17 +20,6 @@ ROUTES = """
 routes = ["/users/{id}", "/orders/{order_id}/items/{item}"]
 """
 SERVER_ENV = {"GRAVIX_UPLOADER_ENABLED": "false"}
-
-
-def gravix(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
-    return subprocess.run(
-        [sys.executable, "-m", "gravix.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def write_log(path: Path, lines: int, *, seed: int = 3, bad_every: int = 50) -> dict[str, Any]:

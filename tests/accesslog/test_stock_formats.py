@@ -14,10 +14,7 @@ facts pending in the spool, then after the real `gravix upload --once` and
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,7 @@ from gravix.accesslog.parser import make_parser
 from gravix.api.auth import token_store
 from gravix.ingest.keys import KeyStore
 from gravix.schema import sketch
-from tests.accesslog.logs import combined, common, stock_combined
+from tests.accesslog.logs import combined, common, gravix, stock_combined
 from tests.procs import ServerProcess
 
 OFF = {"GRAVIX_UPLOADER_ENABLED": "false", "GRAVIX_ROLLUP_ENABLED": "false"}
@@ -39,17 +36,6 @@ METRICS = ["requests", "errors", "error_rate", "latency_count", "p50", "p95", "a
            "max_latency"]  # fmt: skip
 NGINX_HINT = "log_format gravix '"
 APACHE_HINT = 'LogFormat "'
-
-
-def gravix(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
-    return subprocess.run(
-        [sys.executable, "-m", "gravix.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def write_logs(root: Path, now: float) -> dict[str, Any]:
