@@ -150,10 +150,16 @@ def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 30.0) -> N
 
 
 def gravix_server(
-    data_dir: Path, *, cpu: int | None, log_path: Path, role: str = "all"
+    data_dir: Path,
+    *,
+    cpu: int | None,
+    log_path: Path,
+    role: str = "all",
+    env: dict[str, str] | None = None,
 ) -> ServerProcess:
     """``gravix serve`` with one worker on ``data_dir``; ``role="ingest"`` runs no
-    rollup or retention, so none runs on the CPU being measured."""
+    rollup or retention, so none runs on the CPU being measured. ``env`` adds
+    settings."""
     argv = [sys.executable, "-m", "gravix.cli", "serve", "--port", "0", "--workers", "1"]
     argv += ["--data-dir", str(data_dir)]
     return ServerProcess(
@@ -163,7 +169,7 @@ def gravix_server(
         ready_path="/ready",
         cwd=data_dir.parent,
         log_path=log_path,
-        env={**GRAVIX_ENV, "GRAVIX_ROLE": role},
+        env={**GRAVIX_ENV, "GRAVIX_ROLE": role, **(env or {})},
     )
 
 

@@ -8,7 +8,9 @@ its interval, RSS stays under 1 GiB, and metrics trail the facts by at most
   rollup, retention, query API) on a fresh data dir, every setting at the
   product's default (``rollup_interval_seconds``, ``segment_max_age_seconds``,
   ``rollup_memory_limit``...) except what moves intake limits out of the way
-  (:data:`bench.servers.GRAVIX_ENV`). Not pinned: the rollup uses every core.
+  (:data:`bench.servers.GRAVIX_ENV`), and ``rollup_settle_seconds``
+  (``--settle-seconds``, 600 instead of 7,200) so that an hour-long run also
+  compacts an hour inside the server. Not pinned: the rollup uses every core.
 * **Load** (:mod:`bench.steady_load`): ``--rate`` facts/s in paced batches of
   100 (``POST /api/v1/facts``, the bench key), timestamps = now, 1 fact in 100
   a client retry of an acknowledged fact. Every answer counted; a 429/503 or a
@@ -72,6 +74,7 @@ from bench.servers import (
 from bench.steady_load import BATCH, Ack, LoadGenerator
 from gravix.api.auth import token_store
 from gravix.config import Settings
+from gravix.schema.archive import COMPACTED
 
 RESULTS_DIR = REPO / "bench" / "results"
 GOALS = {"pass_within_interval": True, "rss_mib": 1024.0, "lag_s": 10.0}
@@ -250,12 +253,17 @@ class SteadyRun:
         log(f"load done: {acked:,} distinct facts acknowledged; query says {at_stop.get('answer')}")
         drain = self._drain(acked)
         after = self.query(*whole)
+        compacted = sorted(
+            str(f.relative_to(self.data_dir)) for f in self.data_dir.rglob(COMPACTED)
+        )
+        log(f"hours compacted inside gravix serve: {len(compacted)}")
         return {
             "load": load.summary(),
             "acks": load.snapshot(),
             "at_stop": at_stop,
             "drain": drain,
             "after_final_pass": after,
+            "compacted_hours": compacted,
         }
 
     def _drain(self, acked: int) -> dict[str, Any]:
@@ -521,6 +529,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--window-minutes", type=int, default=5, help="whole minutes the lag query covers"
     )
     p.add_argument("--senders", type=int, default=16, help="sender threads (connections)")
+    p.add_argument(
+        "--settle-seconds",
+        type=int,
+        default=600,
+        help="the server's rollup_settle_seconds: an hour is compacted this long after "
+        "its end, so an hour-long run compacts inside `gravix serve` (default 600)",
+    )
     p.add_argument("--tmp-dir", type=Path, default=None, help="where the data dir goes")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--keep", action="store_true", help="keep the data dir and the server's log")
@@ -536,7 +551,8 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[SteadyRun, dict[str, 
     data_dir.mkdir()
     key = make_key(data_dir, tenant=TENANT)
     _, token = token_store(data_dir / "tokens.db").create(TENANT, "bench")
-    server = gravix_server(data_dir, cpu=None, log_path=work / "gravix.log", role="all")
+    settle = {"GRAVIX_ROLLUP_SETTLE_SECONDS": str(args.settle_seconds)}
+    server = gravix_server(data_dir, cpu=None, log_path=work / "gravix.log", role="all", env=settle)
     server.start()
     log(f"gravix serve (role=all) on {server.url}, pid {server.pid}, not pinned")
     bench = SteadyRun(args, server, key, token, data_dir)

@@ -256,6 +256,15 @@ class Settings(BaseSettings):
     rollup_threads: int = Field(
         0, ge=0, le=256, description="DuckDB threads of one rollup (0: one per core)."
     )
+    rollup_settle_seconds: int = Field(
+        7200,
+        ge=0,
+        le=7 * 86400,
+        description=(
+            "How long after its end an hour's archive parts are compacted into one file "
+            "(most late facts are in by then; a later fact adds a part and compacts again)."
+        ),
+    )
     rollup_chunk_bytes: int = Field(
         64 * 1024 * 1024,
         ge=1024,

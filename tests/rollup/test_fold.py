@@ -111,6 +111,20 @@ def test_a_settled_hour_is_compacted_into_one_file(tmp_path: Path) -> None:
     assert requests(store) == 16 and parts(store) == [fold.COMPACTED]
 
 
+def test_the_settle_window_is_a_setting(tmp_path: Path) -> None:
+    """``rollup_settle_seconds`` moves compaction: 10 minutes after the hour's end
+    with a 5-minute window, not with the default two hours."""
+    store = LocalObjectStore(tmp_path)
+    put_raw(store, "acme", [fact(i) for i in range(10)])
+    job(store).run()
+    later = T0 + HOUR + 10 * 60_000
+    job(store, later).run()
+    assert parts(store) != [fold.COMPACTED]
+    short = RollupJob(store, settle_ms=5 * 60_000, clock=lambda: later / 1000)
+    assert short.run().tenants["acme"].compacted == [T0]
+    assert parts(store) == [fold.COMPACTED] and requests(store) == 10
+
+
 @pytest.mark.parametrize("at", ["metrics_1m/", "service_metrics_1m/", "metrics_1h/"])
 def test_a_pass_killed_after_its_part_is_finished_by_the_next(tmp_path: Path, at: str) -> None:
     store = FaultyStore(tmp_path)

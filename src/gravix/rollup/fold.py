@@ -72,8 +72,9 @@ from gravix.storage.base import ObjectNotFound, ObjectStore
 from gravix.storage.copies import LocalCopies
 
 MARKER: Final = "_compaction.json"
-# An hour is compacted once this long past its end: most late facts are in by
-# then. A later fact adds a part, and the next pass compacts the hour again.
+# An hour is compacted once this long past its end (by default; the setting
+# ``rollup_settle_seconds``): most late facts are in by then. A later fact adds
+# a part, and the next pass compacts the hour again.
 SETTLE_MS: Final = 2 * layout.HOUR_MS
 
 
@@ -286,10 +287,10 @@ def put_metrics(
     return int(rows.num_rows + services.num_rows)
 
 
-def needs_compaction(state: HourState, now_ms: int) -> bool:
-    """Whether a settled hour's parts should become one ``facts.parquet`` now, or a
-    compaction killed on the way should be finished."""
-    if state.hour_ms + layout.HOUR_MS + SETTLE_MS > now_ms or state.uncounted:
+def needs_compaction(state: HourState, now_ms: int, settle_ms: int = SETTLE_MS) -> bool:
+    """Whether a settled hour's parts (``settle_ms`` past its end) should become one
+    ``facts.parquet`` now, or a compaction killed on the way should be finished."""
+    if state.hour_ms + layout.HOUR_MS + settle_ms > now_ms or state.uncounted:
         return False
     if any(name != COMPACTED for name in state.parts):
         return True

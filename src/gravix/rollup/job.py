@@ -113,6 +113,7 @@ class RollupJob:
         memory_limit: str = "1GB",
         threads: int = 0,
         chunk_bytes: int = 64 * 1024 * 1024,
+        settle_ms: int = fold.SETTLE_MS,
         temp_dir: str | None = None,
         clock: Callable[[], float] = time.time,
         compute: Callable[[], Compute] | None = None,
@@ -122,7 +123,7 @@ class RollupJob:
         self.store = store
         self.lease_seconds = lease_seconds
         self.memory_limit, self.threads, self.temp_dir = memory_limit, threads, temp_dir
-        self.chunk_bytes = chunk_bytes
+        self.chunk_bytes, self.settle_ms = chunk_bytes, settle_ms
         self.clock = clock
         self.compute = compute or self._duckdb
         self._newest_fact_ms = 0
@@ -545,14 +546,14 @@ class RollupJob:
         hours = report.open_hours | set(self.read_state(tenant).get("open_hours", []))
         report.open_hours = set()
         for hour_ms in sorted(hours):
-            if hour_ms + layout.HOUR_MS + fold.SETTLE_MS > now_ms:
+            if hour_ms + layout.HOUR_MS + self.settle_ms > now_ms:
                 report.open_hours.add(hour_ms)
                 continue
             lock.renew_if_due()
             state = fold.read_hour(self.store, tenant, hour_ms)
             if state.uncounted:
                 report.open_hours.add(hour_ms)  # finished by the pass that folds its raw objects
-            elif fold.needs_compaction(state, now_ms):
+            elif fold.needs_compaction(state, now_ms, self.settle_ms):
                 files, con = self._ids.files, self._ids.con
                 fold.compact(self.store, files, con, compute, state, self._spill)
                 report.compacted.append(hour_ms)
@@ -597,7 +598,7 @@ class RollupJob:
             state = self.read_state(tenant)
             hours = state.get("open_hours", [])
             if state.get("stale_days") or any(
-                h + layout.HOUR_MS + fold.SETTLE_MS <= now_ms for h in hours
+                h + layout.HOUR_MS + self.settle_ms <= now_ms for h in hours
             ):
                 found.append(tenant)
         return found

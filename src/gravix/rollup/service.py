@@ -41,6 +41,7 @@ def rollup_job(settings: Settings, store: ObjectStore) -> RollupJob:
         memory_limit=settings.rollup_memory_limit,
         threads=settings.rollup_threads,
         chunk_bytes=settings.rollup_chunk_bytes,
+        settle_ms=settings.rollup_settle_seconds * 1000,
         temp_dir=str(temp),
         compute=spark_compute if settings.rollup_engine == "spark" else None,
     )
