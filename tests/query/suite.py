@@ -54,7 +54,8 @@ QUERIES: list[tuple[str, dict[str, Any], bool]] = [
                          "from": START + 30 * MINUTE, "to": NOW, "grain": "1h"}, False),
     ("series_1d", {"metrics": ["requests", "p99", "throughput"], "dimensions": ["env"],
                    "from": START, "to": NOW, "grain": "1d"}, False),
-    ("by_status", {"metrics": ["requests", "errors", "client_errors", "error_rate", "throughput"],
+    ("by_status", {"metrics": ["requests", "errors", "client_errors", "error_rate",
+                               "client_error_rate", "throughput"],
                    "dimensions": ["service", "status"], "from": START + 90 * MINUTE,
                    "to": START + DAY + 7 * MINUTE, "grain": "all"}, False),
     ("status_series", {"metrics": ["requests"], "dimensions": ["status"],
@@ -101,6 +102,12 @@ QUERIES: list[tuple[str, dict[str, Any], bool]] = [
     ("latency_known", {"metrics": ["requests", "latency_count", "avg_latency", "p50",
                                    "max_latency"], "dimensions": ["service", "path"],
                        "from": START + 30 * MINUTE, "to": NOW, "grain": "1d"}, False),
+    ("slow_requests", {"metrics": ["requests", "slow_requests", "latency_count", "p95"],
+                       "dimensions": ["service"], "from": START + 30 * MINUTE, "to": NOW + 2 * HOUR,
+                       "grain": "1h", "slow_ms": 50.0}, True),
+    ("slow_ordered", {"metrics": ["slow_requests"], "dimensions": ["path"], "slow_ms": 0,
+                      "order": [{"by": "slow_requests", "desc": True}], "limit": 2,
+                      "from": START, "to": NOW, "grain": "all"}, False),
 
 ]  # fmt: skip
 

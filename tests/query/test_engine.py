@@ -103,6 +103,30 @@ def test_totals_and_percentiles_equal_exact_answers(
         assert row["avg_latency"] == pytest.approx(sum(latencies) / len(latencies))
 
 
+@pytest.mark.parametrize("slow_ms", [0.0, 5.0, 20.085, 60.0, 1_000.0])
+def test_slow_requests_are_the_latencies_past_the_bucket_of_slow_ms(
+    world: tuple[LocalObjectStore, list[dict[str, Any]]], slow_ms: float
+) -> None:
+    """Exact against the facts: never one at or under slow_ms, and every one past its
+    bucket (at most 2% over it), in 6-hour buckets read from the hour and minute tiers."""
+    store, facts = world
+    start, end = START + 90 * MINUTE, START + 2 * DAY + 7 * MINUTE
+    rows = ask(store, end, metrics=["slow_requests", "latency_count"], dimensions=["service"],
+               from_=start, to=end, grain="6h", slow_ms=slow_ms)  # fmt: skip
+    assert rows
+    for row in rows:  # with a grain, the first bucket counts from its start
+        bucket_end = min(row["time"] + 6 * HOUR, end)
+        mine = [
+            round(f["latency_ms"] * 1000) / 1000
+            for f in exact(facts, row["time"], bucket_end, service=row["service"])
+        ]
+        assert row["latency_count"] == len(mine)
+        assert row["slow_requests"] == sum(sketch.key(x) > sketch.key(slow_ms) for x in mine)
+        over = sum(x > slow_ms for x in mine)
+        clearly_over = sum(x > slow_ms * sketch.GAMMA for x in mine)
+        assert clearly_over <= row["slow_requests"] <= over
+
+
 def test_a_time_series_uses_the_cheapest_tiers(
     world: tuple[LocalObjectStore, list[dict[str, Any]]],
 ) -> None:
@@ -214,6 +238,15 @@ def test_an_s3_store_is_read_through_a_local_cache(
         (b'{"metrics": ["errors"], "from": "now-30d", "grain": "1m"}', "grain"),
         (b'{"metrics": ["errors"], "from": "now-1h", "tenant": "globex"}', "tenant"),
         (b'{"metrics": ["errors"], "from": "now-1h", "compare": "yesterday"}', "compare"),
+        (b'{"metrics": ["slow_requests"], "from": "now-1h"}', "slow_ms"),
+        (b'{"metrics": ["errors"], "from": "now-1h", "slow_ms": 300}', "slow_ms"),
+        (b'{"metrics": ["slow_requests"], "from": "now-1h", "slow_ms": -1}', "slow_ms"),
+        (b'{"metrics": ["slow_requests"], "from": "now-1h", "slow_ms": "fast"}', "slow_ms"),
+        (
+            b'{"metrics": ["slow_requests"], "dimensions": ["status"], "from": "now-1h", '
+            b'"slow_ms": 300}',
+            "metrics[0]",
+        ),
     ],
 )
 def test_bad_queries_name_the_field(body: bytes, field: str) -> None:

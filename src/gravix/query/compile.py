@@ -13,6 +13,11 @@ that DuckDB, Spark SQL and Trino all read the same way (``x - x % g``, not
 ``//``; ``power``; doubles written ``1.5E0`` so no engine reads a DECIMAL;
 ``FILTER (WHERE ...)``; every derived table named). The one thing they spell
 differently, turning a map into key and value rows, is :func:`_explode`.
+
+``slow_requests`` counts the sketch entries whose key is above the key of the
+plan's ``slow_ms``: every request in them is slower than ``slow_ms``, and a
+request slower than it is missed only when it shares slow_ms's bucket (less
+than 2% over it: :mod:`gravix.schema.sketch`).
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ def compile_sql(plan: Plan, source: str = "metric_rows", dialect: Dialect = "duc
     """
     if dialect not in DIALECTS:
         raise ValueError(f"unknown SQL dialect {dialect!r}")
+    slow = None
     dims = list(plan.dimensions)
     by_status = "status" in dims or any(f.dimension == "status" for f in plan.filters)
     g = plan.grain_ms
@@ -152,6 +158,8 @@ def compile_sql(plan: Plan, source: str = "metric_rows", dialect: Dialect = "duc
         percentiles = _percentiles_sql(
             dialect, keys, [m.name for m in wanted], [m.quantile or 0 for m in wanted]
         )
+        if "slow_requests" in plan.metrics and plan.slow_ms is not None:
+            slow = _slow_sql(dialect, keys, sketch.key(plan.slow_ms))
     seconds = (plan.grain_ms or (plan.to_ms - plan.from_ms)) / 1000
     columns = [("time", "t")] if plan.grain_ms else []
     columns += [(d, d) for d in dims]
@@ -161,6 +169,8 @@ def compile_sql(plan: Plan, source: str = "metric_rows", dialect: Dialect = "duc
     join = ""
     if percentiles:
         join = "LEFT JOIN percentiles p USING (" + key_list + ")"
+    if slow:
+        join += " LEFT JOIN slow s USING (" + key_list + ")"
     natural = [name for name, _ in columns if name in ("time", *dims)]
     asked = [f"{o.by} {'DESC' if o.desc else 'ASC'} NULLS LAST" for o in plan.order]
     # Time and dimensions break ties, so equal values come back in a stable order.
@@ -171,6 +181,8 @@ def compile_sql(plan: Plan, source: str = "metric_rows", dialect: Dialect = "duc
     ctes = [f"base AS ({base})", f"totals AS ({totals})"]
     if percentiles:
         ctes.append(percentiles)
+    if slow:
+        ctes.append(slow)
     return f"""
         WITH {", ".join(ctes)}
         SELECT {select} FROM totals {join}
@@ -205,6 +217,18 @@ def _percentiles_sql(
                 GROUP BY {key_list}, k
             ) AS merged
         ) AS ranked
+        GROUP BY {key_list}
+    )"""
+
+
+def _slow_sql(dialect: Dialect, keys: list[str], above: int) -> str:
+    """Per group, the latencies whose sketch key is above ``above`` (module docstring)."""
+    key_list = ", ".join(keys)
+    exploded = _explode(dialect, key_list, "latency_sketch", ("k", "n"), "base", "TRUE")
+    return f"""slow AS (
+        SELECT {key_list}, sum(n) AS n_slow
+        FROM ({exploded}) AS sketch_rows
+        WHERE k > {above}
         GROUP BY {key_list}
     )"""
 
@@ -252,10 +276,14 @@ _MAP_TYPES: Final = {
 
 def _metric_sql(name: str, seconds: float) -> str:
     metric = METRICS[name]
+    if name == "slow_requests":
+        return "CAST(coalesce(s.n_slow, 0) AS BIGINT)"
     if metric.kind == "sum":
         return f"CAST({name} AS BIGINT)"
     if name == "error_rate":
         return "CAST(errors AS DOUBLE) / nullif(requests, 0)"
+    if name == "client_error_rate":
+        return "CAST(client_errors AS DOUBLE) / nullif(requests, 0)"
     if metric.kind == "percentile":
         return _value_sql(f"p.k_{name}")
     if name == "avg_latency":

@@ -14,7 +14,15 @@ from typing import Final, Literal
 MetricKind = Literal["sum", "ratio", "percentile", "max", "average", "rate"]
 # Metrics of the latency columns: kept per series, not per status code. A fact
 # whose latency is unknown counts in none of them (latency_count says how many did).
-LATENCY_METRICS: Final = ("p50", "p95", "p99", "avg_latency", "max_latency", "latency_count")
+LATENCY_METRICS: Final = (
+    "p50",
+    "p95",
+    "p99",
+    "avg_latency",
+    "max_latency",
+    "latency_count",
+    "slow_requests",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +42,12 @@ METRICS: Final = {
         Metric("client_errors", "sum", "Requests answered with a 4xx status.", "requests"),
         Metric("error_rate", "ratio", "errors / requests (0 to 1).", "ratio"),
         Metric(
+            "client_error_rate",
+            "ratio",
+            "client_errors / requests (0 to 1): the 4xx share.",
+            "ratio",
+        ),
+        Metric(
             "latency_count",
             "sum",
             "Requests with a known latency: the ones the latency metrics count "
@@ -50,6 +64,13 @@ METRICS: Final = {
         Metric("avg_latency", "average", "Mean latency (latency_sum / latency_count).", "ms"),
         Metric("max_latency", "max", "Largest latency.", "ms"),
         Metric("throughput", "rate", "Requests per second over the bucket.", "requests/s"),
+        Metric(
+            "slow_requests",
+            "sum",
+            "Requests slower than the query's slow_ms (from the sketch: none at or under "
+            "slow_ms is counted, those less than 2% over it may not be).",
+            "requests",
+        ),
     )
 }
 

@@ -21,6 +21,8 @@
   one row per group over the whole range; unset picks one from the range.
 - ``compare``: a duration (``1d``, ``7d``, ``90m``): the same query over the
   range that far back, returned aligned to the current one.
+- ``slow_ms``: a latency in ms, with the metric ``slow_requests`` (and only
+  with it): the requests slower than this, counted from the latency sketch.
 
 There is no tenant anywhere in a query: the server takes it from the
 caller's credential, and a body naming one is refused (unknown field).
@@ -28,6 +30,7 @@ caller's credential, and a body naming one is refused (unknown field).
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -56,6 +59,8 @@ MIN_TIME_MS = 0
 MAX_TIME_MS = 7_258_118_400_000
 # The finest bucket stored: the 1m tier's, and the pending facts' minute rows.
 MINUTE_MS = TIERS[-1][1]
+# Latencies are capped at an hour (docs/data-model.md); a day leaves room.
+MAX_SLOW_MS = 86_400_000
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -80,6 +85,7 @@ class Query(msgspec.Struct, forbid_unknown_fields=True, rename={"from_": "from"}
     order: list[Order] = []
     limit: int | None = None
     compare: str | None = None
+    slow_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,7 @@ class Plan:
     limit: int | None
     compare_ms: int | None
     requested: tuple[int, int]  # [from, to) as asked; from_ms/to_ms are what is counted
+    slow_ms: float | None = None  # slow_requests: requests slower than this
 
     def shifted(self, offset_ms: int) -> Plan:
         """The same plan over the range ``offset_ms`` earlier."""
@@ -108,6 +115,7 @@ class Plan:
             self.from_ms - offset_ms, self.to_ms - offset_ms,
             self.grain_ms, self.grain, self.tier, self.tier_ms,
             self.order, self.limit, None, (asked_from - offset_ms, asked_to - offset_ms),
+            self.slow_ms,
         )  # fmt: skip
 
 
@@ -236,11 +244,28 @@ def plan(query: Query, now_ms: int | None = None) -> Plan:
     compare_ms = duration_ms(query.compare, "compare") if query.compare else None
     if compare_ms is not None and from_ms - compare_ms < MIN_TIME_MS:
         raise BadRequest("the comparison reaches before 1970", field="compare")
+    _check_slow(query)
     return Plan(
         tuple(query.metrics), tuple(query.dimensions), tuple(query.filters),
         from_ms, to_ms, grain_ms, grain, tier, tier_ms,
-        tuple(query.order), query.limit, compare_ms, requested,
+        tuple(query.order), query.limit, compare_ms, requested, query.slow_ms,
     )  # fmt: skip
+
+
+def _check_slow(query: Query) -> None:
+    """``slow_ms`` comes with ``slow_requests``, and only with it."""
+    wanted = "slow_requests" in query.metrics
+    if wanted and query.slow_ms is None:
+        raise BadRequest(
+            "slow_requests counts the requests slower than slow_ms: give slow_ms (in ms)",
+            field="slow_ms",
+        )
+    if query.slow_ms is None:
+        return
+    if not wanted:
+        raise BadRequest("slow_ms is for the slow_requests metric: ask for it", field="slow_ms")
+    if not (math.isfinite(query.slow_ms) and 0 <= query.slow_ms <= MAX_SLOW_MS):
+        raise BadRequest(f"slow_ms is a latency from 0 to {MAX_SLOW_MS:,} ms", field="slow_ms")
 
 
 def _next_minute(ms: int) -> int:
