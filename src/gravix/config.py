@@ -335,6 +335,53 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- alerts (docs/alerts.md) -------------------------------------------------
+    alerts_enabled: bool = Field(
+        True, description="Evaluate alert rules and send notifications inside `gravix serve`."
+    )
+    alert_interval_seconds: float = Field(
+        10.0, ge=1, le=3600, description="How often the alert rules are evaluated."
+    )
+    alert_min_requests: int = Field(
+        20,
+        ge=0,
+        description=(
+            "Requests a series needs in a rule's window before a ratio or latency rule may "
+            "fire (a rule's `min_requests` overrides it)."
+        ),
+    )
+    alert_repeat_interval_seconds: float = Field(
+        14400.0, ge=60, description="A firing alert is notified again this often (4 h)."
+    )
+    alert_delivery_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="Time one notification may take to be delivered."
+    )
+    alert_delivery_backoff_max_seconds: float = Field(
+        300.0, ge=1, description="Longest wait between retries of a notification."
+    )
+    alert_delivery_give_up_seconds: float = Field(
+        86400.0, ge=60, description="A notification not delivered within this is given up."
+    )
+    alert_rules_dir: Path | None = Field(
+        None,
+        description=(
+            "A folder of `<tenant>.yaml` rule files kept in git, read again when they "
+            "change; unset: rules come only from the API, the dashboard and `gravix alerts`."
+        ),
+    )
+    public_url: str = Field(
+        "",
+        description=(
+            "The dashboard's address as people open it (`https://gravix.example.com`), "
+            "for the links in notifications; empty: `http://<host>:<port>`."
+        ),
+    )
+    smtp_host: str = Field("", description="SMTP server for e-mail channels; empty: none.")
+    smtp_port: int = Field(25, ge=1, le=65535, description="Its port.")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_from: str = Field("gravix@localhost", description="The From address of alert e-mail.")
+    smtp_username: str = Field("", description="SMTP user name; empty: no login.")
+
     # --- dashboard ---------------------------------------------------------------
     dashboard_api_base: str = Field(
         "",
@@ -374,6 +421,14 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = Field(
         None, description="Secret. S3 secret key; unset uses AWS_SECRET_ACCESS_KEY and the chain."
     )
+    smtp_password: SecretStr | None = Field(None, description="Secret. SMTP password.")
+    alert_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            "Secret. Named secrets alert channels refer to (a webhook's HMAC key, a Slack "
+            'webhook URL), as JSON: `{"oncall": "..."}`; a channel names one, never holds it.'
+        ),
+    )
     bootstrap_tenant: str = Field(
         "default",
         pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
@@ -400,7 +455,13 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("bootstrap_key", "s3_access_key_id", "s3_secret_access_key", "trino_password")
+    @field_validator(
+        "bootstrap_key",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+        "trino_password",
+        "smtp_password",
+    )
     @classmethod
     def _not_a_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and _PLACEHOLDER_SECRET.search(value.get_secret_value()):
@@ -468,6 +529,10 @@ class Settings(BaseSettings):
     @property
     def catalog_db(self) -> Path:
         return self.data_dir / "catalog.db"
+
+    @property
+    def alerts_db(self) -> Path:
+        return self.data_dir / "alerts.db"
 
 
 SECRET_FIELDS = frozenset(

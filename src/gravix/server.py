@@ -32,6 +32,7 @@ from typing import Any
 
 import uvicorn
 
+from gravix.alerts.service import AlertService
 from gravix.api.app import create_api
 from gravix.config import Settings
 from gravix.dashboard.routes import dashboard_routes
@@ -98,11 +99,17 @@ def worker_services(settings: Settings) -> list[ServiceFactory]:
     def node(_spool: SpoolWriter) -> WorkerService:
         return NodeRole(settings.role, settings.node_id)
 
+    def alerts(spool: SpoolWriter) -> WorkerService:
+        # One evaluator thread per node (w0); across nodes, a lease picks one.
+        return AlertService(settings, object_store(settings), active=spool.directory.name == "w0")
+
     services: list[ServiceFactory] = [node]
     if settings.uploader_enabled:
         services.append(uploader)
     if runs_rollup(settings):
         services.append(rollup)
+    if settings.alerts_enabled and settings.role != "ingest":
+        services.append(alerts)
     return services
 
 

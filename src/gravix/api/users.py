@@ -3,7 +3,7 @@
 Table ``users`` in SQLite (``<data_dir>/users.db``, WAL mode; readable on a
 full disk, see :mod:`gravix.metadata`)::
 
-    name TEXT PRIMARY KEY, tenant TEXT, role TEXT ('viewer' | 'admin'),
+    name TEXT PRIMARY KEY, tenant TEXT, role TEXT ('viewer' | 'editor' | 'admin'),
     password TEXT, created_ms INTEGER, disabled_ms INTEGER NULL
 
 ``password`` is ``scrypt$<n>$<r>$<p>$<salt, base64>$<hash, base64>``
@@ -29,8 +29,8 @@ from gravix.errors import BadRequest, NotFound
 from gravix.metadata import MetadataDB
 from gravix.schema.tenant import TENANT_RE
 
-Role = Literal["viewer", "admin"]
-ROLES: Final = ("viewer", "admin")
+Role = Literal["viewer", "editor", "admin"]
+ROLES: Final = ("viewer", "editor", "admin")
 NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
 MIN_PASSWORD: Final = 10
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1

@@ -102,13 +102,16 @@ class LeaseLock:
         tenant: str,
         lease_seconds: float,
         clock: Callable[[], float] = time.time,
+        prefix: str | None = None,
     ) -> None:
+        """``prefix``: where the generations go (default: the tenant's rollup lock);
+        the alert evaluator's lease uses the same lock elsewhere."""
         self.store, self.tenant = store, tenant
         self.lease_ms = int(lease_seconds * 1000)
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.process = _process_id(os.getpid()) or ""
-        self.prefix = lock_prefix(tenant)
+        self.prefix = prefix or lock_prefix(tenant)
         self.generation: int | None = None
         self.expires_ms = 0
 

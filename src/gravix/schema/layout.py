@@ -74,6 +74,8 @@ PENDING_SUFFIXES: Final = (OBJECT_SUFFIX, LEGACY_SUFFIX)
 ARCHIVE: Final = "archive/"
 EVENTS: Final = "events/"
 LOCKS: Final = "_locks/rollup/"
+# The alert evaluator's lease: one evaluator at a time across nodes (gravix.alerts).
+ALERTS_LOCK: Final = "_locks/alerts/"
 STATE: Final = "_state/rollup/"
 HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000

@@ -1,0 +1,187 @@
+"""The evaluator on real files: raw facts in a local store, read through the query
+layer (pending facts included), states, transitions and the outbox in a real
+``alerts.db``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from gravix.alerts.evaluate import Evaluator
+from gravix.alerts.rules import AlertStore
+from gravix.config import load_settings
+from gravix.query.service import QueryService
+from gravix.schema import alerts as schema
+from gravix.storage.local import LocalObjectStore
+from tests.rollup.conftest import T0, fact, put_raw
+
+MINUTE = 60_000
+
+
+class World:
+    """A data dir with a store, the alert store and an evaluator on a settable clock."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.settings = load_settings(data_dir=tmp_path / "data", public_url="https://gx.test")
+        self.store = LocalObjectStore(self.settings.data_dir / "store")
+        self.alerts = AlertStore(self.settings)
+        self.now_ms = T0
+        self.queries = QueryService(self.store, None)
+        self.evaluator = Evaluator(
+            self.settings, self.alerts, self.queries, clock=lambda: self.now_ms / 1000
+        )
+        self.alerts.save_channel("acme", schema.Webhook(name="hook", url="http://127.0.0.1:9/x"))
+        self._ids = 0
+
+    def traffic(self, minute: int, requests: int, errors: int, **dims: Any) -> None:
+        facts = []
+        for i in range(requests):
+            self._ids += 1
+            facts.append(
+                fact(self._ids, timestamp=T0 + minute * MINUTE + i * (MINUTE // requests),
+                     status=500 if i < errors else 200, **dims)
+            )  # fmt: skip
+        put_raw(self.store, "acme", facts, created_ms=T0 + minute * MINUTE)
+
+    def at(self, minute: float) -> dict[str, Any]:
+        self.now_ms = T0 + int(minute * MINUTE)
+        return self.evaluator.run_once()
+
+    def rows(self, sql: str, *args: Any) -> list[Any]:
+        with self.alerts.db.reading() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def transitions(self) -> list[tuple[str, str]]:
+        return [
+            (r[0], r[1])
+            for r in self.rows("SELECT from_state, to_state FROM transitions ORDER BY id")
+        ]
+
+    def outbox(self) -> list[schema.Notification]:
+        return [
+            msgspec.json.decode(r[0], type=schema.Notification)
+            for r in self.rows("SELECT payload FROM outbox ORDER BY id")
+        ]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def rule(**overrides: Any) -> schema.Threshold:
+    body: dict[str, Any] = {
+        "kind": "threshold", "name": "checkout errors", "metric": "error_rate",
+        "threshold": 0.1, "window": "2m", "channels": ["hook"],
+        "filters": [{"dimension": "service", "values": ["checkout"]}],
+    } | overrides  # fmt: skip
+    converted: schema.Threshold = msgspec.convert(body, schema.Rule)  # type: ignore[assignment]
+    return converted
+
+
+def test_a_spike_fires_once_and_resolves_once(world: World) -> None:
+    world.alerts.save_rule("acme", rule(), "test")
+    for minute in range(0, 20):
+        world.traffic(minute, 60, 30 if 10 <= minute < 13 else 0)
+    world.at(9.5)
+    assert world.transitions() == []
+    world.at(10.5)
+    world.at(11.5)
+    assert world.transitions() == [("normal", "firing")]
+    world.at(14.5)
+    world.at(16.5)
+    assert world.transitions() == [("normal", "firing"), ("firing", "resolved")]
+    notes = world.outbox()
+    assert [n.status for n in notes] == ["firing", "resolved"]
+    firing = notes[0]
+    assert firing.rule == "checkout errors" and firing.service == "checkout"
+    [alert] = firing.alerts
+    assert alert.state == "firing" and alert.previous_state == "normal"
+    assert alert.value is not None and alert.value > 0.1 and alert.requests
+    assert alert.url and alert.url.startswith("https://gx.test/?")
+    assert {(s.status, s.method, s.path) for s in alert.samples} == {
+        (500, "POST", "/cart/{id}/pay")
+    }
+    # The resolved notification names the transition that fired.
+    assert notes[1].alerts[0].since == alert.since
+
+
+def test_min_requests_keeps_a_quiet_endpoint_from_paging(world: World) -> None:
+    world.alerts.save_rule("acme", rule(min_requests=50), "test")
+    for minute in range(0, 5):
+        world.traffic(minute, 10, 5)  # 50% errors, but 20 requests in 2 minutes
+    world.at(4.5)
+    assert world.transitions() == []
+
+
+def test_for_holds_pending_and_hysteresis_holds_firing(world: World) -> None:
+    world.alerts.save_rule(
+        "acme", rule(**{"for": "2m"}, recover_threshold=0.05, keep_firing_for="1m"), "test"
+    )
+    rates = {m: 30 for m in range(5, 10)} | {10: 5, 11: 5, 12: 0, 13: 0, 14: 0, 15: 0}
+    for minute in range(0, 17):
+        world.traffic(minute, 60, rates.get(minute, 0))
+    for minute in (5.5, 6.5, 7.5, 8.5, 9.5, 10.5, 11.5, 12.5, 13.5, 14.5, 15.5):
+        world.at(minute)
+    states = [t[1] for t in world.transitions()]
+    assert states[:2] == ["pending", "firing"]
+    # 5/60 is under the threshold of 10% but over the recovery threshold of 5%:
+    # still firing at 10.5 and 11.5; then recovering for a minute, then resolved.
+    assert states[2:] == ["recovering", "resolved"]
+    assert [n.status for n in world.outbox()] == ["firing", "resolved"]
+
+
+def test_grouped_rules_alert_per_series_and_notify_per_service(world: World) -> None:
+    world.alerts.save_rule(
+        "acme", rule(filters=[], group_by=["service", "path"], name="by endpoint"), "test"
+    )
+    for minute in range(0, 6):
+        world.traffic(minute, 60, 30 if minute >= 3 else 0, path="/a")
+        world.traffic(minute, 60, 30 if minute >= 3 else 0, path="/b")
+        world.traffic(minute, 60, 0, path="/ok")
+    world.at(4.5)
+    [note] = world.outbox()
+    assert sorted(a.series["path"] for a in note.alerts) == ["/a", "/b"]
+    assert len({a.id for a in note.alerts}) == 2
+
+
+def test_no_data_policy_alert_fires_on_a_rule_with_no_facts(world: World) -> None:
+    world.alerts.save_rule("acme", rule(no_data="alert", filters=[
+        {"dimension": "service", "values": ["gone"]}]), "test")  # fmt: skip
+    world.traffic(0, 60, 0)
+    world.at(1.5)
+    # No series at all: nothing to say for a rule without group_by that never had one.
+    assert world.transitions() == []
+
+
+def test_an_evaluation_replayed_after_a_kill_adds_nothing(world: World) -> None:
+    world.alerts.save_rule("acme", rule(), "test")
+    for minute in range(0, 6):
+        world.traffic(minute, 60, 30 if minute >= 3 else 0)
+    world.at(4.5)
+    world.at(4.5)
+    assert world.transitions() == [("normal", "firing")]
+    assert len(world.outbox()) == 1
+
+
+def test_went_silent(world: World) -> None:
+    silent = msgspec.convert(
+        {"kind": "silent", "name": "silent", "after": "3m", "channels": ["hook"]}, schema.Rule
+    )
+    world.alerts.save_rule("acme", silent, "test")
+    for minute in range(0, 10):
+        world.traffic(minute, 60, 0, service="checkout")
+        if minute < 4:
+            world.traffic(minute, 60, 0, service="search")
+    world.at(6.5)
+    assert world.transitions() == []
+    world.at(8.5)
+    assert world.transitions() == [("normal", "firing")]
+    [note] = world.outbox()
+    assert note.service == "search" and "no facts for 3 min" in note.alerts[0].summary
+    rows = world.rows("SELECT series FROM states WHERE state = 'firing'")
+    assert [json.loads(r[0]) for r in rows] == [{"service": "search"}]
