@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gravix.accesslog import commands as accesslog_commands
+from gravix.alerts import commands as alert_commands
 from gravix.config import Settings, load_settings
 from gravix.errors import ConfigError, GravixError
 
@@ -40,6 +41,11 @@ users_app = typer.Typer(
     help="Manage dashboard users (scrypt password hashes).", no_args_is_help=True
 )
 app.add_typer(users_app, name="users")
+alerts_app = typer.Typer(
+    help="Alert rules, history, silences and channels on the local data dir (docs/alerts.md).",
+    no_args_is_help=True,
+)
+app.add_typer(alerts_app, name="alerts")
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -218,7 +224,9 @@ PasswordStdinOpt = Annotated[
 def users_create(
     name: Annotated[str, typer.Argument(help="Login name.")],
     tenant: Annotated[str, typer.Option(help="The only tenant this user sees.")],
-    role: Annotated[str, typer.Option(help="viewer or admin.")] = "viewer",
+    role: Annotated[
+        str, typer.Option(help="viewer, editor (changes alert rules) or admin.")
+    ] = "viewer",
     password_stdin: PasswordStdinOpt = False,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
@@ -351,6 +359,11 @@ def loadgen(
 
 app.command("import-logs")(friendly(accesslog_commands.import_logs))
 app.command("tail-logs")(friendly(accesslog_commands.tail_logs))
+alerts_app.command("list")(friendly(alert_commands.list_rules))
+alerts_app.command("apply")(friendly(alert_commands.apply_file))
+alerts_app.command("history")(friendly(alert_commands.history))
+alerts_app.command("silence")(friendly(alert_commands.silence))
+alerts_app.command("channels")(friendly(alert_commands.channels))
 
 
 @app.command()

@@ -19,10 +19,16 @@ import httpx
 import pytest
 from starlette.routing import Route
 
+from gravix.alerts import views
+from gravix.alerts.evaluate import Evaluator
+from gravix.alerts.rules import AlertStore
 from gravix.api.auth import token_store
 from gravix.api.users import UserStore
+from gravix.config import load_settings
 from gravix.ingest.keys import KeyStore
+from gravix.query.service import QueryService
 from gravix.rollup.job import RollupJob
+from gravix.schema import alerts as schema
 from gravix.storage.local import LocalObjectStore
 from tests.api.test_sessions import PASSWORD, Api, assert_error, build_api, login
 from tests.rollup.conftest import HOUR, T0, fact, put_raw
@@ -38,14 +44,16 @@ def _event(tenant: str, service: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RouteCase:
-    """One route; ``{name}`` and ``{token_id}`` name objects of the *other* tenant."""
+    """One route; ``{name}``, ``{token_id}`` and ``{id}`` name objects of the *other*
+    tenant (``fill`` sets them for one route: acme's alert rule, channel, silence)."""
 
     method: str
     path: str
     body: dict[str, Any] | None = None
+    fill: dict[str, Any] | None = None
 
     def url(self, name: str, token_id: str, query: str = "") -> str:
-        path = self.path.format(name=name, token_id=token_id)
+        path = self.path.format(**{"name": name, "token_id": token_id, **(self.fill or {})})
         joined = "&" if "?" in path else "?"
         return f"{path}{joined}{query}" if query else path
 
@@ -53,6 +61,15 @@ class RouteCase:
     def template(self) -> str:
         return self.path.split("?")[0]
 
+
+# Alerting: acme's rule, channel and silence have id 1 (channel "oncall"), and
+# globex's own are made with these bodies.
+ACME_ID = 1
+GLOBEX_RULE = {"kind": "threshold", "name": "globex-rule", "metric": "error_rate",
+               "threshold": 0.5}  # fmt: skip
+GLOBEX_HOOK = {"kind": "webhook", "name": "oncall", "url": "http://127.0.0.1:9/globex-hook"}
+ACME_HOOK = "http://127.0.0.1:9/acme-hook-url"
+SILENCE_ENDS = 4_102_444_800_000  # 2100
 
 ROUTES = [
     RouteCase("POST", "/api/v1/query", {"metrics": ["requests", "errors"],
@@ -67,6 +84,22 @@ ROUTES = [
     RouteCase("GET", "/api/v1/tokens"),
     RouteCase("POST", "/api/v1/tokens", {"label": "mine"}),
     RouteCase("DELETE", "/api/v1/tokens/{token_id}"),
+    RouteCase("GET", "/api/v1/alerts"),
+    RouteCase("GET", "/api/v1/alerts/rules"),
+    RouteCase("POST", "/api/v1/alerts/rules", GLOBEX_RULE),
+    RouteCase("GET", "/api/v1/alerts/rules/{id}", fill={"id": ACME_ID}),
+    RouteCase("PUT", "/api/v1/alerts/rules/{id}", GLOBEX_RULE, fill={"id": ACME_ID}),
+    RouteCase("DELETE", "/api/v1/alerts/rules/{id}", fill={"id": ACME_ID}),
+    RouteCase("POST", "/api/v1/alerts/backtest", {"rule": GLOBEX_RULE, "days": 1}),
+    RouteCase("GET", f"/api/v1/alerts/history?from={T0 - HOUR}&to={T0 + HOUR}"),
+    RouteCase("GET", "/api/v1/alerts/channels"),
+    RouteCase("DELETE", "/api/v1/alerts/channels/{name}", fill={"name": "oncall"}),
+    RouteCase("PUT", "/api/v1/alerts/channels/{name}", GLOBEX_HOOK, fill={"name": "oncall"}),
+    RouteCase("GET", "/api/v1/alerts/silences"),
+    RouteCase("POST", "/api/v1/alerts/silences", {"ends": SILENCE_ENDS, "matchers": [
+        {"dimension": "service", "values": ["globex-search"]}]}),
+    RouteCase("DELETE", "/api/v1/alerts/silences/{id}", fill={"id": ACME_ID}),
+    RouteCase("GET", "/api/v1/alerts/deliveries"),
     RouteCase("POST", "/api/v1/logout"),
 ]  # fmt: skip
 # Routes that need no credential at all.
@@ -121,15 +154,32 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     revoked, revoked_secret = tokens.create("acme")
     tokens.revoke(revoked.id)
     _, ingest_key = KeyStore(data_dir / "keys.db").create("acme")
+    alerting(data_dir, store)
     markers = {
         "acme": {"acme-shop", "acme-deploy-marker", "ana.acme", "vic.acme", acme.id,
-                 revoked.id, "acme-label", '"acme"'},
+                 revoked.id, "acme-label", '"acme"', "acme-rule", ACME_HOOK, "acme-silence"},
         "globex": {"globex-search", "globex-deploy-marker", "gus.globex", "gil.globex",
                    globex.id, "globex-label", '"globex"'},
     }  # fmt: skip
     secrets = {"acme": acme_secret, "globex": globex_secret, "revoked": revoked_secret,
                "ingest": ingest_key}  # fmt: skip
     return Template(data_dir, secrets, {"acme": acme.id, "globex": globex.id}, markers)
+
+
+def alerting(data_dir: Path, store: LocalObjectStore) -> None:
+    """acme's channel, rule (firing, with a transition and a notification) and silence."""
+    settings = load_settings(None, data_dir=data_dir)
+    alerts = AlertStore(settings)
+    alerts.save_channel("acme", schema.Webhook(name="oncall", url=ACME_HOOK))
+    rule = schema.Threshold(name="acme-rule", metric="error_rate", threshold=0.1,
+                            min_requests=1, group_by=["service"], channels=["oncall"])  # fmt: skip
+    assert alerts.save_rule("acme", rule, "ana.acme").id == ACME_ID
+    silence = schema.Silence(matchers=[schema.Matcher("service", ["acme-shop"])], ends=SILENCE_ENDS,
+                             comment="acme-silence")  # fmt: skip
+    assert alerts.add_silence("acme", silence, "ana.acme") == ACME_ID
+    Evaluator(settings, alerts, QueryService(store, None),
+              clock=lambda: (T0 + 120_000) / 1000).run_once()  # fmt: skip
+    assert [s["state"] for s in views.series_states(alerts, "acme")] == ["firing"]
 
 
 @pytest.fixture
@@ -155,6 +205,10 @@ async def assert_acme_untouched(world: World) -> None:
     bearer = {"Authorization": f"Bearer {world.secrets['acme']}"}
     services = await world.client.get(f"/api/v1/services?{RANGE}", headers=bearer)
     assert services.json()["services"] == [{"name": "acme-shop", "requests": 40, "errors": 10}]
+    alerts = AlertStore(load_settings(None, data_dir=world.api.data_dir))
+    assert [(r.id, r.rule.name) for r in alerts.rules("acme")] == [(ACME_ID, "acme-rule")]
+    assert [getattr(c, "url", None) for c in alerts.channels("acme").values()] == [ACME_HOOK]
+    assert [(s["id"], s["ends"]) for s in alerts.silences("acme")] == [(ACME_ID, SILENCE_ENDS)]
 
 
 def test_every_route_is_in_the_matrix(tmp_path: Path) -> None:
@@ -174,6 +228,11 @@ async def test_the_own_credential_sees_the_own_data(world: World) -> None:
     assert [e["message"] for e in events.json()["events"]] == ["acme-deploy-marker"]
     assert_nothing_of("globex", world, reply)
     assert_nothing_of("globex", world, events)
+    for case in ROUTES:
+        if case.method == "GET" and case.template.startswith("/api/v1/alerts"):
+            found = await world.client.get(case.url("", ""), headers=bearer)
+            assert found.status_code == 200 and "acme-" in found.text, (case, found.text)
+            assert_nothing_of("globex", world, found)
 
 
 BAD_CREDENTIALS: dict[str, Callable[[World], Awaitable[dict[str, str]]]] = {}
@@ -259,7 +318,20 @@ READS = {
     "/api/v1/status": 200,
     "/api/v1/events": 200,
     "/api/v1/me": 200,
+    "/api/v1/alerts": 200,
+    "/api/v1/alerts/rules": 200,
+    "/api/v1/alerts/rules/{id}": 404,
+    "/api/v1/alerts/history": 200,
+    "/api/v1/alerts/channels": 200,
+    "/api/v1/alerts/silences": 200,
+    "/api/v1/alerts/deliveries": 200,
 }
+ALERT_WRITES = [("POST", "/api/v1/alerts/rules"), ("PUT", "/api/v1/alerts/rules/{id}"),
+                ("DELETE", "/api/v1/alerts/rules/{id}"), ("POST", "/api/v1/alerts/backtest"),
+                ("DELETE", "/api/v1/alerts/channels/{name}"),
+                ("PUT", "/api/v1/alerts/channels/{name}"), ("POST", "/api/v1/alerts/silences"),
+                ("DELETE", "/api/v1/alerts/silences/{id}")]  # fmt: skip
+NOT_EDITOR = {route: 403 for route in ALERT_WRITES}
 NOT_ADMIN = {
     ("GET", "/api/v1/users"): 403,
     ("POST", "/api/v1/users"): 403,
@@ -270,9 +342,9 @@ NOT_ADMIN = {
 }
 EXPECTED: dict[str, dict[tuple[str, str], int]] = {
     "token": {**{("GET", p): s for p, s in READS.items()}, ("POST", "/api/v1/query"): 200,
-              **NOT_ADMIN, ("POST", "/api/v1/logout"): 400},
+              **NOT_ADMIN, **NOT_EDITOR, ("POST", "/api/v1/logout"): 400},
     "viewer session": {**{("GET", p): s for p, s in READS.items()},
-                       ("POST", "/api/v1/query"): 200, **NOT_ADMIN,
+                       ("POST", "/api/v1/query"): 200, **NOT_ADMIN, **NOT_EDITOR,
                        ("POST", "/api/v1/logout"): 204},
     "admin session": {**{("GET", p): s for p, s in READS.items()},
                       ("POST", "/api/v1/query"): 200,
@@ -280,6 +352,9 @@ EXPECTED: dict[str, dict[tuple[str, str], int]] = {
                       ("POST", "/api/v1/users/{name}/password"): 404,
                       ("GET", "/api/v1/tokens"): 200, ("POST", "/api/v1/tokens"): 201,
                       ("DELETE", "/api/v1/tokens/{token_id}"): 404,
+                      # globex's own rule, backtest, channel and silence; acme's are 404
+                      **dict(zip(ALERT_WRITES, (201, 404, 404, 200, 404, 200, 201, 404),
+                                 strict=True)),
                       ("POST", "/api/v1/logout"): 204},
 }  # fmt: skip
 

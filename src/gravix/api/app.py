@@ -6,6 +6,7 @@ Routes (all need a credential, see :mod:`gravix.api.auth`)::
     GET  /api/v1/services   the caller's services seen in a range (default: 30 days)
     GET  /api/v1/status     pipeline health: rollup, freshness, retention settings
     GET  /api/v1/events     deploy and incident markers in a range
+    /api/v1/alerts...       alert rules, states, history, channels, silences (gravix.api.alerts)
 
 Every error has the one JSON shape of gravix.errors with the request id;
 unknown routes are 404 and wrong methods 405, in that shape too.
@@ -21,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import pyarrow as pa
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -29,7 +29,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gravix.alerts.rules import AlertStore
 from gravix.api.admin import admin_routes
+from gravix.api.alerts import alert_routes
 from gravix.api.auth import Caller, TokenAuth
 from gravix.api.export import check_format, render
 from gravix.api.openapi import openapi_routes
@@ -47,10 +49,11 @@ from gravix.errors import (
 from gravix.errors import request_id as make_request_id
 from gravix.logs import request_id_var
 from gravix.query.engines import make_engine
+from gravix.query.events import read_events
 from gravix.query.service import QueryService
 from gravix.query.spec import Query, decode_query, parse_time
-from gravix.schema import layout, parquet
-from gravix.storage.base import ObjectNotFound, ObjectStore
+from gravix.schema import layout
+from gravix.storage.base import ObjectStore
 
 log = logging.getLogger("gravix.api")
 MAX_QUERY_BODY = 64 * 1024
@@ -158,32 +161,8 @@ async def events(request: Request) -> Response:
         raise BadRequest("from must be before to", field="from")
     if to_ms - from_ms > 400 * layout.DAY_MS:
         raise BadRequest("the range is longer than 400 days", field="to")
-    rows = await asyncio.to_thread(_events, state.store, caller.tenant, from_ms, to_ms, service)
+    rows = await asyncio.to_thread(read_events, state.store, caller.tenant, from_ms, to_ms, service)
     return _json({"events": rows})
-
-
-def _events(
-    store: ObjectStore, tenant: str, from_ms: int, to_ms: int, service: str | None
-) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for day in range(layout.day_start(from_ms), to_ms, layout.DAY_MS):
-        try:
-            table: pa.Table = parquet.decode(store.get(layout.events_key(tenant, day)))
-        except ObjectNotFound:
-            continue
-        for row in table.to_pylist():
-            if from_ms <= row["timestamp_ms"] < to_ms and service in (None, row["service"]):
-                found.append(
-                    {
-                        "event_id": row["event_id"],
-                        "timestamp": row["timestamp_ms"],
-                        "service": row["service"],
-                        "kind": row["kind"],
-                        "message": row["message"],
-                        "version": row["version"],
-                    }
-                )
-    return found
 
 
 async def status(request: Request) -> Response:
@@ -305,6 +284,7 @@ def create_api(
             Route("/api/v1/events", events, methods=["GET"]),
             *session_routes(),
             *admin_routes(),
+            *alert_routes(),
             *openapi_routes(),
             *extra_routes,  # the dashboard at / (gravix.server adds it)
         ],
@@ -326,4 +306,5 @@ def create_api(
         ),
     )
     app.state.sessions = SessionStore.from_settings(settings)
+    app.state.alerts = AlertStore(settings)
     return RequestIdMiddleware(app)

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from gravix.api.auth import TOKEN_PREFIX
 from gravix.api.export import FORMATS
+from gravix.api.openapi_alerts import alert_operations, alert_schemas
 from gravix.api.sessions import COOKIE, CSRF_HEADER
 from gravix.api.users import MIN_PASSWORD, ROLES
 from gravix.query.model import DIMENSIONS, GRAINS, MAX_RANGE_MS, METRICS, TIERS
@@ -50,12 +51,16 @@ ERRORS: Final = {
     400: ("BadRequest", "bad_request", "A bad request: `field` names the offending field and "
           "`message` says how to fix it."),
     401: ("Unauthorized", "unauthorized", "No credential, or one unknown, revoked or ended."),
-    403: ("Forbidden", "forbidden", "Not allowed: the admin routes need an admin's session "
-          "(API tokens are viewers); a session's POST or DELETE needs `X-CSRF-Token` "
-          "(`csrf_failed`)."),
-    404: ("NotFound", "not_found", "No such route, user or token (in your tenant)."),
+    403: ("Forbidden", "forbidden", "Not allowed: the admin routes need an admin's session, "
+          "changes to alerting an editor's or admin's (API tokens are viewers); a session's "
+          "POST, PUT or DELETE needs `X-CSRF-Token` (`csrf_failed`)."),
+    404: ("NotFound", "not_found", "No such route, user, token, alert rule, channel or "
+          "silence (in your tenant)."),
     405: ("MethodNotAllowed", "method_not_allowed", "The route exists, not with this method; "
           "`Allow` lists its methods. Any route may answer it; no operation lists it."),
+    409: ("Conflict", "conflict", "The name is taken (`conflict`), the channel is used by a "
+          "rule (`conflict`), or the rule or channel comes from a rule file: change it there "
+          "(`managed_by_file`)."),
     413: ("PayloadTooLarge", "payload_too_large", "The body is too large."),
     415: ("UnsupportedMediaType", "unsupported_media_type", "Send `Content-Type: "
           "application/json`."),
@@ -63,7 +68,8 @@ ERRORS: Final = {
           "address: wait `Retry-After` seconds."),
     503: ("Unavailable", "metrics_unreadable", "Stored metrics could not be read (a damaged "
           "file, a failing disk; `metrics_unreadable`) or the query needs more memory than "
-          "`query_memory_limit` (`query_out_of_memory`): retry after `Retry-After` seconds."),
+          "`query_memory_limit` (`query_out_of_memory`), or a change could not be written on a "
+          "full disk (`disk_full`): retry after `Retry-After` seconds."),
     504: ("QueryTimeout", "query_timeout", "The query ran longer than its budget: shorten the "
           "range, coarsen the grain or drop dimensions."),
 }  # fmt: skip
@@ -485,6 +491,20 @@ def _access_paths() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _alert_paths() -> dict[str, Any]:
+    """The alert routes (gravix.api.openapi_alerts): writes need an editor's session."""
+    paths: dict[str, Any] = {}
+    for op in alert_operations():
+        more: dict[str, Any] = {"parameters": op.parameters} if op.parameters else {}
+        operation = _operation(op.operation_id, op.summary, SESSION_CSRF if op.writes else READER,
+                               {str(op.status): _response(op.answer, op.schema)}, op.errors,
+                               op.body, **more)  # fmt: skip
+        if op.examples:
+            operation["requestBody"]["content"]["application/json"]["examples"] = op.examples
+        paths.setdefault(op.path, {})[op.method] = operation
+    return paths
+
+
 def _components() -> dict[str, Any]:
     responses = {}
     for status, (name, code, description) in ERRORS.items():
@@ -499,7 +519,7 @@ def _components() -> dict[str, Any]:
             seconds = {"type": "integer", "minimum": 1}
             responses[name]["headers"]["Retry-After"] = {"required": True, "schema": seconds}
     return {
-        "schemas": {**_query_schemas(), **_result_schemas()},
+        "schemas": {**_query_schemas(), **_result_schemas(), **alert_schemas()},
         "responses": responses,
         "headers": {"X-Request-Id": {
             "description": "The request's id (the one sent, if sane), also in the logs and in "
@@ -532,12 +552,13 @@ def openapi_document() -> dict[str, Any]:
             "another method a 405 (with `Allow`), in that shape too. Sending facts and events "
             "(`POST /api/v1/facts`, `POST /api/v1/events`, and OpenTelemetry traces on "
             "`POST /v1/traces`, with an ingest key) and the probes (`/live`, `/ready`, "
-            "`/metrics`) on the same port are in docs/ingest.md. "
+            "`/metrics`) on the same port are in docs/ingest.md; alert rules, channels and "
+            "silences (`/api/v1/alerts/...`) in docs/alerts.md. "
             "Guide: docs/query-api.md.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
-        "paths": {**_query_paths(), **_access_paths()},
+        "paths": {**_query_paths(), **_access_paths(), **_alert_paths()},
         "components": _components(),
     }
 
