@@ -19,14 +19,18 @@ export function apiOrigin() {
 }
 
 export class ApiError extends Error {
-  /** kind: "network" (no answer), "http" (an error answer) or "auth" (signed out). */
-  constructor(kind, message, { status = 0, code = null, requestId = null, retryAfter = null } = {}) {
+  /**
+   * kind: "network" (no answer), "http" (an error answer) or "auth" (signed out);
+   * field: the request field the error names (the error shape's `field`), or null.
+   */
+  constructor(kind, message, { status = 0, code = null, requestId = null, retryAfter = null, field = null } = {}) {
     super(message);
     this.kind = kind;
     this.status = status;
     this.code = code;
     this.requestId = requestId;
     this.retryAfter = retryAfter;
+    this.field = field;
   }
 }
 
@@ -75,6 +79,7 @@ async function call(method, path, body, { raw = false } = {}) {
     code: err.code || null,
     requestId: err.request_id || null,
     retryAfter: retry > 0 ? retry : null,
+    field: err.field || null,
   };
   if (response.status === 401) {
     throw new ApiError("auth", err.message || "signed out", options);
@@ -105,16 +110,21 @@ export function startMe() {
   return startedMe;
 }
 
-async function send(body, path = "/api/v1/query", options = {}) {
+/** A change (POST, PUT, DELETE); a CSRF refusal (the session was replaced) fetches a new token once. */
+async function write(method, path, body, options = {}) {
   try {
-    return await call("POST", path, body, options);
+    return await call(method, path, body, options);
   } catch (e) {
     if (e.kind === "http" && e.code === "csrf_failed") {
       await fetchMe();
-      return call("POST", path, body, options);
+      return call(method, path, body, options);
     }
     throw e;
   }
+}
+
+function send(body, path = "/api/v1/query", options = {}) {
+  return write("POST", path, body, options);
 }
 
 /** Start a query now, for the first query() with the same body to pick up. */
@@ -177,4 +187,66 @@ export async function login(name, password) {
 export async function logout() {
   await call("POST", "/api/v1/logout");
   csrfToken = null;
+}
+
+// --- alerts (docs/alerts.md): reads for anyone, changes for editors and admins -----------
+
+/** GET /api/v1/openapi.json: the query model's metrics and dimensions are named there. */
+export function openapi() {
+  return call("GET", "/api/v1/openapi.json");
+}
+
+/** Every series not normal now, the last evaluation and the rule file's state. */
+export function alerts() {
+  return call("GET", "/api/v1/alerts");
+}
+
+export function alertRules() {
+  return call("GET", "/api/v1/alerts/rules");
+}
+
+/** A rule with the states of all its series. */
+export function alertRule(id) {
+  return call("GET", `/api/v1/alerts/rules/${encodeURIComponent(id)}`);
+}
+
+/** Create (`id` null) or replace a rule; the saved rule's JSON. */
+export function saveRule(rule, id = null) {
+  if (id === null) return write("POST", "/api/v1/alerts/rules", rule);
+  return write("PUT", `/api/v1/alerts/rules/${encodeURIComponent(id)}`, rule);
+}
+
+export function deleteRule(id) {
+  return write("DELETE", `/api/v1/alerts/rules/${encodeURIComponent(id)}`);
+}
+
+/** When `rule` would have fired over the last `days` days (nothing is saved). */
+export function backtest(rule, days) {
+  return write("POST", "/api/v1/alerts/backtest", { rule, days });
+}
+
+/** Transitions, newest first (at most 1000); ruleId optional. */
+export function alertHistory(from, to, ruleId = null) {
+  return call("GET", `/api/v1/alerts/history${params({ from, to, rule_id: ruleId })}`);
+}
+
+export function alertChannels() {
+  return call("GET", "/api/v1/alerts/channels");
+}
+
+export function silences() {
+  return call("GET", "/api/v1/alerts/silences");
+}
+
+export function addSilence(silence) {
+  return write("POST", "/api/v1/alerts/silences", silence);
+}
+
+/** End a silence now (it stays listed). */
+export function expireSilence(id) {
+  return write("DELETE", `/api/v1/alerts/silences/${encodeURIComponent(id)}`);
+}
+
+export function deliveries(limit = 50) {
+  return call("GET", `/api/v1/alerts/deliveries${params({ limit })}`);
 }

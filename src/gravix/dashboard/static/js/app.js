@@ -2,6 +2,8 @@
 // the URL (pushState, so back works and every view can be bookmarked), auto-refresh
 // with an honest label, and the error and stale-data banners.
 
+import { RuleEditorView } from "./alertedit.js";
+import { AlertsView } from "./alerts.js";
 import * as api from "./api.js";
 import { byId, h } from "./dom.js";
 import { EndpointView } from "./endpoint.js";
@@ -10,7 +12,9 @@ import { OverviewView } from "./overview.js";
 import { COMPARES, href, PRESETS, readState, timeRange } from "./state.js";
 import { StatusView } from "./status.js";
 
-const VIEWS = { overview: OverviewView, endpoint: EndpointView, status: StatusView };
+const VIEWS = { overview: OverviewView, endpoint: EndpointView, status: StatusView, alerts: AlertsView };
+// Views of the tenant as a whole: no service filter, range or comparison above them.
+const UNSCOPED = ["status", "alerts"];
 const RETRY_SECONDS = Math.min(5, api.refreshSeconds);
 
 const app = {
@@ -25,6 +29,7 @@ const app = {
   hiddenRefresh: false,
   services: [],
   drawnMarked: false,
+  flash: "", // a line for the next view to show ("Rule ... saved.")
 
   /** The service filter's choices, from GET /api/v1/services; a view awaits it. */
   setServices(promise) {
@@ -45,6 +50,16 @@ const app = {
       app.drawnMarked = true;
       performance.mark("gravix:charts-drawn");
     }
+  },
+
+  /** Open the view of `state` (as a link does). */
+  go(state) {
+    navigate(state);
+  },
+
+  /** Refresh the view now (after a change made on it). */
+  reload() {
+    refresh();
   },
 
   /** Back to the overview this view was opened from (history.go), else to `fallback`. */
@@ -87,15 +102,16 @@ function describe(error) {
 }
 
 function autoRefresh() {
-  if (!app.state) return false;
+  if (!app.state || (app.view && app.view.refreshes === false)) return false;
   const range = timeRange(app.state);
-  return app.state.view === "status" || !range.fixed || range.to > Date.now() + api.clockSkewMs;
+  return UNSCOPED.includes(app.state.view) || !range.fixed || range.to > Date.now() + api.clockSkewMs;
 }
 
 function updateLabel() {
   const label = byId("refresh-label");
   const parts = [];
   if (app.failing) parts.push(`retrying every ${RETRY_SECONDS} s`);
+  else if (app.view && app.view.refreshes === false) parts.push("not refreshing while you edit");
   else if (autoRefresh()) parts.push(`refreshes every ${api.refreshSeconds} s`);
   else parts.push("fixed range, not refreshing");
   let age = null;
@@ -185,11 +201,12 @@ async function refresh() {
 // --- navigation ---------------------------------------------------------------------
 
 function show(state, { scrollY = 0, focus = false } = {}) {
-  const changedView = !app.state || app.state.view !== state.view;
+  const changedView = !app.state || app.state.view !== state.view || app.state.rule !== state.rule;
   delete document.documentElement.dataset.chartsDrawn;
   if (app.view) app.view.destroy();
   app.state = state;
-  app.view = new VIEWS[state.view](app, state);
+  const View = state.view === "alerts" && state.rule ? RuleEditorView : VIEWS[state.view];
+  app.view = new View(app, state);
   byId("main").replaceChildren(app.view.el);
   document.title = app.view.title;
   syncControls();
@@ -237,7 +254,7 @@ function toLocalInput(tMs) {
 
 function syncControls() {
   const s = app.state;
-  byId("controls").hidden = s.view === "status";
+  byId("controls").hidden = UNSCOPED.includes(s.view);
   syncServiceSelect();
   for (const button of document.querySelectorAll("[data-range]")) {
     button.setAttribute("aria-pressed", String(s.from === null && s.range === button.dataset.range));
@@ -253,10 +270,10 @@ function syncControls() {
   }
   byId("custom-error").textContent = "";
   for (const a of document.querySelectorAll("[data-nav]")) {
-    const current = a.dataset.nav === (s.view === "status" ? "status" : "overview");
+    const current = a.dataset.nav === (s.view === "endpoint" ? "overview" : s.view);
     if (current) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
-    a.setAttribute("href", href({ ...s, view: a.dataset.nav, method: "", path: "" }));
+    a.setAttribute("href", href({ ...s, view: a.dataset.nav, method: "", path: "", rule: "" }));
   }
 }
 

@@ -17,7 +17,7 @@
 import uPlot from "../../vendor/uplot/uPlot.esm.js";
 import { h, svg } from "./dom.js";
 import * as fmt from "./format.js";
-import { MarkerLane } from "./markers.js";
+import { kindOf, MarkerLane } from "./markers.js";
 
 const HEIGHT = 190;
 export const TOP_SERVICES = 5;
@@ -192,9 +192,11 @@ function isolated(values) {
 
 const lonePoints = () => ({ size: 5, filter: (u, si, show) => (show ? null : isolated(u.data[si])) });
 
-function eventColor(kind) {
-  if (kind === "deploy") return cssVar("--c-deploy");
-  if (kind === "incident") return cssVar("--c-err");
+/** The shade of the events listed: one event's marker colour (markers.kindOf); several: red. */
+function eventColor(events) {
+  const kind = events.length === 1 ? kindOf(events) : "incident";
+  if (kind === "deploy" || kind === "resolved") return cssVar("--c-deploy");
+  if (kind === "incident" || kind === "firing") return cssVar("--c-err");
   return cssVar("--muted");
 }
 
@@ -348,7 +350,7 @@ export class ChartPanel {
       const x0 = u.valToPos(Math.min(...times), "x", true);
       const x1 = u.valToPos(Math.max(...times), "x", true);
       const width = Math.max(2 * px, x1 - x0);
-      ctx.fillStyle = eventColor(shown.events.length === 1 ? shown.events[0].kind : "incident");
+      ctx.fillStyle = eventColor(shown.events);
       ctx.globalAlpha = 0.25;
       ctx.fillRect((x0 + x1) / 2 - width / 2, top, width, height);
       ctx.globalAlpha = 1;

@@ -44,14 +44,17 @@ export class ChartsSection {
     this.compareNote = h("p", { class: "compare-note", role: "status", hidden: true });
     this.noData = h("div", { class: "no-data-slot" });
     this.grid = h("div", { class: "chart-grid" }, this.panels.map((p) => p.el));
+    // Alert transitions (alerts.js) share the lanes: firing red, resolved green, filled.
+    const alertKeys = [" ", h("span", { class: "key key-firing" }, "alert firing"), " ", h("span", { class: "key key-resolved" }, "resolved")];
     const keys = kinds
-      ? [h("span", { class: "key key-incident" }, "incidents"), " (pick a service to see its deploys)"]
+      ? [h("span", { class: "key key-incident" }, "incidents"), alertKeys, " (pick a service to see its deploys)"]
       : [
         h("span", { class: "key key-deploy" }, "deploy"),
         " ",
         h("span", { class: "key key-incident" }, "incident"),
         " ",
         h("span", { class: "key key-other" }, "config or note"),
+        alertKeys,
       ];
     this.key = h(
       "div",

@@ -2,6 +2,7 @@
 // figures against the chosen comparison (else the previous period), the status codes
 // it answered and its versions, each with its downloads.
 
+import { chartAlerts } from "./alerts.js";
 import * as api from "./api.js";
 import { ChartsSection } from "./chartsection.js";
 import { h } from "./dom.js";
@@ -178,6 +179,7 @@ export class EndpointView extends View {
     const grain = chartGrain(range.spanMs);
     const charts = await api.query(chartQuery(s)); // first, alone (see overview.js)
     const eventsQuery = quiet(api.events(range.from, range.to, s.service));
+    const alertMarks = quiet(chartAlerts(range.from, range.to, { service: s.service, method: s.method, path: s.path }));
     const newest = charts.meta.freshness.newest_fact_ms;
     const figureAnswer = quiet(api.query(figuresQuery(s)));
     const statusAnswer = quiet(api.query(statusQuery(s)));
@@ -185,7 +187,7 @@ export class EndpointView extends View {
     const serviceList = quiet(this.app.setServices(api.services()));
     if (newest === null) {
       this.mountEmpty();
-      await settle([figureAnswer, statusAnswer, versionAnswer, eventsQuery, serviceList]);
+      await settle([figureAnswer, statusAnswer, versionAnswer, eventsQuery, serviceList, alertMarks]);
       return { newest, charts: false };
     }
     this.mountNormal();
@@ -196,8 +198,8 @@ export class EndpointView extends View {
       figureAnswer.then((r) => replaceSlot(this.figuresSlot, figures(r, baseline(s).text))),
       statusAnswer.then((r) => replaceSlot(this.statusSlot, statusTable(r))),
       versionAnswer.then((r) => replaceSlot(this.versionSlot, versionTable(r))),
-      eventsQuery.then(({ events }) => {
-        this.charts.setEvents(events);
+      settle([eventsQuery, alertMarks]).then(([{ events }, marks]) => {
+        this.charts.setEvents([...events, ...marks]);
         replaceSlot(this.eventsSlot, eventsList(events));
       }),
     ]);

@@ -1,4 +1,5 @@
-// Service events (deploys, incidents, config changes, notes) in a lane under a chart,
+// Service events (deploys, incidents, config changes, notes) and alert transitions
+// (kind "alert", from alerts.js: firing red, resolved green) in a lane under a chart,
 // not as lines across it: six hours of one service's deploys drawn over the plot made
 // a barcode of it (issue #18). Markers closer than GAP_PX are one cluster, shown as
 // its count; pointing at a cluster, focusing it, or tapping it lists its events, and
@@ -15,7 +16,13 @@ import * as fmt from "./format.js";
 export const GAP_PX = 24; // centres of two markers are at least this far apart (a tap target)
 const LISTED = 50; // events listed for one cluster; the Events panel has them all
 
+/** What a marker's event is called: "deploy", "alert firing". */
+function kindName(ev) {
+  return ev.kind === "alert" ? `alert ${ev.state}` : ev.kind;
+}
+
 export function eventText(ev) {
+  if (ev.kind === "alert") return `alert ${ev.state} · ${ev.rule} · ${fmt.dateTime(ev.timestamp)} — ${ev.message}`;
   const version = ev.version ? ` ${ev.version}` : "";
   return `${ev.kind}${version} · ${ev.service} · ${fmt.dateTime(ev.timestamp)} — ${ev.message}`;
 }
@@ -59,11 +66,13 @@ export function clusters(events, xOf, gap = GAP_PX) {
   return out;
 }
 
-/** The colour class of a cluster: an incident shows first, then a deploy. */
-function kindOf(events) {
-  const kinds = new Set(events.map((e) => e.kind));
+/** The colour class of a cluster: an incident or a firing alert shows first, then a deploy or a resolved alert. */
+export function kindOf(events) {
+  const kinds = new Set(events.map((e) => (e.kind === "alert" ? `alert-${e.state}` : e.kind)));
   if (kinds.has("incident")) return "incident";
+  if (kinds.has("alert-firing")) return "firing";
   if (kinds.has("deploy")) return "deploy";
+  if (kinds.has("alert-resolved")) return "resolved";
   return "other";
 }
 
@@ -72,7 +81,7 @@ function describe(cluster) {
   const first = cluster.events[0];
   if (n === 1) return eventText(first);
   const counts = {};
-  for (const e of cluster.events) counts[e.kind] = (counts[e.kind] || 0) + 1;
+  for (const e of cluster.events) counts[kindName(e)] = (counts[kindName(e)] || 0) + 1;
   const kinds = Object.entries(counts).map(([k, c]) => `${c} ${k}`).join(", ");
   const last = cluster.events[n - 1];
   return `${n} events, ${fmt.shortDateTime(first.timestamp)} to ${fmt.shortDateTime(last.timestamp)}: ${kinds}`;
@@ -98,9 +107,13 @@ export class MarkerLane {
     const offset = u.over.getBoundingClientRect().left - lane.left;
     const min = u.scales.x.min;
     const max = u.scales.x.max;
+    // The plot ends at the start of the newest bucket: what happened since (an alert
+    // that fired a few seconds ago) is marked at that edge, not left out.
+    const xs = u.data[0];
+    const end = max + (xs.length > 1 ? xs[xs.length - 1] - xs[xs.length - 2] : 0);
     const xOf = (ev) => {
       const t = ev.timestamp / 1000;
-      return t < min || t > max ? null : offset + u.valToPos(t, "x");
+      return t < min || (t > max && t >= end) ? null : offset + u.valToPos(Math.min(t, max), "x");
     };
     const found = clusters(events, xOf);
     // A marker stays inside the lane (no sideways scroll on a phone) where the plot ends.
@@ -168,7 +181,7 @@ export class MarkerLane {
     cluster.button.setAttribute("aria-expanded", "true");
     const events = cluster.events.slice(0, LISTED);
     const rest = cluster.events.length - events.length;
-    const items = h("ul", { class: "marker-events" }, events.map((ev) => h("li", { class: `event-${ev.kind}` }, eventText(ev))));
+    const items = h("ul", { class: "marker-events" }, events.map((ev) => h("li", { class: ev.kind === "alert" ? `event-alert event-alert-${ev.state}` : `event-${ev.kind}` }, eventText(ev))));
     const more = h("p", { class: "hint" }, `and ${rest} more: see Events below.`);
     this.list.replaceChildren(...(rest > 0 ? [items, more] : [items]));
     this.onShow(cluster);

@@ -3,8 +3,10 @@
 // The tables' changes are against the chosen comparison (Day before, Week before), else
 // against the previous period of the same length; every table follows the service filter.
 // Above it all, a notice when intake refused facts, events or spans in the last hour
-// (from GET /api/v1/status, one request a refresh), with or without data to show.
+// (from GET /api/v1/status, one request a refresh), with or without data to show, and
+// one of the alerts firing now (GET /api/v1/alerts); the charts mark alert transitions.
 
+import { chartAlerts, firingNotice } from "./alerts.js";
 import * as api from "./api.js";
 import { ChartsSection } from "./chartsection.js";
 import { h } from "./dom.js";
@@ -83,11 +85,21 @@ export class OverviewView extends View {
     super(app, state, "overview");
     this.title = state.service ? `${state.service} · Gravix` : "Overview · Gravix";
     this.notice = h("div", { class: "notice-slot", role: "status", hidden: true, dataset: { notice: "rejected" } });
+    this.alertsNotice = h("div", { class: "notice-slot", role: "status", hidden: true, dataset: { notice: "alerts" } });
   }
 
   mountEmpty() {
     super.mountEmpty();
-    if (this.el.firstChild !== this.notice) this.el.prepend(this.notice);
+    if (this.el.firstChild !== this.alertsNotice) this.el.prepend(this.alertsNotice, this.notice);
+  }
+
+  /** The notice of alerts firing now (answer: GET /api/v1/alerts, or null: none to say). */
+  showFiring(answer) {
+    const node = firingNotice(answer, href({ ...this.state, view: "alerts" }));
+    if ((node ? node.textContent : "") !== this.alertsNotice.textContent) {
+      this.alertsNotice.replaceChildren(...(node ? [node] : []));
+    }
+    this.alertsNotice.hidden = !node;
   }
 
   /** The notice of what intake refused in the last hour (the tenant's, every service). */
@@ -109,12 +121,13 @@ export class OverviewView extends View {
       exports.push({ what: "the errors by service", label: "Errors by service", body: () => serviceErrorQuery(s) });
     }
     // All services: every deploy of every service would crowd the lanes.
-    this.charts = new ChartsSection(s, { kinds: s.service ? null : ["incident"], exports });
+    this.charts = new ChartsSection(s, { kinds: s.service ? null : ["incident", "alert"], exports });
     this.servicesSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
     this.topSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
     this.eventsSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
     const against = baseline(s).text;
     this.el.replaceChildren(
+      this.alertsNotice,
       this.notice,
       h(
         "h2",
@@ -163,9 +176,15 @@ export class OverviewView extends View {
     const topQuery = quiet(topEndpoints(scope, when, against.compare));
     const serviceList = quiet(this.app.setServices(api.services()));
     const rejected = quiet(api.status().then((st) => this.showRejected(st.rejected)));
+    // Alerts add to the overview; when their API cannot answer, the rest still shows.
+    const firing = quiet(api.alerts().then((answer) => this.showFiring(answer), (e) => {
+      if (e.kind === "auth") throw e;
+      this.showFiring(null);
+    }));
+    const alertMarks = quiet(chartAlerts(range.from, range.to, { service: s.service, method: "", path: "" }));
     if (newest === null) {
       this.mountEmpty();
-      await settle([servicesAnswer, sparkQuery, topQuery, eventsQuery, serviceList, rejected]);
+      await settle([servicesAnswer, sparkQuery, topQuery, eventsQuery, serviceList, rejected, firing, alertMarks]);
       return { newest, charts: false };
     }
     this.mountNormal();
@@ -174,12 +193,13 @@ export class OverviewView extends View {
     const parts = [
       serviceList,
       rejected,
+      firing,
       settle([servicesAnswer, sparkQuery]).then(([services, sparks]) => {
         replaceSlot(this.servicesSlot, servicesTable(services, sparks, s, spark.ms, against.text));
       }),
       topQuery.then((top) => replaceSlot(this.topSlot, topEndpointsTable(top, s, TOP, against.text))),
-      eventsQuery.then(({ events }) => {
-        this.charts.setEvents(events);
+      settle([eventsQuery, alertMarks]).then(([{ events }, marks]) => {
+        this.charts.setEvents([...events, ...marks]);
         replaceSlot(this.eventsSlot, eventsList(events));
       }),
     ];

@@ -1,7 +1,7 @@
 // The view state lives in the URL, so a view can be bookmarked, shared and reloaded,
 // and the browser's back button works. Query parameters of the dashboard's page:
 //
-//   view     overview (default) | endpoint | status
+//   view     overview (default) | endpoint | status | alerts
 //   service  a service name: the overview's filter, or the endpoint's service
 //   method, path   the endpoint (view=endpoint)
 //   range    15m | 1h (default) | 6h | 24h | 7d | 30d: the last ...
@@ -9,11 +9,12 @@
 //   compare  1d | 7d: overlay the same period a day or a week earlier; the tables'
 //            changes are then against that period too (else the previous period)
 //   latency  log (default) | linear: the latency chart's axis
+//   rule     view=alerts only: the rule editor, for a new rule ("new") or rule <id>
 
 export const PRESETS = ["15m", "1h", "6h", "24h", "7d", "30d"];
 export const DEFAULT_RANGE = "1h";
 export const COMPARES = { "1d": "a day earlier", "7d": "a week earlier" };
-export const VIEWS = ["overview", "endpoint", "status"];
+export const VIEWS = ["overview", "endpoint", "status", "alerts"];
 export const LATENCY_SCALES = ["log", "linear"];
 
 const UNIT_MS = { m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -51,6 +52,7 @@ export function readState(search) {
     to: null,
     compare: p.get("compare") in COMPARES ? p.get("compare") : "",
     latency: LATENCY_SCALES.includes(p.get("latency")) ? p.get("latency") : "log",
+    rule: /^(new|[1-9][0-9]{0,15})$/.test(p.get("rule") || "") ? p.get("rule") : "",
   };
   const from = parseTime(p.get("from"));
   const to = parseTime(p.get("to"));
@@ -64,6 +66,7 @@ export function readState(search) {
     state.method = "";
     state.path = "";
   }
+  if (state.view !== "alerts") state.rule = "";
   return state;
 }
 
@@ -71,7 +74,10 @@ export function readState(search) {
 export function toSearch(state) {
   const p = new URLSearchParams();
   if (state.view !== "overview") p.set("view", state.view);
-  if (state.view !== "status") {
+  // The status and alerts views are the tenant's, whatever the overview's filter.
+  const scoped = state.view !== "status" && state.view !== "alerts";
+  if (state.view === "alerts" && state.rule) p.set("rule", state.rule);
+  if (scoped) {
     if (state.service) p.set("service", state.service);
     if (state.view === "endpoint") {
       p.set("method", state.method);
@@ -84,8 +90,8 @@ export function toSearch(state) {
   } else if (state.range && state.range !== DEFAULT_RANGE) {
     p.set("range", state.range);
   }
-  if (state.compare && state.view !== "status") p.set("compare", state.compare);
-  if (state.latency === "linear" && state.view !== "status") p.set("latency", state.latency);
+  if (state.compare && scoped) p.set("compare", state.compare);
+  if (state.latency === "linear" && scoped) p.set("latency", state.latency);
   const text = p.toString();
   return text ? `?${text}` : "";
 }
