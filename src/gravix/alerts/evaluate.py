@@ -13,10 +13,10 @@ pending facts not rolled up yet, each fact counted once.
   minute every active service has moved past (:meth:`Evaluator.watermark`),
   measured from the facts each evaluation, never a fixed delay.
 
-**Kill -9.** Each rule's new states, its transitions and the outbox rows
-they cause are one SQLite transaction (:mod:`gravix.alerts.db`): an
-evaluation killed half-way leaves each rule as before or as after, and the
-next evaluation goes on from there. A notification's content is fixed when
+**Kill -9.** A tenant's new states, its transitions and the outbox rows
+they cause are one SQLite transaction per evaluation (:mod:`gravix.alerts.db`):
+an evaluation killed half-way leaves the tenant's rules as before or as
+after, and the next evaluation goes on from there. A notification's content is fixed when
 its row is written, so a retry after a kill sends the same bytes.
 """
 
@@ -131,6 +131,7 @@ class Evaluator:
         except Exception as e:  # the query layer is down: every rule errs below
             log.warning("alert watermark of %s failed: %s", tenant, e)
             report.watermark_ms = now_ms // MINUTE_MS * MINUTE_MS
+        measured = []
         for stored in rules:
             report.rules += 1
             try:
@@ -143,7 +144,12 @@ class Evaluator:
                     "alert rule failed",
                     extra={"fields": {"tenant": tenant, "rule": stored.id, "error": error}},
                 )
-            self._apply(tenant, stored, readings, error, now_ms, report)
+            measured.append((stored, readings, error))
+        # One transaction for the tenant: one fsync per evaluation, and a kill
+        # leaves every rule as before or as after (module docstring).
+        with self.store.db.writing() as conn:
+            for stored, readings, error in measured:
+                self._apply(conn, tenant, stored, readings, error, now_ms, report)
         return report
 
     # --- measuring ----------------------------------------------------------------
@@ -283,6 +289,7 @@ class Evaluator:
 
     def _apply(
         self,
+        conn: sqlite3.Connection,
         tenant: str,
         stored: StoredRule,
         readings: list[Reading],
@@ -294,38 +301,37 @@ class Evaluator:
         hold = self._hold(rule)
         no_data = rule.no_data if isinstance(rule, schema.Threshold) else "ok"
         found = {series_key(r.series): r for r in readings}
-        with self.store.db.writing() as conn:
-            states = _states(conn, tenant, stored.id)
-            notes: list[tuple[str, Change, Reading | None, int]] = []
-            for key in sorted(set(found) | set(states)):
-                prev = states.get(key, Series(since_ms=now_ms))
-                reading = found.get(key)
-                if error is not None:
-                    raw: Verdict = "error"
-                elif reading is None:
-                    raw = "nodata"
-                else:
-                    raw = reading.verdict
-                    if isinstance(rule, schema.Threshold) and prev.state in (
-                        "firing",
-                        "recovering",
-                    ):
-                        raw = self._still(rule, reading)
-                change = step(prev, policy_verdict(raw, no_data, rule.on_error), now_ms, hold)
-                transition_id = None
-                if change.transition is not None:
-                    transition_id = _keep_transition(
-                        conn, tenant, stored, key, change, reading, error, now_ms
-                    )
-                    report.transitions += 1
-                    TRANSITIONS.labels(change.series.state).inc()
-                _keep_state(conn, tenant, stored.id, key, change.series, reading, now_ms,
-                            transition_id)  # fmt: skip
-                if change.notify is not None:
-                    last = transition_id or _last_transition(conn, tenant, stored.id, key)
-                    notes.append((key, change, reading, last))
-            if notes:
-                report.notifications += self._notify(conn, tenant, stored, notes, error, now_ms)
+        states = _states(conn, tenant, stored.id)
+        notes: list[tuple[str, Change, Reading | None, int]] = []
+        for key in sorted(set(found) | set(states)):
+            prev = states.get(key, Series(since_ms=now_ms))
+            reading = found.get(key)
+            if error is not None:
+                raw: Verdict = "error"
+            elif reading is None:
+                raw = "nodata"
+            else:
+                raw = reading.verdict
+                if isinstance(rule, schema.Threshold) and prev.state in (
+                    "firing",
+                    "recovering",
+                ):
+                    raw = self._still(rule, reading)
+            change = step(prev, policy_verdict(raw, no_data, rule.on_error), now_ms, hold)
+            transition_id = None
+            if change.transition is not None:
+                transition_id = _keep_transition(
+                    conn, tenant, stored, key, change, reading, error, now_ms
+                )
+                report.transitions += 1
+                TRANSITIONS.labels(change.series.state).inc()
+            _keep_state(conn, tenant, stored.id, key, change.series, reading, now_ms,
+                        transition_id)  # fmt: skip
+            if change.notify is not None:
+                last = transition_id or _last_transition(conn, tenant, stored.id, key)
+                notes.append((key, change, reading, last))
+        if notes:
+            report.notifications += self._notify(conn, tenant, stored, notes, error, now_ms)
 
     def _still(self, rule: schema.Threshold, reading: Reading) -> Verdict:
         """A firing series' verdict: bad until it crosses ``recover_threshold``."""
