@@ -12,6 +12,7 @@ that gets committed. Every field is documented in ``docs/configuration.md``
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -422,11 +423,12 @@ class Settings(BaseSettings):
         None, description="Secret. S3 secret key; unset uses AWS_SECRET_ACCESS_KEY and the chain."
     )
     smtp_password: SecretStr | None = Field(None, description="Secret. SMTP password.")
-    alert_secrets: dict[str, SecretStr] = Field(
-        default_factory=dict,
+    alert_secrets: SecretStr | None = Field(
+        None,
         description=(
             "Secret. Named secrets alert channels refer to (a webhook's HMAC key, a Slack "
-            'webhook URL), as JSON: `{"oncall": "..."}`; a channel names one, never holds it.'
+            'webhook URL), as a JSON object: `{"oncall": "..."}`; a channel names one, never '
+            "holds it."
         ),
     )
     bootstrap_tenant: str = Field(
@@ -461,6 +463,7 @@ class Settings(BaseSettings):
         "s3_secret_access_key",
         "trino_password",
         "smtp_password",
+        "alert_secrets",
     )
     @classmethod
     def _not_a_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
@@ -468,6 +471,27 @@ class Settings(BaseSettings):
             raise ValueError(
                 "holds a placeholder from .env.example; set a real secret or leave it unset"
             )
+        return value
+
+    @field_validator("alert_secrets", mode="before")
+    @classmethod
+    def _alert_secrets_text(cls, value: Any) -> Any:
+        # Given as a mapping (Settings(alert_secrets={...})): kept as its JSON text.
+        return json.dumps(value) if isinstance(value, dict) else value
+
+    @field_validator("alert_secrets")
+    @classmethod
+    def _alert_secrets_json(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        try:
+            names = json.loads(value.get_secret_value())
+        except ValueError:
+            names = None
+        if not isinstance(names, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v for k, v in names.items()
+        ):
+            raise ValueError('must be a JSON object of names and secrets: {"oncall": "..."}')
         return value
 
     @field_validator("tls_cert_file", "tls_key_file")
@@ -533,6 +557,13 @@ class Settings(BaseSettings):
     @property
     def alerts_db(self) -> Path:
         return self.data_dir / "alerts.db"
+
+    def alert_secret(self, name: str) -> str | None:
+        """The value of the alert secret ``name`` (``alert_secrets``), if there is one."""
+        if self.alert_secrets is None:
+            return None
+        value = json.loads(self.alert_secrets.get_secret_value()).get(name)
+        return value if isinstance(value, str) else None
 
 
 SECRET_FIELDS = frozenset(

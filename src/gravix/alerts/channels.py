@@ -129,14 +129,14 @@ def excerpt(text: str) -> str:
 
 def secret(settings: Settings, name: str, channel: Channel) -> str:
     """The value of ``alert_secrets[name]``; a non-retryable failure naming it if unset."""
-    value = settings.alert_secrets.get(name)
+    value = settings.alert_secret(name)
     if value is None:
         raise DeliveryError(
             f"{kind_of(channel)} channel {channel.name!r} names the secret {name!r}, which the "
             "alert_secrets setting (GRAVIX_ALERT_SECRETS) does not hold",
             retryable=False,
         )
-    return value.get_secret_value()
+    return value
 
 
 def _post(

@@ -244,7 +244,7 @@ def check_channel(channel: schema.Channel, settings: Settings, at: str = "") -> 
         secret = ("secret", channel.secret)
     if isinstance(channel, schema.Slack):
         secret = ("url_secret", channel.url_secret)
-    if secret is not None and secret[1] not in settings.alert_secrets:
+    if secret is not None and settings.alert_secret(secret[1]) is None:
         raise BadRequest(
             f"no alert secret named {secret[1]!r} on this server; the operator sets it in "
             'GRAVIX_ALERT_SECRETS (JSON: {"name": "value"}) in the environment or .env',
