@@ -21,7 +21,7 @@ from gravix.alerts.evaluate import Evaluator
 from gravix.alerts.files import RuleFiles
 from gravix.alerts.rules import AlertStore
 from gravix.config import Settings
-from gravix.query.engines import make_engine
+from gravix.query.engine import DuckDBEngine
 from gravix.query.service import QueryService
 from gravix.rollup.lock import LeaseLock, LockHeld, LockLost
 from gravix.schema import layout
@@ -31,6 +31,7 @@ log = logging.getLogger("gravix.alerts")
 
 LEASE_SECONDS: Final = 30.0
 DELIVERY_INTERVAL_SECONDS: Final = 1.0
+ENGINE_MEMORY_LIMIT: Final = "256MB"
 
 
 class AlertService:
@@ -39,12 +40,17 @@ class AlertService:
     def __init__(self, settings: Settings, store: ObjectStore, *, active: bool = True) -> None:
         self.settings, self.active = settings, active
         self.alerts = AlertStore(settings)
-        self.queries = QueryService(
+        # Embedded DuckDB whatever query_engine says: rules are small queries every
+        # few seconds, which a Spark or Trino round trip would not keep up with;
+        # its own cache and a small memory limit beside the API's engine.
+        cache = settings.data_dir / "cache" / "alerts"
+        engine = DuckDBEngine(
             store,
-            settings.spool_dir,
-            make_engine(settings, store),
-            cache_dir=settings.data_dir / "cache" / "alerts",
+            cache_dir=cache,
+            memory_limit=ENGINE_MEMORY_LIMIT,
+            spill_dir=settings.data_dir / "cache" / "alerts-spill",
         )
+        self.queries = QueryService(store, settings.spool_dir, engine, cache_dir=cache)
         self.evaluator = Evaluator(settings, self.alerts, self.queries)
         self.dispatcher = dispatch.Dispatcher(self.alerts.db, settings, self.alerts.channels)
         self.files = RuleFiles(settings.alert_rules_dir, self.alerts)
