@@ -185,3 +185,35 @@ def test_went_silent(world: World) -> None:
     assert note.service == "search" and "no facts for 3 min" in note.alerts[0].summary
     rows = world.rows("SELECT series FROM states WHERE state = 'firing'")
     assert [json.loads(r[0]) for r in rows] == [{"service": "search"}]
+
+
+def test_old_deliveries_and_transitions_are_pruned_pending_ones_kept(world: World) -> None:
+    from gravix.alerts.service import AlertService
+
+    day = 86_400_000
+    now = T0 + 500 * day
+    with world.alerts.db.writing() as conn:
+        for i, (status, created) in enumerate(
+            [("sent", now - 31 * day), ("pending", now - 31 * day), ("sent", now - day)]
+        ):
+            conn.execute(
+                "INSERT INTO outbox (tenant, channel, idempotency_key, payload, status, "
+                "next_attempt_ms, created_ms) VALUES ('acme', 'hook', ?, x'7b7d', ?, 0, ?)",
+                (f"k{i}", status, created),
+            )
+            conn.execute(
+                "INSERT INTO attempts (outbox_id, at_ms, ok, duration_ms) VALUES (?, ?, 1, 1)",
+                (i + 1, created),
+            )
+        for at in (now - 401 * day, now - day):
+            conn.execute(
+                "INSERT INTO transitions (tenant, rule_id, rule_name, series, from_state, "
+                "to_state, at_ms) VALUES ('acme', 1, 'r', '{}', 'normal', 'firing', ?)",
+                (at,),
+            )
+    service = AlertService(world.settings, world.store, active=False)
+    service.prune(now)
+    assert world.rows("SELECT idempotency_key FROM outbox ORDER BY id") == [("k1",), ("k2",)]
+    assert world.rows("SELECT outbox_id FROM attempts ORDER BY id") == [(2,), (3,)]
+    assert world.rows("SELECT at_ms FROM transitions") == [(now - day,)]
+    service.dispatcher.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Final
 
 from gravix.alerts import dispatch
@@ -32,6 +33,10 @@ log = logging.getLogger("gravix.alerts")
 LEASE_SECONDS: Final = 30.0
 DELIVERY_INTERVAL_SECONDS: Final = 1.0
 ENGINE_MEMORY_LIMIT: Final = "256MB"
+# How long delivered notifications (and their attempts) and transitions are kept.
+DELIVERIES_KEPT_MS: Final = 30 * 86_400_000
+TRANSITIONS_KEPT_MS: Final = 400 * 86_400_000
+PRUNE_EVERY_SECONDS: Final = 3600.0
 
 
 class AlertService:
@@ -56,6 +61,7 @@ class AlertService:
         self.files = RuleFiles(settings.alert_rules_dir, self.alerts)
         self.lock = LeaseLock(store, "alerts", LEASE_SECONDS, prefix=layout.ALERTS_LOCK)
         self.holding = False
+        self._pruned = 0.0
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -110,10 +116,26 @@ class AlertService:
             reports = self.evaluator.run_once()
             if any(r.notifications for r in reports.values()):
                 self.dispatcher.wake()
+            if time.monotonic() - self._pruned >= PRUNE_EVERY_SECONDS or not self._pruned:
+                self._pruned = time.monotonic()
+                self.prune(int(time.time() * 1000))
             self.last_error = None
         except Exception as e:  # the next interval tries again; status and log say why
             self.last_error = f"{type(e).__name__}: {e}"
             log.exception("alert evaluation failed")
+
+    def prune(self, now_ms: int) -> None:
+        """Drop notifications delivered (or given up) over 30 days ago with their
+        attempts, and transitions over 400 days old."""
+        done = now_ms - DELIVERIES_KEPT_MS
+        with self.alerts.db.writing() as conn:
+            conn.execute(
+                "DELETE FROM attempts WHERE outbox_id IN (SELECT id FROM outbox WHERE "
+                "status != 'pending' AND created_ms < ?)",
+                (done,),
+            )
+            conn.execute("DELETE FROM outbox WHERE status != 'pending' AND created_ms < ?", (done,))
+            conn.execute("DELETE FROM transitions WHERE at_ms < ?", (now_ms - TRANSITIONS_KEPT_MS,))
 
     def _evaluate_loop(self) -> None:
         self.run_once()
