@@ -9,6 +9,13 @@ the same data dir, judged by when ``acked.log`` was last written), prints how
 to reach it and how to log in, then runs the load generator in this process
 until Ctrl-C/SIGTERM, and finally stops the server with SIGTERM so it seals
 its spool. Acknowledged fact ids are appended to ``<data-dir>/acked.log``.
+
+Alerts: the demo tenant gets the default rules (:mod:`gravix.alerts.defaults`)
+with one webhook channel, :data:`DEMO_CHANNEL`, pointing at a receiver this
+process runs on loopback (:class:`gravix.alerts.receiver.WebhookReceiver`),
+which prints each notification above the load generator's status line. The
+rules are kept disabled while past traffic is sent (a half-sent history would
+look like services gone silent) and enabled once it is in.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 
@@ -45,6 +52,7 @@ DEMO_REGRESSIONS = ("search:GET:/search",)
 # (the schedules are functions of the clock), so the demo is reproducible.
 DEMO_SEED = 2
 DEMO_HISTORY_MINUTES = 120
+DEMO_CHANNEL = "demo-terminal"
 _LISTENING = "Gravix listening on "
 
 
@@ -150,7 +158,9 @@ def demo_admin(users_db: Path) -> tuple[str, str]:
     return ADMIN, password
 
 
-def _banner(console: Console, url: str, key: str, data_dir: Path, login: tuple[str, str]) -> None:
+def _banner(
+    console: Console, url: str, key: str, data_dir: Path, login: tuple[str, str], alerts: str
+) -> None:
     curl = curl_example(url, key)
     rows = (
         ("URL", f"{url}/  (the dashboard: sign in with the login below)"),
@@ -174,6 +184,9 @@ def _banner(console: Console, url: str, key: str, data_dir: Path, login: tuple[s
             f"minute metrics in Parquet, rolled up every {DEMO_ROLLUP_SECONDS} s "
             "(docs/data-model.md shows how to read them)",
         ),
+        ("alerts", f"notifications go to a webhook on {alerts} (channel {DEMO_CHANNEL}),"),
+        ("", "run by this process: each is printed below as a FIRING or RESOLVED line"),
+        ("", f"the dashboard's Alerts view shows them too: {url}/?view=alerts"),
     )
     console.rule("[bold green]Gravix demo is running")
     for label, value in rows:
@@ -187,6 +200,12 @@ def _banner(console: Console, url: str, key: str, data_dir: Path, login: tuple[s
             f"\nSynthetic traffic: 5xx spikes of a few minutes on {', '.join(DEMO_SPIKES)}; "
             f"every third deploy of search slows {', '.join(DEMO_REGRESSIONS)} until the next "
             "deploy. Open the URL and sign in to see them. Ctrl-C stops everything."
+        )
+    )
+    console.print(
+        Text(
+            "Default alert rules: 5xx rate per endpoint, p95 latency per service, "
+            "availability 99.5% over 30 days, a service gone silent (docs/alerts.md)."
         )
     )
     console.rule()
@@ -298,8 +317,12 @@ def run_demo(
     history_minutes: float = DEMO_HISTORY_MINUTES,
 ) -> int:
     """Serve and send demo traffic until Ctrl-C/SIGTERM; returns the exit code."""
+    from gravix.alerts.defaults import install
+    from gravix.alerts.receiver import WebhookReceiver
+    from gravix.alerts.rules import AlertStore
     from gravix.ingest.keys import KeyStore
     from gravix.loadgen.sender import LoadgenOptions, run_loadgen
+    from gravix.schema.alerts import Webhook
 
     settings = load_settings(None, data_dir=data_dir)
     data_dir = settings.data_dir.resolve()
@@ -309,16 +332,25 @@ def run_demo(
     log = data_dir / "server.log"
     ack_log = data_dir / "acked.log"
     console = Console()
+    # The load generator's console: alert lines printed on it stay above its status line.
+    status_console = Console(stderr=True)
+    alerts = AlertStore(settings)
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        with _server(data_dir, host, port, log) as proc:
+        with ExitStack() as stack:
+            # The receiver outlives the server, so deliveries in flight at the end arrive.
+            receiver = stack.enter_context(WebhookReceiver(console=status_console))
+            channel = Webhook(name=DEMO_CHANNEL, url=receiver.url)
+            install(alerts, TENANT, [channel], enabled=False, by="gravix demo")
+            proc = stack.enter_context(_server(data_dir, host, port, log))
             console.print(f"starting gravix serve on {host}:{port} (log: {log}) ...")
             url = _wait_ready(proc, log)
             model = TrafficModel(
                 rate=rate, seed=DEMO_SEED, spikes=DEMO_SPIKES, regressions=DEMO_REGRESSIONS
             )
             _send_history(console, url, key, model, ack_log, history_minutes)
-            _banner(console, url, key, data_dir, login)
+            install(alerts, TENANT, [channel], by="gravix demo")
+            _banner(console, url, key, data_dir, login, receiver.url)
             watchdog = _Watchdog(proc)
             options = LoadgenOptions(
                 url=url,
@@ -329,7 +361,7 @@ def run_demo(
                 spikes=list(DEMO_SPIKES),
                 regressions=list(DEMO_REGRESSIONS),
             )
-            stats = run_loadgen(options, model=model)
+            stats = run_loadgen(options, model=model, console=status_console)
             watchdog.stop()
             print(stats.summary(), flush=True)
             if watchdog.exit_code is not None:
