@@ -1,8 +1,8 @@
 """``python -m bench`` (what ``make bench`` runs): every benchmark: ingest, upload, rollup, fold,
-query, dashboard, footprint, spark, otlp, logs.
+query, dashboard, footprint, spark, otlp, logs, alerts.
 
 ``python -m bench ingest [options]`` (or ``upload``, ``rollup``, ``fold``, ``steady``,
-``query``, ``dashboard``, ``footprint``, ``spark``, ``otlp``, ``logs``) runs one;
+``query``, ``dashboard``, ``footprint``, ``spark``, ``otlp``, ``logs``, ``alerts``) runs one;
 ``--help`` after the name lists its options. Options given without a name go
 to the ingest benchmark, as before there was a second one; the others then run
 with their defaults. ``steady`` (an hour of load) runs only when named.
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 
 from bench import (
+    alerts,
     dashboard,
     fold,
     footprint,
@@ -39,10 +40,11 @@ BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "spark": spark.main,
     "otlp": otlp.main,
     "logs": logs.main,
+    "alerts": alerts.main,
 }
 USAGE = """\
 usage: python -m bench [NAME] [options]
-  NAME: ingest|upload|rollup|fold|steady|query|dashboard|footprint|spark|otlp|logs
+  NAME: ingest|upload|rollup|fold|steady|query|dashboard|footprint|spark|otlp|logs|alerts
 
   python -m bench                   all of them but steady, in this order
   python -m bench ingest [options]  durable ingest beside a non-durable peer
@@ -56,6 +58,7 @@ usage: python -m bench [NAME] [options]
   python -m bench spark [options]   the rollup on Spark local[2] and a 1-, 2-worker cluster, DuckDB
   python -m bench otlp [options]    OTLP spans/s through /v1/traces beside native facts/s
   python -m bench logs [options]    gravix import-logs lines/s beside a plain regex and wc -l
+  python -m bench alerts [options]  alert detection time, noise over 24 h, cost of 1,000 rules
   python -m bench NAME --help       the options of one benchmark
 
 Results: bench/README.md; raw figures in bench/results/<name>-<UTC time>.json.
@@ -83,6 +86,7 @@ def main(argv: list[str]) -> int:
         spark.main([]),
         otlp.main([]),
         logs.main([]),
+        alerts.main([]),
     ]
     return max(codes)
 
