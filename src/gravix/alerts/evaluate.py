@@ -36,6 +36,7 @@ import msgspec
 from prometheus_client import Counter, Histogram
 
 from gravix.alerts import dispatch, silences
+from gravix.alerts.batch import Batches, Need
 from gravix.alerts.rules import COUNT_METRICS, AlertStore, StoredRule
 from gravix.alerts.states import Change, Hold, Series, Verdict, policy_verdict, step, verdict
 from gravix.config import Settings
@@ -104,6 +105,8 @@ class Evaluator:
         self.settings, self.store, self.queries, self.clock = settings, store, queries, clock
         # (tenant, rule) -> (the watermark it was measured at, its readings)
         self._settled: dict[tuple[str, bytes], tuple[int, list[Reading]]] = {}
+        # What this evaluation's rules read, asked together (gravix.alerts.batch).
+        self._batches = Batches()
 
     # --- one evaluation ---------------------------------------------------------
     def run_once(self) -> dict[str, TenantReport]:
@@ -131,6 +134,11 @@ class Evaluator:
         except Exception as e:  # the query layer is down: every rule errs below
             log.warning("alert watermark of %s failed: %s", tenant, e)
             report.watermark_ms = now_ms // MINUTE_MS * MINUTE_MS
+        rules = list(rules)
+        self._batches = Batches()
+        for stored in rules:
+            for need in self.needs(tenant, stored.rule, now_ms, report.watermark_ms):
+                self._batches.add(need)
         measured = []
         for stored in rules:
             report.rules += 1
@@ -159,6 +167,32 @@ class Evaluator:
             cache[key] = self.queries.run(tenant, query, now_ms)
         return cache[key]
 
+    def rows(self, tenant: str, need: Need, now_ms: int, cache: dict[bytes, Any]) -> list[Any]:
+        """``need``'s rows (its groups, then its metrics), read through its batch's query."""
+        query = self._batches.query(need)
+        return Batches.project(need, query, self._query(tenant, query, now_ms, cache)["rows"])
+
+    def needs(self, tenant: str, rule: schema.Rule, now_ms: int, watermark_ms: int) -> list[Need]:
+        """What measuring ``rule`` now will read (nothing if it is kept from before)."""
+        if self._kept(tenant, rule, watermark_ms) is not None:
+            return []
+        if isinstance(rule, schema.Silent):
+            return list(_silent_needs(rule, now_ms, watermark_ms))
+        if isinstance(rule, schema.Threshold):
+            return [_threshold_need(rule, now_ms, watermark_ms)]
+        from gravix.alerts import slo
+
+        return slo.needs(rule, watermark_ms)
+
+    def _kept(self, tenant: str, rule: schema.Rule, watermark_ms: int) -> list[Reading] | None:
+        """The readings of a rule measured at this watermark already, if they still hold:
+        SLO windows and counts end at the watermark, so until it moves what they
+        measure cannot change; they are measured once a minute, not every 10 s."""
+        if not _settles(rule):
+            return None
+        kept = self._settled.get((tenant, msgspec.json.encode(rule)))
+        return kept[1] if kept is not None and kept[0] == watermark_ms else None
+
     def watermark(self, tenant: str, now_ms: int, cache: dict[bytes, Any] | None = None) -> int:
         """The newest minute start W such that every minute before it is complete:
         each service that sent facts in the last :data:`ACTIVE_MS` has sent facts
@@ -185,23 +219,19 @@ class Evaluator:
     ) -> list[Reading]:
         if isinstance(rule, schema.Silent):
             return self._silent(tenant, rule, now_ms, watermark_ms, cache)
-        # SLO windows and counts end at the watermark: until it moves, what they
-        # measure cannot change, so they are measured once a minute, not every 10 s.
-        settled = isinstance(rule, schema.Slo) or rule.metric in COUNT_METRICS
-        key = (tenant, msgspec.json.encode(rule))
-        kept = self._settled.get(key)
-        if settled and kept is not None and kept[0] == watermark_ms:
-            return kept[1]
+        kept = self._kept(tenant, rule, watermark_ms)
+        if kept is not None:
+            return kept
         if isinstance(rule, schema.Threshold):
             readings = self._threshold(tenant, rule, now_ms, watermark_ms, cache)
         else:
             from gravix.alerts import slo
 
             readings = slo.measure(self, tenant, rule, now_ms, watermark_ms, cache)
-        if settled:
+        if _settles(rule):
             if len(self._settled) > MAX_SETTLED:
                 self._settled.clear()
-            self._settled[key] = (watermark_ms, readings)
+            self._settled[(tenant, msgspec.json.encode(rule))] = (watermark_ms, readings)
         return readings
 
     def _threshold(
@@ -212,16 +242,11 @@ class Evaluator:
         watermark_ms: int,
         cache: dict[bytes, Any],
     ) -> list[Reading]:
-        window = schema.duration_ms(rule.window, "window")
-        end = watermark_ms if rule.metric in COUNT_METRICS else now_ms
-        metrics = [rule.metric] if rule.metric == "requests" else [rule.metric, "requests"]
-        query = Query(metrics=metrics, dimensions=list(rule.group_by), filters=_filters(rule),
-                      from_=end - window, to=end, grain="all")  # fmt: skip
-        result = self._query(tenant, query, now_ms, cache)
+        need = _threshold_need(rule, now_ms, watermark_ms)
         dims = len(rule.group_by)
         min_requests = self._min_requests(rule)
         readings = []
-        for row in result["rows"]:
+        for row in self.rows(tenant, need, now_ms, cache):
             series = {d: str(v) for d, v in zip(rule.group_by, row[:dims], strict=True)}
             value = row[dims]
             requests = int(row[-1] or 0)
@@ -254,19 +279,15 @@ class Evaluator:
         cache: dict[bytes, Any],
     ) -> list[Reading]:
         after = schema.duration_ms(rule.after, "after")
-        end = max(watermark_ms, now_ms // MINUTE_MS * MINUTE_MS)
 
-        def seen(start: int, stop: int) -> dict[str, tuple[dict[str, str], int]]:
-            query = Query(metrics=["requests"], dimensions=list(rule.group_by),
-                          filters=_filters(rule), from_=start, to=stop, grain="all")  # fmt: skip
+        def seen(need: Need) -> dict[str, tuple[dict[str, str], int]]:
             found = {}
-            for row in self._query(tenant, query, now_ms, cache)["rows"]:
+            for row in self.rows(tenant, need, now_ms, cache):
                 series = {d: str(v) for d, v in zip(rule.group_by, row[:-1], strict=True)}
                 found[series_key(series)] = (series, int(row[-1] or 0))
             return found
 
-        before = seen(end - after - SILENT_LOOKBACK_MS, end - after)
-        recent = seen(end - after, end)
+        before, recent = (seen(n) for n in _silent_needs(rule, now_ms, watermark_ms))
         readings = []
         for key, (series, n) in before.items():
             if key not in recent:
@@ -498,6 +519,32 @@ def _reason(e: Exception) -> str:
 
 def _kind(rule: schema.Rule) -> str:
     return str(rule.__struct_config__.tag)
+
+
+def _settles(rule: schema.Rule) -> bool:
+    """Whether what ``rule`` measures ends at the watermark (see :meth:`Evaluator._kept`)."""
+    return isinstance(rule, schema.Slo) or (
+        isinstance(rule, schema.Threshold) and rule.metric in COUNT_METRICS
+    )
+
+
+def _threshold_need(rule: schema.Threshold, now_ms: int, watermark_ms: int) -> Need:
+    """Ratios and latencies up to now; counts up to the watermark (module docstring)."""
+    window = schema.duration_ms(rule.window, "window")
+    end = watermark_ms if rule.metric in COUNT_METRICS else now_ms
+    metrics = (rule.metric,) if rule.metric == "requests" else (rule.metric, "requests")
+    return Need(end - window, end, tuple(rule.group_by), tuple(_filters(rule)), metrics)
+
+
+def _silent_needs(rule: schema.Silent, now_ms: int, watermark_ms: int) -> tuple[Need, Need]:
+    """The facts of each series in the hour before ``after``, and within it."""
+    after = schema.duration_ms(rule.after, "after")
+    end = max(watermark_ms, now_ms // MINUTE_MS * MINUTE_MS)
+    dims, filters = tuple(rule.group_by), tuple(_filters(rule))
+    return (
+        Need(end - after - SILENT_LOOKBACK_MS, end - after, dims, filters, ("requests",)),
+        Need(end - after, end, dims, filters, ("requests",)),
+    )
 
 
 def _filters(rule: schema.Rule) -> list[Filter]:

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
 
+from gravix.alerts.batch import Need
 from gravix.alerts.evaluate import Evaluator, Reading, series_key
 from gravix.alerts.states import Verdict
 from gravix.query.spec import Filter, Query
@@ -182,6 +183,20 @@ def query(rule: schema.Slo, start_ms: int, end_ms: int, grain: str) -> Query:
                  from_=start_ms, to=end_ms, grain=grain, slow_ms=slow_ms)  # fmt: skip
 
 
+def need(rule: schema.Slo, start_ms: int, end_ms: int) -> Need:
+    """:func:`query` over [start, end) as a whole, as the evaluator batches it."""
+    q = query(rule, start_ms, end_ms, "all")
+    return Need(start_ms, end_ms, tuple(q.dimensions), tuple(q.filters), tuple(q.metrics),
+                q.slow_ms)  # fmt: skip
+
+
+def needs(rule: schema.Slo, watermark_ms: int) -> list[Need]:
+    """Every window of the rule's pairs and its period, ending at the watermark."""
+    found = pairs(rule.period)
+    widths = [*windows(found), schema.duration_ms(rule.period, "period")]
+    return [need(rule, watermark_ms - width, watermark_ms) for width in widths]
+
+
 def measure(
     evaluator: Evaluator,
     tenant: str,
@@ -197,8 +212,8 @@ def measure(
     series: dict[str, dict[str, str]] = {}
     counts: dict[str, dict[int, Counts]] = {}
     for width in [*windows(found), period_ms]:
-        q = query(rule, watermark_ms - width, watermark_ms, "all")
-        for row in evaluator._query(tenant, q, now_ms, cache)["rows"]:
+        for row in evaluator.rows(tenant, need(rule, watermark_ms - width, watermark_ms), now_ms,
+                                  cache):  # fmt: skip
             names = {d: str(v) for d, v in zip(rule.group_by, row[:dims], strict=True)}
             key = series_key(names)
             series[key] = names
