@@ -233,3 +233,24 @@ def test_answers_before_and_after_the_rollup_are_equal(
             if put_back:  # folded, not deleted yet
                 store.put(key, raw)
                 assert answers(service) == before
+
+
+def test_queries_of_one_moment_read_the_pending_facts_once(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    put_raw(store, "acme", [fact(i) for i in range(3)])
+    service = QueryService(store, None)
+    query = Query(metrics=["requests"], from_=T0, to=T0 + HOUR, grain="all")
+
+    def requests() -> int:
+        return int(service.run("acme", query, T0 + HOUR)["rows"][0][0])
+
+    with service.one_moment():
+        assert requests() == 3
+        put_raw(store, "acme", [fact(i) for i in range(3, 5)])
+        assert requests() == 3  # the moment's scan
+        # A pass folding meanwhile makes the next query scan again: nothing counts twice.
+        RollupJob(store).run()
+        assert requests() == 5
+        put_raw(store, "acme", [fact(i) for i in range(5, 6)])
+        assert requests() == 5
+    assert requests() == 6

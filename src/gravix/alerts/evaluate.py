@@ -126,6 +126,12 @@ class Evaluator:
         return reports
 
     def evaluate_tenant(self, tenant: str, rules: Iterable[StoredRule]) -> TenantReport:
+        # Every rule of the tenant reads the same pending facts: one scan, and
+        # answers of one moment (QueryService.one_moment).
+        with self.queries.one_moment():
+            return self._evaluate_tenant(tenant, rules)
+
+    def _evaluate_tenant(self, tenant: str, rules: Iterable[StoredRule]) -> TenantReport:
         now_ms = int(self.clock() * 1000)
         report = TenantReport()
         cache: dict[bytes, dict[str, Any]] = {}

@@ -34,7 +34,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -81,6 +84,22 @@ class QueryService:
         self.engine = engine or DuckDBEngine(store, cache_dir=cache_dir)
         # Its own folder: the engine's cache evicts only what it copied itself.
         self.pending = PendingFacts(store, spool_dir, cache_dir and cache_dir / "pending")
+        # (tenant, level) -> the pending scan every query of a moment reads (one_moment)
+        self._moment = threading.local()
+
+    @contextmanager
+    def one_moment(self) -> Iterator[None]:
+        """Queries this thread runs inside read the pending facts as the first of
+        them found them: one scan per tenant and level, not one per query (facts
+        keep arriving in an open segment, which a scan would read again each
+        time). What the block answers is of one moment; facts accepted during it
+        count from the next. A rollup pass publishing meanwhile still makes a
+        query scan again (:meth:`_read`)."""
+        self._moment.scans = {}
+        try:
+            yield
+        finally:
+            self._moment.scans = None
 
     def run(self, tenant: str, query: Query, now_ms: int | None = None) -> dict[str, Any]:
         now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -124,15 +143,27 @@ class QueryService:
             # An engine that cannot see this node's pending rows (Trino) is not
             # handed them, and the answer says so.
             included = self.engine.includes_pending
+            pinned: dict[tuple[str, str], PendingScan] | None = getattr(self._moment, "scans", None)
+            held = pinned.get((tenant, lvl)) if pinned is not None else None
             seen = (
-                self.pending.scan(tenant, lvl) if included else PendingScan(tenant, lvl, None, None)
+                held
+                if held is not None
+                else (
+                    self.pending.scan(tenant, lvl)
+                    if included
+                    else PendingScan(tenant, lvl, None, None)
+                )
             )
+            if pinned is not None:
+                pinned[(tenant, lvl)] = seen
             table = self.engine.run(tenant, p, seen.rows)
             earlier = None
             if p.compare_ms is not None:
                 earlier = self.engine.run(tenant, p.shifted(p.compare_ms), seen.rows)
             if not self.pending.changed(seen):
                 break
+            if pinned is not None:
+                pinned.pop((tenant, lvl), None)  # scan again, and let the moment keep that
             if attempt < ATTEMPTS:
                 PENDING_REREADS.inc()
                 continue
