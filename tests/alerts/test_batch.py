@@ -19,6 +19,7 @@ from gravix.alerts.batch import Batches, Need, split
 from gravix.alerts.evaluate import Evaluator, Reading
 from gravix.alerts.rules import AlertStore
 from gravix.config import load_settings
+from gravix.errors import BadRequest
 from gravix.query.service import QueryService
 from gravix.query.spec import Filter
 from gravix.schema import alerts as schema
@@ -159,3 +160,22 @@ def test_a_need_joins_the_batch_of_its_one_service() -> None:
     assert split(need(Filter("service", ["a", "b"], "in")))[1] is None
     assert split(need(Filter("service", ["a"], "not_in")))[1] is None
     assert split(need())[1] is None
+
+
+def test_a_rule_the_query_layer_refuses_errs_alone(data: Data) -> None:
+    good = POOL[0]
+    assert isinstance(good, schema.Threshold)
+    refused = msgspec.structs.replace(good, name="refused", metric="slow_requests")
+    batches = Batches()
+    for rule in (good, refused):
+        for need in data.evaluator.needs("acme", rule, NOW, data.watermark):
+            batches.add(need)
+    data.evaluator._batches = batches
+    data.evaluator._settled.clear()
+    with pytest.raises(BadRequest, match="slow_ms"):
+        data.evaluator.measure("acme", refused, NOW, data.watermark, {})
+    readings = data.evaluator.measure("acme", good, NOW, data.watermark, {})
+    assert (
+        sorted(readings, key=lambda r: sorted(r.series.items()))
+        == data.alone[msgspec.json.encode(good)]
+    )

@@ -40,7 +40,7 @@ from gravix.alerts.batch import Batches, Need
 from gravix.alerts.rules import COUNT_METRICS, AlertStore, StoredRule
 from gravix.alerts.states import Change, Hold, Series, Verdict, policy_verdict, step, verdict
 from gravix.config import Settings
-from gravix.errors import GravixError
+from gravix.errors import BadRequest, GravixError
 from gravix.query.events import read_events
 from gravix.query.service import QueryService
 from gravix.query.spec import Filter, Query
@@ -176,7 +176,16 @@ class Evaluator:
     def rows(self, tenant: str, need: Need, now_ms: int, cache: dict[bytes, Any]) -> list[Any]:
         """``need``'s rows (its groups, then its metrics), read through its batch's query."""
         query = self._batches.query(need)
-        return Batches.project(need, query, self._query(tenant, query, now_ms, cache)["rows"])
+        try:
+            result = self._query(tenant, query, now_ms, cache)
+        except BadRequest:
+            # A query refused for one rule's sake: that rule errs alone, not those
+            # it shared the query with.
+            alone = Batches().query(need)
+            if alone == query:
+                raise
+            query, result = alone, self._query(tenant, alone, now_ms, cache)
+        return Batches.project(need, query, result["rows"])
 
     def needs(self, tenant: str, rule: schema.Rule, now_ms: int, watermark_ms: int) -> list[Need]:
         """What measuring ``rule`` now will read (nothing if it is kept from before)."""
