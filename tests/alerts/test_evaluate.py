@@ -217,3 +217,42 @@ def test_old_deliveries_and_transitions_are_pruned_pending_ones_kept(world: Worl
     assert world.rows("SELECT outbox_id FROM attempts ORDER BY id") == [(2,), (3,)]
     assert world.rows("SELECT at_ms FROM transitions") == [(now - day,)]
     service.dispatcher.close()
+
+
+def test_a_spike_late_in_a_minute_fires_on_what_arrived_since_the_last_evaluation(
+    world: World,
+) -> None:
+    world.alerts.save_rule("acme", rule(window="1m", min_requests=30), "test")
+
+    def send(first_s: int, last_s: int, per_s: int, failing: float) -> None:
+        facts = []
+        for second in range(first_s, last_s):
+            for i in range(per_s):
+                world._ids += 1
+                facts.append(fact(world._ids, timestamp=T0 + 5 * MINUTE + second * 1000 + i,
+                                  status=500 if i < per_s * failing else 200))  # fmt: skip
+        put_raw(world.store, "acme", facts, created_ms=T0 + 5 * MINUTE + last_s * 1000)
+
+    send(0, 40, 10, 0.0)  # 400 healthy requests
+    world.at(5 + 40 / 60)
+    send(40, 50, 10, 0.5)  # then a spike: 50 of 100 fail
+    world.at(5 + 50 / 60)
+    # The minute's share is 50 / 500 = 10%, not over it; the last 10 s are 50%.
+    assert world.transitions() == [("normal", "firing")]
+    [alert] = world.outbox()[0].alerts
+    assert alert.value == 0.5 and alert.requests == 100
+    assert "over the last 10 s (100 requests)" in alert.summary
+    # Nothing new since: the minute's 10% alone is judged, which is not over 10%.
+    world.at(5 + 55 / 60)
+    assert world.transitions() == [("normal", "firing"), ("firing", "resolved")]
+
+
+def test_fewer_new_requests_than_min_requests_are_not_judged_alone(world: World) -> None:
+    world.alerts.save_rule("acme", rule(window="1m", min_requests=30), "test")
+    facts = [fact(i, timestamp=T0 + 5 * MINUTE + i * 100) for i in range(300)]
+    put_raw(world.store, "acme", facts, created_ms=T0 + 5 * MINUTE + 30_000)
+    world.at(5.5)
+    late = [fact(1000 + i, timestamp=T0 + 5 * MINUTE + 35_000 + i, status=500) for i in range(20)]
+    put_raw(world.store, "acme", late, created_ms=T0 + 5 * MINUTE + 40_000)
+    world.at(5 + 40 / 60)  # 20 of 20 new requests fail, but 20 < 30; the minute: 6%
+    assert world.transitions() == []

@@ -7,7 +7,10 @@ pending facts not rolled up yet, each fact counted once.
 
 - Ratios and latencies (``error_rate``, ``p95``...) are measured over the
   last ``window`` up to now, the current minute included as far as it has
-  arrived: a share of what arrived is a share of the minute.
+  arrived: a share of what arrived is a share of the minute. A high-side
+  rule on ``error_rate`` or ``client_error_rate`` is also judged on the
+  requests counted since its previous evaluation in the same minute
+  (:func:`_recent`), which a spike late in a minute does not dilute.
 - Counts (``requests``, ``errors``, ``throughput``...) and "went silent"
   need whole minutes: they end at the tenant's **watermark**, the newest
   minute every active service has moved past (:meth:`Evaluator.watermark`),
@@ -57,6 +60,9 @@ SILENT_LOOKBACK_MS: Final = 60 * MINUTE_MS
 SAMPLES: Final = 5
 DEPLOY_LOOKBACK_MS: Final = 7 * 86_400_000
 MAX_SETTLED: Final = 10_000
+# Ratios of counts, and the count over requests each is: what arrived between
+# two evaluations has a ratio of its own (_recent).
+RATIO_COUNTS: Final = {"error_rate": "errors", "client_error_rate": "client_errors"}
 
 EVALUATIONS = Counter("alert_evaluations_total", "Alert evaluations of a tenant.", ["result"])
 TRANSITIONS = Counter("alert_transitions_total", "Changes of state of alert series.", ["to"])
@@ -105,6 +111,9 @@ class Evaluator:
         self.settings, self.store, self.queries, self.clock = settings, store, queries, clock
         # (tenant, rule) -> (the watermark it was measured at, its readings)
         self._settled: dict[tuple[str, bytes], tuple[int, list[Reading]]] = {}
+        # (tenant, rule) -> series -> (minute, at, bad, requests): a ratio rule's counts
+        # at its last evaluation, to measure what arrived since (_recent).
+        self._counts: dict[tuple[str, bytes], dict[str, tuple[int, int, int, int]]] = {}
         # What this evaluation's rules read, asked together (gravix.alerts.batch).
         self._batches = Batches()
 
@@ -260,11 +269,23 @@ class Evaluator:
         need = _threshold_need(rule, now_ms, watermark_ms)
         dims = len(rule.group_by)
         min_requests = self._min_requests(rule)
+        minute = now_ms // MINUTE_MS
+        counts_key = (tenant, msgspec.json.encode(rule))
+        before = self._counts.pop(counts_key, {})
+        counted: dict[str, tuple[int, int, int, int]] = {}
         readings = []
         for row in self.rows(tenant, need, now_ms, cache):
             series = {d: str(v) for d, v in zip(rule.group_by, row[:dims], strict=True)}
             value = row[dims]
-            requests = int(row[-1] or 0)
+            requests = int(row[dims + 1] or 0)
+            summary = _summary(rule, value, requests)
+            if len(row) > dims + 2:  # a ratio of counts: also what arrived lately
+                key, bad = series_key(series), int(row[dims + 2] or 0)
+                counted[key] = (minute, now_ms, bad, requests)
+                recent = _recent(rule, before.get(key), (minute, now_ms, bad, requests),
+                                 max(min_requests, 1))  # fmt: skip
+                if recent is not None and (value is None or recent[0] > float(value)):
+                    value, requests, summary = recent
             found = verdict(
                 None if value is None else float(value),
                 requests,
@@ -276,8 +297,12 @@ class Evaluator:
             )
             readings.append(
                 Reading(series, found, None if value is None else float(value), requests,
-                        rule.threshold, _summary(rule, value, requests))
+                        rule.threshold, summary)
             )  # fmt: skip
+        if counted:
+            if len(self._counts) > MAX_SETTLED:
+                self._counts.clear()
+            self._counts[counts_key] = counted
         return readings
 
     def _min_requests(self, rule: schema.Threshold) -> int:
@@ -544,11 +569,43 @@ def _settles(rule: schema.Rule) -> bool:
 
 
 def _threshold_need(rule: schema.Threshold, now_ms: int, watermark_ms: int) -> Need:
-    """Ratios and latencies up to now; counts up to the watermark (module docstring)."""
+    """Ratios and latencies up to now; counts up to the watermark (module docstring).
+    A ratio of counts that alerts when high also reads its numerator (:func:`_recent`)."""
     window = schema.duration_ms(rule.window, "window")
     end = watermark_ms if rule.metric in COUNT_METRICS else now_ms
-    metrics = (rule.metric,) if rule.metric == "requests" else (rule.metric, "requests")
+    metrics: tuple[str, ...] = (rule.metric, "requests")
+    if rule.metric == "requests":
+        metrics = ("requests", "requests")
+    elif rule.metric in RATIO_COUNTS and rule.op in (">", ">="):
+        metrics += (RATIO_COUNTS[rule.metric],)
     return Need(end - window, end, tuple(rule.group_by), tuple(_filters(rule)), metrics)
+
+
+def _recent(
+    rule: schema.Threshold,
+    before: tuple[int, int, int, int] | None,
+    now: tuple[int, int, int, int],
+    min_requests: int,
+) -> tuple[float, int, str] | None:
+    """The ratio of what arrived since the previous evaluation in the same minute,
+    if at least ``min_requests`` did: (value, requests, summary).
+
+    A spike that starts late in a minute is diluted by the minute's healthy
+    requests before it; the counts added since the last evaluation (10 s
+    earlier) are not. Only within one minute, where the window's counts only grow.
+    """
+    if before is None or before[0] != now[0]:
+        return None
+    bad, requests = now[2] - before[2], now[3] - before[3]
+    if requests < min_requests or bad < 0:
+        return None
+    seconds = max(1, round((now[1] - before[1]) / 1000))
+    value = bad / requests
+    said = (
+        f"{rule.metric} {value:.4g} {rule.op} {rule.threshold:g} over the last {seconds} s "
+        f"({requests:,} requests)"
+    )
+    return value, requests, said
 
 
 def _silent_needs(rule: schema.Silent, now_ms: int, watermark_ms: int) -> tuple[Need, Need]:
