@@ -247,6 +247,31 @@ def test_a_spike_late_in_a_minute_fires_on_what_arrived_since_the_last_evaluatio
     assert world.transitions() == [("normal", "firing"), ("firing", "resolved")]
 
 
+def test_what_arrived_since_the_last_evaluation_spans_the_end_of_a_minute(
+    world: World,
+) -> None:
+    world.alerts.save_rule("acme", rule(window="1m", min_requests=30), "test")
+
+    def send(first_s: int, last_s: int, failing: float) -> None:
+        facts = []
+        for second in range(first_s, last_s):
+            for i in range(10):
+                world._ids += 1
+                facts.append(fact(world._ids, timestamp=T0 + 5 * MINUTE + second * 1000 + i,
+                                  status=500 if i < 10 * failing else 200))  # fmt: skip
+        put_raw(world.store, "acme", facts, created_ms=T0 + 5 * MINUTE + last_s * 1000)
+
+    send(0, 50, 0.0)  # 500 healthy requests
+    world.at(5 + 50 / 60)
+    send(50, 61, 0.5)  # a spike from 50 s on: 55 of the next 110 fail, 10 of them in minute 6
+    world.at(6 + 1 / 60)
+    # Minute 5's share is 50 / 600 = 8%; minute 6 has 10 requests so far, under 30.
+    assert world.transitions() == [("normal", "firing")]
+    [alert] = world.outbox()[0].alerts
+    assert alert.value == 0.5 and alert.requests == 110
+    assert "over the last 11 s (110 requests)" in alert.summary
+
+
 def test_fewer_new_requests_than_min_requests_are_not_judged_alone(world: World) -> None:
     world.alerts.save_rule("acme", rule(window="1m", min_requests=30), "test")
     facts = [fact(i, timestamp=T0 + 5 * MINUTE + i * 100) for i in range(300)]

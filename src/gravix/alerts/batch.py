@@ -37,6 +37,7 @@ class Need:
     filters: tuple[Filter, ...]
     metrics: tuple[str, ...]
     slow_ms: float | None = None
+    grain: str = "all"  # or "1m": a row per minute, its start first
 
 
 Key = tuple[Any, ...]
@@ -53,7 +54,7 @@ def _one_service(filters: Sequence[Filter]) -> Filter | None:
 def split(need: Need) -> tuple[Key, str | None]:
     """The batch ``need`` joins, and the service it keeps (:data:`ALL`: each;
     None: the batch is rules with this very range, groups and filters)."""
-    shared = (need.from_ms, need.to_ms, need.slow_ms)
+    shared = (need.from_ms, need.to_ms, need.slow_ms, need.grain)
     one = _one_service(need.filters)
     if one is not None:
         rest = [f for f in need.filters if f is not one]
@@ -101,17 +102,20 @@ class Batches:
             filters.append(Filter(SERVICE, sorted(wide.services), "in"))
         return Query(
             metrics=sorted(wide.metrics), dimensions=list(key[-2]), filters=filters,
-            from_=need.from_ms, to=need.to_ms, grain="all", slow_ms=need.slow_ms,
+            from_=need.from_ms, to=need.to_ms, grain=need.grain, slow_ms=need.slow_ms,
         )  # fmt: skip
 
     @staticmethod
     def project(need: Need, query: Query, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
-        """``need``'s rows out of ``query``'s: its groups, then its metrics in its order."""
+        """``need``'s rows out of ``query``'s: the minute (with a grain), its groups,
+        then its metrics in its order."""
         _, service = split(need)
+        first = 0 if need.grain == "all" else 1  # the minute's column
         dims = query.dimensions
-        at = [dims.index(d) for d in need.dims]
-        at += [len(dims) + query.metrics.index(m) for m in need.metrics]
-        keep = None if service in (None, ALL) else (dims.index(SERVICE), service)
+        at = list(range(first))
+        at += [first + dims.index(d) for d in need.dims]
+        at += [first + len(dims) + query.metrics.index(m) for m in need.metrics]
+        keep = None if service in (None, ALL) else (first + dims.index(SERVICE), service)
         return [
             [row[i] for i in at] for row in rows if keep is None or str(row[keep[0]]) == keep[1]
         ]

@@ -9,8 +9,8 @@ pending facts not rolled up yet, each fact counted once.
   last ``window`` up to now, the current minute included as far as it has
   arrived: a share of what arrived is a share of the minute. A high-side
   rule on ``error_rate`` or ``client_error_rate`` is also judged on the
-  requests counted since its previous evaluation in the same minute
-  (:func:`_recent`), which a spike late in a minute does not dilute.
+  requests counted since its previous evaluation (:func:`_recent`), which
+  a spike late in a minute does not dilute.
 - Counts (``requests``, ``errors``, ``throughput``...) and "went silent"
   need whole minutes: they end at the tenant's **watermark**, the newest
   minute every active service has moved past (:meth:`Evaluator.watermark`),
@@ -33,7 +33,7 @@ import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 from prometheus_client import Counter, Histogram
@@ -85,6 +85,15 @@ class Reading:
     summary: str = ""
 
 
+class Counted(NamedTuple):
+    """A series' bad and total requests in one minute, as counted at ``at_ms``."""
+
+    minute_ms: int
+    at_ms: int
+    bad: int
+    requests: int
+
+
 @dataclass
 class TenantReport:
     rules: int = 0
@@ -111,9 +120,9 @@ class Evaluator:
         self.settings, self.store, self.queries, self.clock = settings, store, queries, clock
         # (tenant, rule) -> (the watermark it was measured at, its readings)
         self._settled: dict[tuple[str, bytes], tuple[int, list[Reading]]] = {}
-        # (tenant, rule) -> series -> (minute, at, bad, requests): a ratio rule's counts
-        # at its last evaluation, to measure what arrived since (_recent).
-        self._counts: dict[tuple[str, bytes], dict[str, tuple[int, int, int, int]]] = {}
+        # (tenant, rule) -> series -> its current minute's counts at the rule's last
+        # evaluation, to measure what arrived since (_recent).
+        self._counts: dict[tuple[str, bytes], dict[str, Counted]] = {}
         # What this evaluation's rules read, asked together (gravix.alerts.batch).
         self._batches = Batches()
 
@@ -203,7 +212,8 @@ class Evaluator:
         if isinstance(rule, schema.Silent):
             return list(_silent_needs(rule, now_ms, watermark_ms))
         if isinstance(rule, schema.Threshold):
-            return [_threshold_need(rule, now_ms, watermark_ms)]
+            tail = _tail_need(rule, now_ms)
+            return [_threshold_need(rule, now_ms, watermark_ms), *([tail] if tail else [])]
         from gravix.alerts import slo
 
         return slo.needs(rule, watermark_ms)
@@ -269,22 +279,31 @@ class Evaluator:
         need = _threshold_need(rule, now_ms, watermark_ms)
         dims = len(rule.group_by)
         min_requests = self._min_requests(rule)
-        minute = now_ms // MINUTE_MS
+        current = now_ms // MINUTE_MS * MINUTE_MS
         counts_key = (tenant, msgspec.json.encode(rule))
         before = self._counts.pop(counts_key, {})
-        counted: dict[str, tuple[int, int, int, int]] = {}
+        counted: dict[str, Counted] = {}
+        tail = _tail_need(rule, now_ms)
+        minutes: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
+        if tail is not None:
+            for row in self.rows(tenant, tail, now_ms, cache):
+                names = {d: str(v) for d, v in zip(rule.group_by, row[1 : dims + 1], strict=True)}
+                minutes[series_key(names)][int(row[0])] = (int(row[-2] or 0), int(row[-1] or 0))
         readings = []
         for row in self.rows(tenant, need, now_ms, cache):
             series = {d: str(v) for d, v in zip(rule.group_by, row[:dims], strict=True)}
             value = row[dims]
             requests = int(row[dims + 1] or 0)
             summary = _summary(rule, value, requests)
-            if len(row) > dims + 2:  # a ratio of counts: also what arrived lately
-                key, bad = series_key(series), int(row[dims + 2] or 0)
-                counted[key] = (minute, now_ms, bad, requests)
-                recent = _recent(rule, before.get(key), (minute, now_ms, bad, requests),
-                                 max(min_requests, 1))  # fmt: skip
-                if recent is not None and (value is None or recent[0] > float(value)):
+            if tail is not None:  # a ratio of counts: also what arrived lately
+                key = series_key(series)
+                now = Counted(current, now_ms, *minutes[key].get(current, (0, 0)))
+                counted[key] = now
+                recent = _recent(rule, before.get(key), minutes[key], now, max(min_requests, 1))
+                # The worse of the two that count at least min_requests requests.
+                if recent is not None and (
+                    value is None or requests < min_requests or recent[0] > float(value)
+                ):
                     value, requests, summary = recent
             found = verdict(
                 None if value is None else float(value),
@@ -569,37 +588,52 @@ def _settles(rule: schema.Rule) -> bool:
 
 
 def _threshold_need(rule: schema.Threshold, now_ms: int, watermark_ms: int) -> Need:
-    """Ratios and latencies up to now; counts up to the watermark (module docstring).
-    A ratio of counts that alerts when high also reads its numerator (:func:`_recent`)."""
+    """Ratios and latencies up to now; counts up to the watermark (module docstring)."""
     window = schema.duration_ms(rule.window, "window")
     end = watermark_ms if rule.metric in COUNT_METRICS else now_ms
-    metrics: tuple[str, ...] = (rule.metric, "requests")
-    if rule.metric == "requests":
-        metrics = ("requests", "requests")
-    elif rule.metric in RATIO_COUNTS and rule.op in (">", ">="):
-        metrics += (RATIO_COUNTS[rule.metric],)
+    metrics = ("requests", "requests") if rule.metric == "requests" else (rule.metric, "requests")
     return Need(end - window, end, tuple(rule.group_by), tuple(_filters(rule)), metrics)
+
+
+def _tail_need(rule: schema.Threshold, now_ms: int) -> Need | None:
+    """A high-side ratio of counts: its numerator and requests in the minute before
+    the current one and in the current one so far, a row each (:func:`_recent`)."""
+    if rule.metric not in RATIO_COUNTS or rule.op not in (">", ">="):
+        return None
+    start = now_ms // MINUTE_MS * MINUTE_MS - MINUTE_MS
+    metrics = (RATIO_COUNTS[rule.metric], "requests")
+    return Need(start, now_ms, tuple(rule.group_by), tuple(_filters(rule)), metrics, grain="1m")
 
 
 def _recent(
     rule: schema.Threshold,
-    before: tuple[int, int, int, int] | None,
-    now: tuple[int, int, int, int],
+    before: Counted | None,
+    minutes: dict[int, tuple[int, int]],
+    now: Counted,
     min_requests: int,
 ) -> tuple[float, int, str] | None:
-    """The ratio of what arrived since the previous evaluation in the same minute,
-    if at least ``min_requests`` did: (value, requests, summary).
+    """The ratio of what was counted since the previous evaluation, if at least
+    ``min_requests`` requests were: (value, requests, summary).
 
     A spike that starts late in a minute is diluted by the minute's healthy
     requests before it; the counts added since the last evaluation (10 s
-    earlier) are not. Only within one minute, where the window's counts only grow.
+    earlier) are not. ``minutes``: the series' (bad, requests) per minute start,
+    of the minute before the current one and of the current one; ``before``
+    and ``now``: the current minute's counts at the previous evaluation and now.
     """
-    if before is None or before[0] != now[0]:
+    if before is None or now.at_ms - before.at_ms >= MINUTE_MS:
+        return None  # a minute or more: the window itself holds what arrived since
+    if before.minute_ms == now.minute_ms:
+        bad, requests = now.bad - before.bad, now.requests - before.requests
+    elif before.minute_ms == now.minute_ms - MINUTE_MS:  # the rest of that minute, then this
+        done_bad, done_requests = minutes.get(before.minute_ms, (before.bad, before.requests))
+        bad = done_bad - before.bad + now.bad
+        requests = done_requests - before.requests + now.requests
+    else:
         return None
-    bad, requests = now[2] - before[2], now[3] - before[3]
     if requests < min_requests or bad < 0:
         return None
-    seconds = max(1, round((now[1] - before[1]) / 1000))
+    seconds = max(1, round((now.at_ms - before.at_ms) / 1000))
     value = bad / requests
     said = (
         f"{rule.metric} {value:.4g} {rule.op} {rule.threshold:g} over the last {seconds} s "
