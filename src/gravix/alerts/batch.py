@@ -14,6 +14,7 @@ are a dozen queries instead of several hundred (``bench/README.md``, Alerts).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -79,6 +80,10 @@ class Batches:
 
     def __init__(self) -> None:
         self._wide: dict[Key, _Wide] = {}
+        # a query -> its rows by service (what project keeps of them for one service)
+        self._by_service: dict[bytes, dict[str, list[Sequence[Any]]]] = {}
+        # what the evaluator derives once per evaluation from rows many rules share
+        self.memo: dict[Any, Any] = {}
 
     def add(self, need: Need) -> None:
         key, service = split(need)
@@ -105,8 +110,7 @@ class Batches:
             from_=need.from_ms, to=need.to_ms, grain=need.grain, slow_ms=need.slow_ms,
         )  # fmt: skip
 
-    @staticmethod
-    def project(need: Need, query: Query, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    def project(self, need: Need, query: Query, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
         """``need``'s rows out of ``query``'s: the minute (with a grain), its groups,
         then its metrics in its order."""
         _, service = split(need)
@@ -115,7 +119,18 @@ class Batches:
         at = list(range(first))
         at += [first + dims.index(d) for d in need.dims]
         at += [first + len(dims) + query.metrics.index(m) for m in need.metrics]
-        keep = None if service in (None, ALL) else (first + dims.index(SERVICE), service)
-        return [
-            [row[i] for i in at] for row in rows if keep is None or str(row[keep[0]]) == keep[1]
-        ]
+        if service is not None and service != ALL:
+            rows = self._of_service(query, rows, first + dims.index(SERVICE)).get(service, [])
+        return [[row[i] for i in at] for row in rows]
+
+    def _of_service(
+        self, query: Query, rows: Sequence[Sequence[Any]], column: int
+    ) -> dict[str, list[Sequence[Any]]]:
+        key = msgspec.json.encode(query)
+        found = self._by_service.get(key)
+        if found is None:
+            found = defaultdict(list)
+            for row in rows:
+                found[str(row[column])].append(row)
+            self._by_service[key] = found
+        return found

@@ -203,7 +203,24 @@ class Evaluator:
             if alone == query:
                 raise
             query, result = alone, self._query(tenant, alone, now_ms, cache)
-        return Batches.project(need, query, result["rows"])
+        return self._batches.project(need, query, result["rows"])
+
+    def _tail(
+        self, tenant: str, tail: Need, now_ms: int, cache: dict[bytes, Any]
+    ) -> dict[str, dict[int, tuple[int, int]]]:
+        """Per series, (bad, requests) per minute of ``tail``; read once an evaluation
+        for the rules that share it (a rule's windows and thresholds do not change it)."""
+        key = ("tail", tail.from_ms, tail.to_ms, tail.dims, tail.metrics,
+               msgspec.json.encode(list(tail.filters)))  # fmt: skip
+        found: dict[str, dict[int, tuple[int, int]]] | None = self._batches.memo.get(key)
+        if found is None:
+            found = defaultdict(dict)
+            dims = len(tail.dims)
+            for row in self.rows(tenant, tail, now_ms, cache):
+                names = {d: str(v) for d, v in zip(tail.dims, row[1 : dims + 1], strict=True)}
+                found[series_key(names)][int(row[0])] = (int(row[-2] or 0), int(row[-1] or 0))
+            self._batches.memo[key] = found
+        return found
 
     def needs(self, tenant: str, rule: schema.Rule, now_ms: int, watermark_ms: int) -> list[Need]:
         """What measuring ``rule`` now will read (nothing if it is kept from before)."""
@@ -286,9 +303,7 @@ class Evaluator:
         tail = _tail_need(rule, now_ms)
         minutes: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
         if tail is not None:
-            for row in self.rows(tenant, tail, now_ms, cache):
-                names = {d: str(v) for d, v in zip(rule.group_by, row[1 : dims + 1], strict=True)}
-                minutes[series_key(names)][int(row[0])] = (int(row[-2] or 0), int(row[-1] or 0))
+            minutes = self._tail(tenant, tail, now_ms, cache)
         readings = []
         for row in self.rows(tenant, need, now_ms, cache):
             series = {d: str(v) for d, v in zip(rule.group_by, row[:dims], strict=True)}
