@@ -301,9 +301,7 @@ class Evaluator:
         before = self._counts.pop(counts_key, {})
         counted: dict[str, Counted] = {}
         tail = _tail_need(rule, now_ms)
-        minutes: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
-        if tail is not None:
-            minutes = self._tail(tenant, tail, now_ms, cache)
+        minutes = self._tail(tenant, tail, now_ms, cache) if tail is not None else {}
         readings = []
         for row in self.rows(tenant, need, now_ms, cache):
             series = {d: str(v) for d, v in zip(rule.group_by, row[:dims], strict=True)}

@@ -190,11 +190,14 @@ def need(rule: schema.Slo, start_ms: int, end_ms: int) -> Need:
                 q.slow_ms)  # fmt: skip
 
 
+def widths(rule: schema.Slo) -> list[int]:
+    """Every window of the rule's pairs, then its period (ms)."""
+    return [*windows(pairs(rule.period)), schema.duration_ms(rule.period, "period")]
+
+
 def needs(rule: schema.Slo, watermark_ms: int) -> list[Need]:
-    """Every window of the rule's pairs and its period, ending at the watermark."""
-    found = pairs(rule.period)
-    widths = [*windows(found), schema.duration_ms(rule.period, "period")]
-    return [need(rule, watermark_ms - width, watermark_ms) for width in widths]
+    """Every window of :func:`widths`, ending at the watermark."""
+    return [need(rule, watermark_ms - width, watermark_ms) for width in widths(rule)]
 
 
 def measure(
@@ -211,7 +214,7 @@ def measure(
     dims = len(rule.group_by)
     series: dict[str, dict[str, str]] = {}
     counts: dict[str, dict[int, Counts]] = {}
-    for width in [*windows(found), period_ms]:
+    for width in widths(rule):
         for row in evaluator.rows(tenant, need(rule, watermark_ms - width, watermark_ms), now_ms,
                                   cache):  # fmt: skip
             names = {d: str(v) for d, v in zip(rule.group_by, row[:dims], strict=True)}
