@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -139,3 +140,20 @@ def test_facts_as_old_as_one_named_too_old_go_with_it(scripted: tuple[str, Scrip
     assert [len(b) for b in script.bodies] == [301, 1]
     assert script.bodies[1][0]["event_id"] == "al-x-new"
     assert (shipper.stats.accepted, shipper.stats.rejected) == (1, 300)
+
+
+def test_close_gives_up_on_a_post_the_server_never_answers() -> None:
+    """SIGTERM ends a tail in bounded time even when a post hangs (its timeout is a minute)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # accepts, never answers
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        said: list[str] = []
+        acked: list[Batch] = []
+        shipper = Shipper(url, "k", on_ack=acked.append, say=said.append).start()
+        shipper.put(Batch(facts(1), mark=0))
+        time.sleep(0.5)  # the post is in flight
+        started = time.monotonic()
+        shipper.close(grace=0.5)
+        waited = time.monotonic() - started
+    assert waited < 30, waited
+    assert acked == []  # never acknowledged: the next run sends it again
+    assert any("still in flight" in line for line in said), said

@@ -73,6 +73,9 @@ class ShipStats:
     fatal: str | None = None
 
 
+_ABORT_WAIT_SECONDS: Final = 5.0  # after the grace period, how long an aborted post may still take
+
+
 class ShipperStopped(Exception):
     """The sender thread stopped for good (see ``stats.fatal``)."""
 
@@ -174,7 +177,14 @@ class Shipper:
         if any(t.is_alive() for t in self._threads):
             self.abort.set()
             for thread in self._threads:
-                thread.join()
+                thread.join(_ABORT_WAIT_SECONDS)
+        if any(t.is_alive() for t in self._threads):
+            # A post still in flight (its HTTP timeout can be a minute long):
+            # leave it to the daemon thread. Its batch was never acknowledged,
+            # so the saved position does not cover it and the next run sends
+            # it again (the intake drops a repeated event_id).
+            self.say("a post was still in flight at exit; the next run sends it again")
+            return self.stats
         self._client.close()
         return self.stats
 
