@@ -536,6 +536,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the server's rollup_settle_seconds: an hour is compacted this long after "
         "its end, so an hour-long run compacts inside `gravix serve` (default 600)",
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting (segment_max_age_seconds=5), repeatable; kept in the result",
+    )
     p.add_argument("--tmp-dir", type=Path, default=None, help="where the data dir goes")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--keep", action="store_true", help="keep the data dir and the server's log")
@@ -545,14 +552,26 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def server_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--set NAME=VALUE`` settings, by name (checked against Settings)."""
+    chosen: dict[str, str] = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in Settings.model_fields or not value:
+            raise BenchError(f"--set {item!r}: not NAME=VALUE with NAME a setting")
+        chosen[name] = value
+    return chosen
+
+
 def measure(args: argparse.Namespace, work: Path) -> tuple[SteadyRun, dict[str, Any]]:
     """Start ``gravix serve`` on a fresh data dir in ``work``, run the load, stop it."""
     data_dir = work / "data"
     data_dir.mkdir()
     key = make_key(data_dir, tenant=TENANT)
     _, token = token_store(data_dir / "tokens.db").create(TENANT, "bench")
-    settle = {"GRAVIX_ROLLUP_SETTLE_SECONDS": str(args.settle_seconds)}
-    server = gravix_server(data_dir, cpu=None, log_path=work / "gravix.log", role="all", env=settle)
+    env = {"GRAVIX_ROLLUP_SETTLE_SECONDS": str(args.settle_seconds)}
+    env |= {f"GRAVIX_{name.upper()}": value for name, value in server_settings(args).items()}
+    server = gravix_server(data_dir, cpu=None, log_path=work / "gravix.log", role="all", env=env)
     server.start()
     log(f"gravix serve (role=all) on {server.url}, pid {server.pid}, not pinned")
     bench = SteadyRun(args, server, key, token, data_dir)
@@ -571,7 +590,16 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[SteadyRun, dict[str, 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     started = datetime.now(UTC)
-    interval = Settings.model_fields["rollup_interval_seconds"].default
+    try:
+        chosen = server_settings(args)
+    except BenchError as e:
+        print(f"bench: error: {e}", flush=True)
+        return 2
+    interval = float(
+        chosen.get(
+            "rollup_interval_seconds", Settings.model_fields["rollup_interval_seconds"].default
+        )
+    )
     work = Path(tempfile.mkdtemp(prefix="gravix-steady-", dir=args.tmp_dir))
     try:
         machine = describe_machine(work)
@@ -619,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
                 "workers",
             )
         },
+        "server_settings": chosen,  # --set, over the defaults above
         "machine": machine,
         "goals": GOALS,
         "summary": summary,
