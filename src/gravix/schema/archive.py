@@ -25,7 +25,9 @@ the parts the minutes count so that each fact counts once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Final
 
@@ -134,16 +136,31 @@ def _id_ranges(paths: Iterable[str]) -> pa.Table:
     """Each row group's event_id range (``lo``, ``hi``; null without statistics), by file."""
     rows: list[tuple[str, str | None, str | None]] = []
     for path in paths:
-        meta = pq.read_metadata(path)
-        column = meta.schema.names.index("event_id")
-        for group in range(meta.num_row_groups):
-            stats = meta.row_group(group).column(column).statistics
-            if stats is not None and stats.has_min_max:
-                rows.append((path, _text(stats.min), _text(stats.max)))
-            else:
-                rows.append((path, None, None))
+        st = os.stat(path)
+        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        rows += [(path, lo, hi) for lo, hi in _file_id_ranges(path, identity)]
     columns = list(zip(*rows, strict=True)) if rows else [(), (), ()]
     return pa.table(dict(zip(_RANGES.names, columns, strict=True)), schema=_RANGES)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _file_id_ranges(
+    path: str, identity: tuple[int, int, int, int]
+) -> tuple[tuple[str | None, str | None], ...]:
+    """One file's row group ranges, from its footer; kept per file identity (a
+    replaced file is another inode), since an hour's parts are asked again by
+    every pass and every pending check while the hour is open."""
+    del identity  # the cache key only
+    meta = pq.read_metadata(path)
+    column = meta.schema.names.index("event_id")
+    ranges: list[tuple[str | None, str | None]] = []
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(column).statistics
+        if stats is not None and stats.has_min_max:
+            ranges.append((_text(stats.min), _text(stats.max)))
+        else:
+            ranges.append((None, None))
+    return tuple(ranges)
 
 
 def _text(value: str | bytes) -> str:
