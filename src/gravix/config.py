@@ -187,7 +187,12 @@ class Settings(BaseSettings):
 
     # --- spool --------------------------------------------------------------
     segment_max_age_seconds: float = Field(
-        60.0, gt=0, description="A spool segment is sealed once it is this old."
+        5.0,
+        gt=0,
+        description=(
+            "A spool segment is sealed once it is this old (then uploaded and rolled up: "
+            "the stored minute tier trails the facts by about twice this)."
+        ),
     )
     segment_max_bytes: int = Field(
         64 * 1024 * 1024, ge=4096, description="A spool segment is sealed once this big."
@@ -237,7 +242,13 @@ class Settings(BaseSettings):
         True, description="Run the rollup inside `gravix serve` (off: `gravix rollup` from cron)."
     )
     rollup_interval_seconds: float = Field(
-        60.0, gt=0, le=3600, description="How often `gravix serve` rolls up new raw facts."
+        5.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How often `gravix serve` rolls up new raw facts (and at once after its own "
+            "uploader stored a segment)."
+        ),
     )
     rollup_lease_seconds: float = Field(
         600.0,

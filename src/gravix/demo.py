@@ -121,10 +121,6 @@ def _failed(message: str, log: Path) -> GravixError:
     return GravixError(f"{message} (server log: {log})")
 
 
-DEMO_ROLLUP_SECONDS = 15
-DEMO_SEGMENT_SECONDS = 10
-
-
 def curl_example(url: str, key: str) -> str:
     """A shell command posting one fact (with a fresh id and timestamp) to ``url``."""
     fact = (
@@ -175,13 +171,13 @@ def _banner(
         ("store", str(data_dir / "store" / "raw")),
         (
             "",
-            f"spool segments are sealed every {DEMO_SEGMENT_SECONDS} s and shipped here "
+            "spool segments are sealed every few seconds and shipped here "
             "(upload_segments_total in /metrics)",
         ),
         ("rollup", str(data_dir / "store" / "metrics_1m")),
         (
             "",
-            f"minute metrics in Parquet, rolled up every {DEMO_ROLLUP_SECONDS} s "
+            "minute metrics in Parquet, rolled up after each upload "
             "(docs/data-model.md shows how to read them)",
         ),
         ("alerts", f"notifications go to a webhook on {alerts} (channel {DEMO_CHANNEL}),"),
@@ -218,11 +214,7 @@ def _server(data_dir: Path, host: str, port: int, log: Path) -> Iterator[subproc
         sys.executable, "-m", "gravix.cli", "serve",
         "--data-dir", str(data_dir), "--host", host, "--port", str(port),
     ]  # fmt: skip
-    # Short segments and frequent rollups, so facts visibly move from the spool
-    # to the store and become minute metrics within a minute.
     env = {
-        "GRAVIX_SEGMENT_MAX_AGE_SECONDS": str(DEMO_SEGMENT_SECONDS),
-        "GRAVIX_ROLLUP_INTERVAL_SECONDS": str(DEMO_ROLLUP_SECONDS),
         "GRAVIX_OPERATOR_TENANT": TENANT,  # the demo's admin runs the node too
         **os.environ,
     }

@@ -83,6 +83,11 @@ def object_store(settings: Settings) -> ObjectStore:
 def worker_services(settings: Settings) -> list[ServiceFactory]:
     """What runs beside intake in every worker, on that worker's spool."""
 
+    # Set by this worker's uploader once it stored a segment: the rollup of the
+    # same worker (w0) starts its pass then. Other workers' uploads are found
+    # by the pass every rollup_interval_seconds.
+    uploaded = threading.Event()
+
     def uploader(spool: SpoolWriter) -> WorkerService:
         return Uploader(
             spool,
@@ -90,11 +95,13 @@ def worker_services(settings: Settings) -> list[ServiceFactory]:
             settings.node_id,
             interval=settings.upload_interval_seconds,
             backoff_max=settings.upload_backoff_max_seconds,
+            on_upload=uploaded.set,
         )
 
     def rollup(spool: SpoolWriter) -> WorkerService:
         # One rollup thread per node: in the worker that owns spool w0.
-        return RollupService(settings, object_store(settings), active=spool.directory.name == "w0")
+        active = spool.directory.name == "w0"
+        return RollupService(settings, object_store(settings), active=active, wake=uploaded)
 
     def node(_spool: SpoolWriter) -> WorkerService:
         return NodeRole(settings.role, settings.node_id)

@@ -13,17 +13,23 @@ from gravix.ingest.keys import KeyStore
 from tests.factories import fact
 from tests.procs import ServerProcess
 
+ROLLUP_EVERY_HALF_SECOND = {
+    "GRAVIX_SEGMENT_MAX_AGE_SECONDS": "0.5",
+    "GRAVIX_UPLOAD_INTERVAL_SECONDS": "0.2",
+    "GRAVIX_ROLLUP_INTERVAL_SECONDS": "0.5",
+}
+# The interval far away: a pass starts only because the uploader stored a segment.
+WOKEN_BY_THE_UPLOAD = {"GRAVIX_ROLLUP_INTERVAL_SECONDS": "3600"}
+
 
 @pytest.mark.timeout(90)
-def test_posted_facts_become_minute_metrics(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "env", [ROLLUP_EVERY_HALF_SECOND, WOKEN_BY_THE_UPLOAD], ids=["interval", "after-upload"]
+)
+def test_posted_facts_become_minute_metrics(tmp_path: Path, env: dict[str, str]) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     _, key = KeyStore(data_dir / "keys.db").create("acme", "test")
-    env = {
-        "GRAVIX_SEGMENT_MAX_AGE_SECONDS": "0.5",
-        "GRAVIX_UPLOAD_INTERVAL_SECONDS": "0.2",
-        "GRAVIX_ROLLUP_INTERVAL_SECONDS": "0.5",
-    }
     now = int(time.time() * 1000)
     facts = [
         fact(event_id=f"f-{i}", timestamp=now - i * 1000, status=500 if i % 4 else 200)

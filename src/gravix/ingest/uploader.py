@@ -102,7 +102,9 @@ class Uploader:
         interval: float = 1.0,
         backoff_max: float = 60.0,
         sleep: Callable[[float], None] | None = None,
+        on_upload: Callable[[], None] | None = None,
     ) -> None:
+        """``on_upload``: called after a pass that stored a segment (the rollup's wake-up)."""
         self.spool = spool
         self.store = store
         self.node_id = node_id
@@ -117,6 +119,7 @@ class Uploader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sleep = sleep
+        self._on_upload = on_upload
 
     # --- one pass -----------------------------------------------------------
     def run_once(
@@ -149,6 +152,8 @@ class Uploader:
         self._publish_backlog()
         if report.failed is None:
             self.failures = 0
+        if report.objects and self._on_upload is not None:
+            self._on_upload()
         return report
 
     def _upload_segment(self, path: Path) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""The rollup (every minute) and retention (every day) inside `gravix serve`."""
+"""The rollup (after each upload, and every few seconds) and retention (every day)
+inside `gravix serve`."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ log = logging.getLogger("gravix.rollup")
 RETENTION_INTERVAL_SECONDS = 86_400.0
 
 
-def rollup_job(settings: Settings, store: ObjectStore) -> RollupJob:
-    """A RollupJob configured by the settings, on ``settings.rollup_engine``.
+def rollup_job(
+    settings: Settings, store: ObjectStore, *, background_compaction: bool = False
+) -> RollupJob:
+    """A RollupJob configured by the settings, on ``settings.rollup_engine``
+    (``background_compaction``: :class:`RollupJob`).
 
     The Spark session is started (or spark-submit's is taken) when a tenant
     first has work, so a node with nothing to roll up never starts a JVM; a
@@ -44,6 +48,7 @@ def rollup_job(settings: Settings, store: ObjectStore) -> RollupJob:
         settle_ms=settings.rollup_settle_seconds * 1000,
         temp_dir=str(temp),
         compute=spark_compute if settings.rollup_engine == "spark" else None,
+        background_compaction=background_compaction,
     )
 
 
@@ -54,10 +59,21 @@ class RollupService:
     one of them work on a tenant at a time, the others skip it.
     """
 
-    def __init__(self, settings: Settings, store: ObjectStore, *, active: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ObjectStore,
+        *,
+        active: bool = True,
+        wake: threading.Event | None = None,
+    ) -> None:
+        """``wake``: set (by this process's uploader) when new raw objects are stored,
+        so a pass starts then rather than at the end of the interval."""
         self.settings, self.store, self.active = settings, store, active
-        self.job = rollup_job(settings, store)
+        # Passes every few seconds: an hour's compaction must not hold them up.
+        self.job = rollup_job(settings, store, background_compaction=True)
         self._stop = threading.Event()
+        self._wake = wake or threading.Event()
         self._thread: threading.Thread | None = None
         self._last_retention = 0.0
         self.last_error: str | None = None
@@ -72,6 +88,7 @@ class RollupService:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=self.settings.shutdown_grace_seconds + 5)
 
@@ -125,5 +142,11 @@ class RollupService:
         log.info("retention", extra={"fields": {"deleted": len(report.deleted)}})
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.settings.rollup_interval_seconds):
+        """A pass every interval, and at once after an upload of this process:
+        an upload during a pass starts the next one as soon as it ends."""
+        while True:
+            self._wake.wait(self.settings.rollup_interval_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self.run_once()
