@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -299,6 +300,76 @@ def needs_compaction(state: HourState, now_ms: int, settle_ms: int = SETTLE_MS) 
     return state.counted != {COMPACTED} or state.marker
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An hour's new ``facts.parquet``, sorted from its parts into a local file
+    (:func:`prepare`), not stored yet (:func:`publish_compaction`)."""
+
+    names: tuple[str, ...]  # the hour's parts it holds the rows of, sorted
+    rows: int
+    path: Path | None  # None: no part to replace (finishing a killed compaction)
+
+    def discard(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def prepare(
+    files: LocalCopies, con: duckdb.DuckDBPyConnection, state: HourState, temp_dir: Path
+) -> Prepared:
+    """Sort the hour's parts into one local file, reading only the parts' files
+    (immutable: a part's name is its ids' digest): no object is written, so no
+    lock is needed, and a pass may fold meanwhile.
+
+    Parts hold disjoint event ids (each only ids its hour did not hold), so
+    the new file is their rows sorted, not deduplicated again: it holds what
+    the minutes count. ``con`` sorts within its memory limit, spilling to its
+    temp directory; the file is written in ``temp_dir``, one row group at a time.
+    """
+    names = tuple(sorted(state.parts))
+    if all(name == COMPACTED for name in names):
+        return Prepared(names, 0, None)
+    paths = [files.path(state.key(name)) for name in names]
+    missing = [name for name, path in zip(names, paths, strict=True) if path is None]
+    if missing:
+        raise ObjectNotFound(f"parts of {state.key('')} vanished: {missing}")
+    local = [path for path in paths if path is not None]
+    rows = sum(pq.read_metadata(path).num_rows for path in local)
+    columns = parquet.select_sql(FACT_SCHEMA)
+    sql = f"SELECT {columns} FROM read_parquet($paths) ORDER BY timestamp_ms, event_id"
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=temp_dir, prefix="compact-", suffix=".parquet")
+    os.close(fd)
+    out = Path(name)
+    try:
+        reader = con.sql(sql, params={"paths": local}).to_arrow_reader(parquet.ROW_GROUP_ROWS)
+        parquet.write(name, FACT_SCHEMA, reader)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    return Prepared(names, rows, out)
+
+
+def publish_compaction(
+    store: ObjectStore, compute: Compute, state: HourState, prepared: Prepared
+) -> None:
+    """Store a prepared ``facts.parquet`` and retire the parts it replaces (the
+    protocol in the module docstring). The caller holds the tenant's lock and
+    has checked that the hour's parts are still ``prepared.names``."""
+    replaced = [name for name in prepared.names if name != COMPACTED]
+    if replaced:
+        assert prepared.path is not None
+        marker = {"replaces": replaced, "rows": prepared.rows}
+        store.put(state.key(MARKER), json.dumps(marker, sort_keys=True).encode())
+        store.put_file(state.key(COMPACTED), prepared.path)
+    if state.minutes is not None:
+        publish_minutes(store, compute, state, state.minutes, None, [COMPACTED])
+    for name in replaced:
+        store.delete(state.key(name))
+    if state.marker or replaced:
+        store.delete(state.key(MARKER))
+
+
 def compact(
     store: ObjectStore,
     files: LocalCopies,
@@ -307,35 +378,10 @@ def compact(
     state: HourState,
     temp_dir: Path,
 ) -> None:
-    """The hour's parts into one sorted ``facts.parquet`` (module docstring); its
-    minute rows stay as they are.
-
-    Parts hold disjoint event ids (each only ids its hour did not hold), so
-    the new file is their rows sorted, not deduplicated again: it holds what
-    the minutes count. ``con`` sorts within its memory limit, spilling to its
-    temp directory; the file is written in ``temp_dir`` and stored from there.
-    """
-    names = sorted(state.parts)
-    replaced = [name for name in names if name != COMPACTED]
-    if replaced:
-        paths = [files.path(state.key(name)) for name in names]
-        missing = [name for name, path in zip(names, paths, strict=True) if path is None]
-        if missing:
-            raise ObjectNotFound(f"parts of {state.key('')} vanished: {missing}")
-        local = [path for path in paths if path is not None]
-        rows = sum(pq.read_metadata(path).num_rows for path in local)
-        marker = {"replaces": replaced, "rows": rows}
-        store.put(state.key(MARKER), json.dumps(marker, sort_keys=True).encode())
-        columns = parquet.select_sql(FACT_SCHEMA)
-        sql = f"SELECT {columns} FROM read_parquet($paths) ORDER BY timestamp_ms, event_id"
-        temp_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=temp_dir, suffix=".parquet") as out:
-            reader = con.sql(sql, params={"paths": local}).to_arrow_reader(parquet.ROW_GROUP_ROWS)
-            parquet.write(out.name, FACT_SCHEMA, reader)
-            store.put_file(state.key(COMPACTED), Path(out.name))
-    if state.minutes is not None:
-        publish_minutes(store, compute, state, state.minutes, None, [COMPACTED])
-    for name in replaced:
-        store.delete(state.key(name))
-    if state.marker or replaced:
-        store.delete(state.key(MARKER))
+    """The hour's parts into one sorted ``facts.parquet`` (module docstring), in
+    one go; its minute rows stay as they are."""
+    prepared = prepare(files, con, state, temp_dir)
+    try:
+        publish_compaction(store, compute, state, prepared)
+    finally:
+        prepared.discard()

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 
 from gravix.rollup import aggregate, fold
 from gravix.rollup import metrics as m
+from gravix.rollup.compactor import Compactor
 from gravix.rollup.compute import (
     METRIC_SCHEMA,
     Compute,
@@ -48,6 +49,7 @@ from gravix.rollup.compute import (
 )
 from gravix.rollup.lock import LeaseLock, LockHeld
 from gravix.schema import layout, parquet
+from gravix.schema.archive import COMPACTED
 from gravix.schema.raw import (
     EVENT_SCHEMA,
     FACT_SCHEMA,
@@ -117,9 +119,15 @@ class RollupJob:
         temp_dir: str | None = None,
         clock: Callable[[], float] = time.time,
         compute: Callable[[], Compute] | None = None,
+        background_compaction: bool = False,
     ) -> None:
         """``compute`` makes the engine of one tenant's pass (default: DuckDB with
-        ``memory_limit``, ``threads`` and ``temp_dir``; see :mod:`.compute`)."""
+        ``memory_limit``, ``threads`` and ``temp_dir``; see :mod:`.compute`).
+
+        ``background_compaction``: sort settled hours in a thread of their own,
+        off the lock, and publish them in a later pass (:mod:`.compactor`), so
+        that folds go on meanwhile (`gravix serve`); off, a pass compacts
+        them itself before it ends (`gravix rollup`)."""
         self.store = store
         self.lease_seconds = lease_seconds
         self.memory_limit, self.threads, self.temp_dir = memory_limit, threads, temp_dir
@@ -139,6 +147,18 @@ class RollupJob:
             LocalCopies(store, work / "rollup-parts"),
             aggregate.connect(driver, threads, str(self._spill)),
         )
+        self._compactor: Compactor | None = None
+        if background_compaction:
+            spill = str(work / "compaction-spill")
+            self._compactor = Compactor(
+                self._ids.files,
+                lambda: aggregate.connect(driver, threads, spill),
+                work / "compaction",
+            )
+
+    def compacting(self) -> bool:
+        """Whether an hour is being sorted in the background (``background_compaction``)."""
+        return self._compactor is not None and self._compactor.busy()
 
     def _duckdb(self) -> Compute:
         limit = aggregate.memory_share(self.memory_limit, 1 - DRIVER_MEMORY_SHARE)
@@ -554,9 +574,26 @@ class RollupJob:
             if state.uncounted:
                 report.open_hours.add(hour_ms)  # finished by the pass that folds its raw objects
             elif fold.needs_compaction(state, now_ms, self.settle_ms):
-                files, con = self._ids.files, self._ids.con
-                fold.compact(self.store, files, con, compute, state, self._spill)
+                if not self._compact(compute, state):
+                    report.open_hours.add(hour_ms)  # being sorted: published by a later pass
+                    continue
                 report.compacted.append(hour_ms)
+
+    def _compact(self, compute: Compute, state: fold.HourState) -> bool:
+        """Compact an hour now, or (in the background) once its file is sorted:
+        whether it is compacted."""
+        if self._compactor is None or all(name == COMPACTED for name in state.parts):
+            files, con = self._ids.files, self._ids.con
+            fold.compact(self.store, files, con, compute, state, self._spill)
+            return True
+        prepared = self._compactor.ready(state)
+        if prepared is None:
+            return False
+        try:
+            fold.publish_compaction(self.store, compute, state, prepared)
+        finally:
+            prepared.discard()
+        return True
 
     def _record_pending(self, tenant: str, report: TenantReport) -> None:
         """Add the report's open hours and stale days to the tenant's state, keeping the rest."""
