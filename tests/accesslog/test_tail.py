@@ -54,6 +54,7 @@ class Tail:
     def __init__(self, log: Path, state: Path, server: Any, *extra: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
         env["GRAVIX_KEY"] = server.key
+        env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT prints every thread's stack (stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gravix.cli", "tail-logs", str(log), "--url", server.url,
              "--service", "web", "--state", str(state), "--poll", "0.05", "--batch", "50",
@@ -72,8 +73,15 @@ class Tail:
             self.seen += line
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        """Signal the tail and wait for it to exit: within its 10 s grace and 5 s
+        more for a post in flight (:meth:`Shipper.close`), with room for a busy machine."""
         self.proc.send_signal(sig)
-        _, err = self.proc.communicate(timeout=30)
+        try:
+            _, err = self.proc.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # where is it stuck?
+            _, err = self.proc.communicate(timeout=10)
+            raise AssertionError(f"tail-logs did not exit: {self.seen + err}") from None
         return self.proc.returncode, self.seen + err
 
 
