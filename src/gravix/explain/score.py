@@ -1,0 +1,213 @@
+"""Rank what accounts for a change of an additive measure between two periods.
+
+Input: for one selection (a service or endpoint over a window), the
+measure's total and, per dimension (``route``, ``version``, a pair such as
+``service x version``), each element's value in the baseline and in the
+window, with its requests. The measure is additive: extra 5xx responses,
+extra 4xx, requests slower than the baseline's p95. Output: the elements
+that explain the change, best first.
+
+The method is Adtributor's (Bhagwan et al., NSDI 2014):
+
+* **Expected value** of an element: its baseline value scaled by the
+  traffic ratio of the whole selection (window requests / baseline
+  requests). Expected values add up to the expected total, so in every
+  dimension the elements' changes add up to the total change.
+* **Explanatory power** (EP) of an element: its change over the total
+  change. A dimension's EPs add up to 1.
+* **Surprise** of an element: its term of the Jensen-Shannon divergence
+  between its share of the expected total and its share of the actual
+  total; large where the element's share moved, whatever its size.
+* Per dimension, the **explanatory set**: elements with EP >= ``min_power``
+  taken by surprise, most first, until they explain ``cover`` of the change;
+  sets are ranked by their total surprise, fewer elements first on a tie.
+
+Filters in the spirit of MacroBase's DIFF (Abuzaid et al., VLDB 2018): an
+element must hold ``min_support`` of the window's measure and its rate
+(measure per request) must be ``min_risk`` times the rest's, so a busy
+route whose share grew with its traffic alone is not an answer.
+
+Parent and child (``service=checkout`` and ``service=checkout x
+route=POST /pay``): when both are found, the child stays if it explains at
+least ``child_share`` of what the parent does (it is the sharper answer),
+else the parent does; never both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+Value = str | None
+
+MIN_POWER: Final = 0.1
+COVER: Final = 0.67
+MIN_SUPPORT: Final = 0.05
+MIN_RISK: Final = 1.5
+CHILD_SHARE: Final = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One element of a dimension: the measure and the requests in both periods.
+
+    ``dims`` names the dimension (one name, or two for a pair) and
+    ``values`` the element's value of each.
+    """
+
+    dims: tuple[str, ...]
+    values: tuple[Value, ...]
+    baseline: float
+    window: float
+    baseline_requests: float
+    window_requests: float
+
+    @property
+    def items(self) -> frozenset[tuple[str, Value]]:
+        return frozenset(zip(self.dims, self.values, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """An element that explains part of the change."""
+
+    cell: Cell
+    expected: float  # its baseline value at the window's traffic
+    power: float  # explanatory power: its change over the total change
+    surprise: float
+    risk: float  # its rate over the rest's, in the window
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    actual: float  # the measure in the window
+    expected: float  # its baseline value at the window's traffic
+    findings: tuple[Finding, ...]  # best first
+
+    @property
+    def change(self) -> float:
+        return self.actual - self.expected
+
+
+def traffic_ratio(total: Cell) -> float:
+    """Window requests over baseline requests (0 without a baseline)."""
+    return total.window_requests / total.baseline_requests if total.baseline_requests else 0.0
+
+
+def powers(cells: Iterable[Cell], total: Cell) -> list[float]:
+    """Each cell's explanatory power (its change over the total change; 0 when
+    nothing changed). Over the elements of one dimension they add up to 1."""
+    ratio = traffic_ratio(total)
+    change = total.window - total.baseline * ratio
+    if change == 0:
+        return [0.0 for _ in cells]
+    return [(c.window - c.baseline * ratio) / change for c in cells]
+
+
+def surprise(expected_share: float, actual_share: float) -> float:
+    """An element's term of the Jensen-Shannon divergence (natural log, 0 to ln 2)."""
+    mean = (expected_share + actual_share) / 2
+    if mean <= 0:
+        return 0.0
+    return 0.5 * (_term(expected_share, mean) + _term(actual_share, mean))
+
+
+def explain(
+    cells: Iterable[Cell],
+    total: Cell,
+    *,
+    min_power: float = MIN_POWER,
+    cover: float = COVER,
+    min_support: float = MIN_SUPPORT,
+    min_risk: float = MIN_RISK,
+    child_share: float = CHILD_SHARE,
+    limit: int = 10,
+) -> Explanation:
+    """The elements of ``cells`` that explain the change of ``total``, best first.
+
+    Only a change the element moved with counts: in a rise, elements that
+    rose; in a fall, elements that fell.
+    """
+    ratio = traffic_ratio(total)
+    expected_total = total.baseline * ratio
+    explanation = Explanation(total.window, expected_total, ())
+    change = total.window - expected_total
+    if change == 0:
+        return explanation
+    by_dims: dict[tuple[str, ...], list[Finding]] = {}
+    for cell in cells:
+        finding = _finding(cell, total, ratio, change)
+        if (
+            finding.power >= min_power
+            and _support(cell, total, change) >= min_support
+            and finding.risk >= min_risk
+        ):
+            by_dims.setdefault(cell.dims, []).append(finding)
+    sets = [_explanatory_set(found, cover) for found in by_dims.values()]
+    sets.sort(key=lambda s: (-sum(f.surprise for f in s), len(s)))
+    ranked = [finding for found in sets for finding in found]
+    return Explanation(total.window, expected_total, tuple(_prune(ranked, child_share)[:limit]))
+
+
+def _term(share: float, mean: float) -> float:
+    return share * math.log(share / mean) if share > 0 else 0.0
+
+
+def _finding(cell: Cell, total: Cell, ratio: float, change: float) -> Finding:
+    expected = cell.baseline * ratio
+    expected_total = total.baseline * ratio
+    share_expected = expected / expected_total if expected_total else 0.0
+    share_actual = cell.window / total.window if total.window else 0.0
+    return Finding(
+        cell,
+        expected,
+        (cell.window - expected) / change,
+        surprise(share_expected, share_actual),
+        _risk(cell, total, rise=change > 0),
+    )
+
+
+def _support(cell: Cell, total: Cell, change: float) -> float:
+    """The element's share of the window's measure (of the baseline's, in a fall)."""
+    if change > 0:
+        return cell.window / total.window if total.window else 0.0
+    return cell.baseline / total.baseline if total.baseline else 0.0
+
+
+def _risk(cell: Cell, total: Cell, *, rise: bool) -> float:
+    """How much higher (in a rise; lower, in a fall) the element's rate is than the rest's."""
+    rest_measure = total.window - cell.window
+    rest_requests = total.window_requests - cell.window_requests
+    if cell.window_requests <= 0:
+        return 0.0
+    rate = cell.window / cell.window_requests
+    rest = rest_measure / rest_requests if rest_requests > 0 else 0.0
+    high, low = (rate, rest) if rise else (rest, rate)
+    if low <= 0:
+        return math.inf if high > 0 else 0.0
+    return high / low
+
+
+def _explanatory_set(found: Sequence[Finding], cover: float) -> list[Finding]:
+    chosen: list[Finding] = []
+    explained = 0.0
+    for finding in sorted(found, key=lambda f: (-f.surprise, -f.power)):
+        chosen.append(finding)
+        explained += finding.power
+        if explained >= cover:
+            break
+    return chosen
+
+
+def _prune(ranked: list[Finding], child_share: float) -> list[Finding]:
+    """Of a parent and its child, the one that is the sharper answer (module docstring)."""
+    dropped: set[int] = set()
+    for i, a in enumerate(ranked):
+        for j, b in enumerate(ranked):
+            if i == j or i in dropped or j in dropped:
+                continue
+            if a.cell.items < b.cell.items:  # a is b's parent
+                dropped.add(i if b.power >= child_share * a.power else j)
+    return [f for k, f in enumerate(ranked) if k not in dropped]

@@ -1,0 +1,160 @@
+"""Scoring what changed: properties of the method, and planted causes found first."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gravix.explain.score import Cell, explain, powers, surprise
+
+counts = st.integers(min_value=0, max_value=10_000)
+
+
+def total_of(cells: list[Cell]) -> Cell:
+    return Cell(
+        (),
+        (),
+        sum(c.baseline for c in cells),
+        sum(c.window for c in cells),
+        sum(c.baseline_requests for c in cells),
+        sum(c.window_requests for c in cells),
+    )
+
+
+@st.composite
+def dimension(draw: st.DrawFn) -> list[Cell]:
+    n = draw(st.integers(min_value=1, max_value=12))
+    cells = []
+    for i in range(n):
+        b_req, w_req = draw(counts), draw(counts)
+        cells.append(
+            Cell(
+                ("route",),
+                (f"/r{i}",),
+                draw(st.integers(0, b_req)),
+                draw(st.integers(0, w_req)),
+                b_req,
+                w_req,
+            )
+        )
+    return cells
+
+
+@given(dimension())
+def test_the_explained_shares_of_a_dimension_add_up_to_the_change(cells: list[Cell]) -> None:
+    total = total_of(cells)
+    shares = powers(cells, total)
+    ratio = total.window_requests / total.baseline_requests if total.baseline_requests else 0
+    if total.window - total.baseline * ratio == 0:
+        assert all(s == 0 for s in shares)
+    else:
+        assert math.isclose(sum(shares), 1.0, rel_tol=1e-9, abs_tol=1e-9)
+
+
+@given(dimension(), st.integers(0, 1_000), st.integers(1, 4))
+def test_an_element_with_no_change_is_never_ranked(
+    cells: list[Cell], measure: int, share: int
+) -> None:
+    """An element with the others' traffic ratio whose measure moved with its traffic."""
+    rest = total_of(cells)
+    if not rest.baseline_requests:
+        return
+    ratio = rest.window_requests / rest.baseline_requests
+    steady = Cell(
+        ("route",),
+        ("/steady",),
+        measure,
+        measure * ratio,
+        rest.baseline_requests * share,
+        rest.window_requests * share,
+    )
+    found = explain([*cells, steady], total_of([*cells, steady])).findings
+    assert all(f.cell.values != ("/steady",) for f in found)
+
+
+@given(st.floats(0, 1), st.floats(0, 1))
+def test_surprise_is_a_divergence_term(p: float, q: float) -> None:
+    s = surprise(p, q)
+    assert 0 <= s <= math.log(2) + 1e-12
+    assert math.isclose(s, surprise(q, p))
+    assert surprise(p, p) == 0
+
+
+def background(seed: int) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(service, route, version) -> (requests, 5xx) of one period, 0.5% errors."""
+    rng = random.Random(seed)
+    cells = {}
+    for service, route, version in itertools.product(
+        ("checkout", "search", "auth"), [f"/r{i}" for i in range(8)], ("v1", "v2")
+    ):
+        requests = rng.randint(500, 5_000)
+        cells[(service, route, version)] = (
+            requests,
+            sum(rng.random() < 0.005 for _ in range(requests)),
+        )
+    return cells
+
+
+def cells_of(
+    baseline: dict[tuple[str, str, str], tuple[int, int]],
+    window: dict[tuple[str, str, str], tuple[int, int]],
+) -> tuple[list[Cell], Cell]:
+    names = ("service", "route", "version")
+    out: list[Cell] = []
+    for dims in [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2)]:
+        grouped: dict[tuple[str, ...], list[int]] = {}
+        for key in baseline:
+            element = tuple(key[d] for d in dims)
+            b, w = baseline[key], window[key]
+            acc = grouped.setdefault(element, [0, 0, 0, 0])
+            acc[0] += b[1]
+            acc[1] += w[1]
+            acc[2] += b[0]
+            acc[3] += w[0]
+        out += [
+            Cell(tuple(names[d] for d in dims), element, *values)
+            for element, values in grouped.items()
+        ]
+    services = [c for c in out if c.dims == ("service",)]
+    total = Cell(
+        (),
+        (),
+        sum(c.baseline for c in services),
+        sum(c.window for c in services),
+        sum(c.baseline_requests for c in services),
+        sum(c.window_requests for c in services),
+    )
+    return out, total
+
+
+def test_a_broken_route_is_found_first() -> None:
+    baseline, window = background(1), background(2)
+    for version in ("v1", "v2"):
+        requests, _ = window[("checkout", "/r3", version)]
+        window[("checkout", "/r3", version)] = (requests, requests // 5)  # 20% 5xx
+    cells, total = cells_of(baseline, window)
+    top = explain(cells, total).findings[0]
+    assert top.cell.items == {("service", "checkout"), ("route", "/r3")}, top
+    assert top.power > 0.8
+
+
+def test_a_bad_version_of_one_service_is_found_first_and_not_its_parents() -> None:
+    baseline, window = background(3), background(4)
+    for route in [f"/r{i}" for i in range(8)]:
+        requests, _ = window[("search", route, "v2")]
+        window[("search", route, "v2")] = (requests, requests // 4)
+    cells, total = cells_of(baseline, window)
+    found = explain(cells, total).findings
+    assert found[0].cell.items == {("service", "search"), ("version", "v2")}, found[0]
+    items = [f.cell.items for f in found]
+    assert {("service", "search")} not in [set(i) for i in items]  # the parent is pruned
+
+
+def test_nothing_changed_explains_nothing() -> None:
+    base = background(5)
+    cells, total = cells_of(base, base)
+    assert explain(cells, total).findings == ()
