@@ -1,0 +1,231 @@
+"""What changed in a selection, read through the semantic layer and scored (:mod:`.score`).
+
+One question: a window (``from``, ``to``), optional filters (a service, an
+endpoint, an env), a baseline and a measure::
+
+    {"from": "now-30m", "to": "now", "baseline": "1d", "measure": "errors",
+     "filters": [{"dimension": "service", "values": ["checkout"]}]}
+
+- ``baseline``: ``1d`` (the same window a day earlier, the default), ``7d``
+  (a week earlier), or ``previous`` (the window just before, as long).
+- ``measure``: ``errors`` (extra 5xx, the default) or ``client_errors``
+  (extra 4xx).
+
+It is one query of the semantic layer (requests and the measure, grouped by
+every series dimension, over the window and, with ``compare``, the
+baseline), so it counts the pending facts too, each once, like every other
+answer. The series rows are summed into each dimension's elements: service,
+route (method and path), env, version, and the pairs of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import Any, Final, Literal
+
+import msgspec
+
+from gravix.errors import BadRequest
+from gravix.explain.score import Cell, Explanation, Finding, explain
+from gravix.query.service import QueryService
+from gravix.query.spec import Filter, Query, plan
+from gravix.schema.problems import json_problem, struct_problem
+
+SERIES: Final = ("service", "method", "path", "env", "version")
+# A dimension of the analysis, as the series dimensions it is made of.
+DIMENSIONS: Final = {
+    "service": ("service",),
+    "route": ("method", "path"),
+    "env": ("env",),
+    "version": ("version",),
+}
+MEASURES: Final = {"errors": "5xx", "client_errors": "4xx"}
+BASELINES: Final = {
+    "1d": "the same window a day earlier",
+    "7d": "the same window a week earlier",
+    "previous": "the window just before, as long",
+}
+
+
+class Question(msgspec.Struct, forbid_unknown_fields=True, rename={"from_": "from"}):
+    from_: str | int
+    to: str | int = "now"
+    filters: list[Filter] = []
+    baseline: Literal["1d", "7d", "previous"] = "1d"
+    measure: Literal["errors", "client_errors"] = "errors"
+    limit: int = 5
+
+
+def decode_question(body: bytes) -> Question:
+    """A question from a request body, or a 400 naming the field."""
+    try:
+        question = msgspec.json.decode(body, type=Question)
+    except msgspec.ValidationError:
+        try:
+            raw = msgspec.json.decode(body)
+        except (msgspec.DecodeError, RecursionError) as e:
+            raise BadRequest(f"the body is not valid JSON: {json_problem(e, body)}") from None
+        message, field = struct_problem(raw, Question)
+        raise BadRequest(message, field=field or None) from None
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise BadRequest(f"the body is not valid JSON: {json_problem(e, body)}") from None
+    if not 1 <= question.limit <= 20:
+        raise BadRequest("limit is 1 to 20", field="limit")
+    return question
+
+
+def answer(
+    queries: QueryService, tenant: str, question: Question, now_ms: int | None = None
+) -> dict[str, Any]:
+    """The explanation of ``question`` for ``tenant``, in words and numbers."""
+    window = plan(_query(question, None), now_ms)
+    offset = {"1d": "1d", "7d": "7d"}.get(question.baseline)
+    if offset is None:  # previous: the window's own length back
+        offset = f"{(window.to_ms - window.from_ms) // 60_000}m"
+    result = queries.run(tenant, _query(question, offset), now_ms)
+    now = _series(result["rows"])
+    before = _series(result.get("compare", {}).get("rows", []))
+    cells, total = cells_of(before, now)
+    explained = explain(cells, total, limit=question.limit)
+    noun = f"extra {MEASURES[question.measure]}"
+    return {
+        "measure": question.measure,
+        "window": {"from": result["meta"]["from"], "to": result["meta"]["to"]},
+        "baseline": {
+            "name": question.baseline,
+            "description": BASELINES[question.baseline],
+            "offset": offset,
+        },
+        "actual": total.window,
+        "expected": round(explained.expected, 3),
+        "change": round(explained.change, 3),
+        "requests": {"window": total.window_requests, "baseline": total.baseline_requests},
+        "findings": [_finding(f, explained, noun) for f in explained.findings],
+        "summary": summary(explained, noun),
+        "freshness": result["meta"]["freshness"],
+    }
+
+
+def cells_of(
+    before: dict[tuple[Any, ...], tuple[float, float]],
+    now: dict[tuple[Any, ...], tuple[float, float]],
+) -> tuple[list[Cell], Cell]:
+    """Each dimension's and pair's elements, summed from series rows
+    (series key -> (requests, measure)), and the selection's total."""
+    keys = before.keys() | now.keys()
+    # A dimension with one value (one env for everything) tells nothing apart,
+    # and a pair with it would only repeat the other dimension.
+    names = [n for n in DIMENSIONS if len({_value(key, n) for key in keys}) > 1]
+    combos = [(n,) for n in names] + list(itertools.combinations(names, 2))
+    cells: list[Cell] = []
+    for combo in combos:
+        sums: dict[tuple[Any, ...], list[float]] = {}
+        for key in keys:
+            element = tuple(_value(key, name) for name in combo)
+            b_req, b_measure = before.get(key, (0, 0))
+            w_req, w_measure = now.get(key, (0, 0))
+            acc = sums.setdefault(element, [0, 0, 0, 0])
+            acc[0] += b_measure
+            acc[1] += w_measure
+            acc[2] += b_req
+            acc[3] += w_req
+        cells += [Cell(combo, element, *values) for element, values in sums.items()]
+    total = Cell(
+        (),
+        (),
+        sum(m for _, m in before.values()),
+        sum(m for _, m in now.values()),
+        sum(r for r, _ in before.values()),
+        sum(r for r, _ in now.values()),
+    )
+    return cells, total
+
+
+def summary(explained: Explanation, noun: str) -> str:
+    """One sentence on the best finding, or why there is none."""
+    if explained.change <= 0:
+        return f"no {noun}: the window has no more than the baseline at its traffic"
+    if not explained.findings:
+        return (
+            f"{_n(explained.change)} {noun}, spread out: no element accounts for "
+            "a share of it large and unusual enough"
+        )
+    return _sentence(explained.findings[0], explained, noun)
+
+
+def _query(question: Question, compare: str | None) -> Query:
+    return Query(
+        metrics=["requests", question.measure],
+        from_=question.from_,
+        to=question.to,
+        dimensions=list(SERIES),
+        filters=question.filters,
+        grain="all",
+        compare=compare,
+    )
+
+
+def _series(rows: Iterable[list[Any]]) -> dict[tuple[Any, ...], tuple[float, float]]:
+    out: dict[tuple[Any, ...], tuple[float, float]] = {}
+    for row in rows:
+        key = tuple(row[: len(SERIES)])
+        requests, measure = row[len(SERIES)], row[len(SERIES) + 1]
+        out[key] = (float(requests or 0), float(measure or 0))
+    return out
+
+
+def _value(key: tuple[Any, ...], name: str) -> str | None:
+    parts = [key[SERIES.index(d)] for d in DIMENSIONS[name]]
+    if any(p is None for p in parts):
+        return None
+    return " ".join(str(p) for p in parts)
+
+
+def _finding(f: Finding, explained: Explanation, noun: str) -> dict[str, Any]:
+    c = f.cell
+    return {
+        "element": dict(zip(c.dims, c.values, strict=True)),
+        "share": round(f.power, 4),
+        "surprise": round(f.surprise, 4),
+        "risk_ratio": None if f.risk == float("inf") else round(f.risk, 2),
+        "window": {"requests": c.window_requests, "value": c.window, "rate": _rate(c, True)},
+        "baseline": {
+            "requests": c.baseline_requests,
+            "value": c.baseline,
+            "rate": _rate(c, False),
+        },
+        "extra": round(c.window - f.expected, 3),
+        "new": c.baseline_requests == 0 and c.window_requests > 0,
+        "text": _sentence(f, explained, noun),
+    }
+
+
+def _sentence(f: Finding, explained: Explanation, noun: str) -> str:
+    c = f.cell
+    what = " on ".join(f"{v}" if d in ("route", "service") else f"{d} {v}" for d, v in _named(c))
+    rate_now, rate_before = _rate(c, True), _rate(c, False)
+    text = (
+        f"{what} accounts for {f.power:.0%} of the {noun} "
+        f"({_n(c.window - f.expected)} of {_n(explained.change)})"
+    )
+    if rate_now is not None:
+        before = "no requests" if rate_before is None else f"{rate_before:.1%}"
+        text += f"; its {noun.split()[-1]} rate went from {before} to {rate_now:.1%}"
+    if c.baseline_requests == 0 and c.window_requests > 0:
+        text += "; it is new in the window (a suspected faulty deploy, if it is a version)"
+    return text
+
+
+def _named(c: Cell) -> list[tuple[str, str]]:
+    return [(d, "(none)" if v is None else str(v)) for d, v in zip(c.dims, c.values, strict=True)]
+
+
+def _rate(c: Cell, window: bool) -> float | None:
+    requests = c.window_requests if window else c.baseline_requests
+    value = c.window if window else c.baseline
+    return round(value / requests, 4) if requests else None
+
+
+def _n(x: float) -> str:
+    return f"{x:,.0f}"
