@@ -22,6 +22,7 @@ from gravix.accesslog import commands as accesslog_commands
 from gravix.alerts import commands as alert_commands
 from gravix.config import Settings, load_settings
 from gravix.errors import ConfigError, GravixError
+from gravix.explain import commands as explain_commands
 
 app = typer.Typer(
     name="gravix",
@@ -364,6 +365,7 @@ alerts_app.command("apply")(friendly(alert_commands.apply_file))
 alerts_app.command("history")(friendly(alert_commands.history))
 alerts_app.command("silence")(friendly(alert_commands.silence))
 alerts_app.command("channels")(friendly(alert_commands.channels))
+app.command("explain")(friendly(explain_commands.explain))
 
 
 @app.command()

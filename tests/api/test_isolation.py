@@ -77,6 +77,7 @@ ROUTES = [
     RouteCase("GET", f"/api/v1/services?{RANGE}"),
     RouteCase("GET", "/api/v1/status"),
     RouteCase("GET", f"/api/v1/events?{RANGE}"),
+    RouteCase("POST", "/api/v1/explain", {"from": T0, "to": T0 + HOUR, "baseline": "previous"}),
     RouteCase("GET", "/api/v1/me"),
     RouteCase("GET", "/api/v1/users"),
     RouteCase("POST", "/api/v1/users", {"name": "newcomer", "password": PASSWORD}),
@@ -228,6 +229,10 @@ async def test_the_own_credential_sees_the_own_data(world: World) -> None:
     assert [e["message"] for e in events.json()["events"]] == ["acme-deploy-marker"]
     assert_nothing_of("globex", world, reply)
     assert_nothing_of("globex", world, events)
+    explain = next(c for c in ROUTES if c.path == "/api/v1/explain")
+    explained = await world.client.post(explain.path, json=explain.body, headers=bearer)
+    assert explained.json()["actual"] == 10  # acme's 5xx in the window, against none before
+    assert_nothing_of("globex", world, explained)
     for case in ROUTES:
         if case.method == "GET" and case.template.startswith("/api/v1/alerts"):
             found = await world.client.get(case.url("", ""), headers=bearer)
@@ -342,12 +347,14 @@ NOT_ADMIN = {
 }
 EXPECTED: dict[str, dict[tuple[str, str], int]] = {
     "token": {**{("GET", p): s for p, s in READS.items()}, ("POST", "/api/v1/query"): 200,
-              **NOT_ADMIN, **NOT_EDITOR, ("POST", "/api/v1/logout"): 400},
+              ("POST", "/api/v1/explain"): 200, **NOT_ADMIN, **NOT_EDITOR,
+              ("POST", "/api/v1/logout"): 400},
     "viewer session": {**{("GET", p): s for p, s in READS.items()},
-                       ("POST", "/api/v1/query"): 200, **NOT_ADMIN, **NOT_EDITOR,
+                       ("POST", "/api/v1/query"): 200, ("POST", "/api/v1/explain"): 200,
+                       **NOT_ADMIN, **NOT_EDITOR,
                        ("POST", "/api/v1/logout"): 204},
     "admin session": {**{("GET", p): s for p, s in READS.items()},
-                      ("POST", "/api/v1/query"): 200,
+                      ("POST", "/api/v1/query"): 200, ("POST", "/api/v1/explain"): 200,
                       ("GET", "/api/v1/users"): 200, ("POST", "/api/v1/users"): 201,
                       ("POST", "/api/v1/users/{name}/password"): 404,
                       ("GET", "/api/v1/tokens"): 200, ("POST", "/api/v1/tokens"): 201,

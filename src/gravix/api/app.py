@@ -6,6 +6,7 @@ Routes (all need a credential, see :mod:`gravix.api.auth`)::
     GET  /api/v1/services   the caller's services seen in a range (default: 30 days)
     GET  /api/v1/status     pipeline health: rollup, freshness, retention settings
     GET  /api/v1/events     deploy and incident markers in a range
+    POST /api/v1/explain    what changed in a window against a baseline (gravix.api.explain)
     /api/v1/alerts...       alert rules, states, history, channels, silences (gravix.api.alerts)
 
 Every error has the one JSON shape of gravix.errors with the request id;
@@ -33,6 +34,7 @@ from gravix.alerts.rules import AlertStore
 from gravix.api.admin import admin_routes
 from gravix.api.alerts import alert_routes
 from gravix.api.auth import Caller, TokenAuth
+from gravix.api.explain import explain_routes
 from gravix.api.export import check_format, render
 from gravix.api.openapi import openapi_routes
 from gravix.api.pipeline import IntakeRate, rejected_last_hour, spool_backlog, spool_quarantine
@@ -285,6 +287,7 @@ def create_api(
             *session_routes(),
             *admin_routes(),
             *alert_routes(),
+            *explain_routes(),
             *openapi_routes(),
             *extra_routes,  # the dashboard at / (gravix.server adds it)
         ],

@@ -31,6 +31,7 @@ from gravix.api.export import FORMATS
 from gravix.api.openapi_alerts import alert_operations, alert_schemas
 from gravix.api.sessions import COOKIE, CSRF_HEADER
 from gravix.api.users import MIN_PASSWORD, ROLES
+from gravix.explain.analysis import BASELINES, MEASURES
 from gravix.query.model import DIMENSIONS, GRAINS, MAX_RANGE_MS, METRICS, TIERS
 from gravix.query.spec import Query
 
@@ -153,6 +154,61 @@ def _query_schemas() -> dict[str, Any]:
     )  # fmt: skip
     order["properties"]["by"]["description"] = "A metric or dimension of the query, or `time`."
     return schemas
+
+
+def _explain_schemas() -> dict[str, Any]:
+    """The body and the answer of POST /api/v1/explain (gravix.explain.analysis)."""
+    time = {"anyOf": [_STR, _INT], "description": "Epoch ms, RFC 3339, `now`, `now-<duration>`."}
+    number = {"type": "number"}
+    side = _object({"requests": number, "value": number, "rate": {"type": ["number", "null"]}})
+    return {
+        "Question": _object(
+            {
+                "from": {**time, "description": "Start of the window (included)."},
+                "to": {**time, "default": "now"},
+                "filters": {"type": "array", "items": _ref("Filter"), "default": []},
+                "baseline": {**_STR, "enum": list(BASELINES), "default": "1d",
+                             "description": "; ".join(f"`{k}`: {v}" for k, v in
+                                                      BASELINES.items())},
+                "measure": {**_STR, "enum": list(MEASURES), "default": "errors",
+                            "description": "`errors`: extra 5xx; `client_errors`: extra 4xx."},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+            },
+            optional=("to", "filters", "baseline", "measure", "limit"),
+            description="A window, what it is compared with, and the measure to explain.",
+        ),
+        "Explanation": _object(
+            {
+                "measure": {**_STR, "enum": list(MEASURES)},
+                "window": _object({"from": _INT, "to": _INT}),
+                "baseline": _object({"name": {**_STR, "enum": list(BASELINES)},
+                                     "description": _STR, "offset": _STR}),
+                "actual": number,
+                "expected": {**number, "description": "The baseline at the window's traffic."},
+                "change": number,
+                "requests": _object({"window": number, "baseline": number}),
+                "findings": {"type": "array", "items": _ref("Finding")},
+                "summary": _STR,
+                "freshness": _ref("Freshness"),
+            },
+        ),
+        "Finding": _object(
+            {
+                "element": {"type": "object",
+                            "additionalProperties": {"type": ["string", "null"]},
+                            "description": "`{\"route\": \"POST /pay\", \"version\": \"v2\"}`"},
+                "share": {**number, "description": "Its part of the change (explanatory power)."},
+                "surprise": number,
+                "risk_ratio": {"type": ["number", "null"],
+                               "description": "Its rate over the rest's; null: the rest has none."},
+                "window": side,
+                "baseline": side,
+                "extra": number,
+                "new": {"type": "boolean", "description": "No requests in the baseline."},
+                "text": _STR,
+            },
+        ),
+    }  # fmt: skip
 
 
 def _result_schemas() -> dict[str, Any]:
@@ -439,6 +495,13 @@ def _query_paths() -> dict[str, Any]:
             parameters=[*_range("now-7d"), service],
             description="Events appear here once rolled up. Sending them is "
             "`POST /api/v1/events` with an ingest key (docs/ingest.md).")},
+        "/api/v1/explain": {"post": _operation(
+            "explain", "What changed: what accounts for extra 5xx or 4xx against a baseline",
+            WRITER, {"200": _response("The findings, best first, in words and numbers.",
+                                      "Explanation")},
+            (400, 401, 403, 503, 504), "Question",
+            description="Scored as in Adtributor (explanatory power, surprise) with support "
+            "and risk ratio filters; pending facts count, each once. Guide: docs/explain.md.")},
         OPENAPI_PATH: {"get": _operation(
             "getOpenAPI", "This document (needs no credential: it holds no tenant data)", ANYONE,
             {"200": {**_response("The OpenAPI 3.1 document."),
@@ -519,7 +582,8 @@ def _components() -> dict[str, Any]:
             seconds = {"type": "integer", "minimum": 1}
             responses[name]["headers"]["Retry-After"] = {"required": True, "schema": seconds}
     return {
-        "schemas": {**_query_schemas(), **_result_schemas(), **alert_schemas()},
+        "schemas": {**_query_schemas(), **_result_schemas(), **alert_schemas(),
+                    **_explain_schemas()},
         "responses": responses,
         "headers": {"X-Request-Id": {
             "description": "The request's id (the one sent, if sane), also in the logs and in "
