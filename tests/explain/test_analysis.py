@@ -20,10 +20,11 @@ ROUTES = [("GET", "/items"), ("GET", "/items/{id}"), ("POST", "/cart/{id}/pay"),
 
 
 def traffic(
-    day_start: int, first_id: int, broken: bool, rng: random.Random
+    day_start: int, first_id: int, broken: bool, rng: random.Random, slow: bool = False
 ) -> list[dict[str, Any]]:
     """An hour of 4 routes x 2 versions of two services, 0.5% 5xx; ``broken``: POST
-    /cart/{id}/pay of checkout fails 30% of the time on version v2."""
+    /cart/{id}/pay of checkout fails 30% of the time on version v2; ``slow``:
+    GET /items of search is 20 times slower on v1."""
     facts = []
     for n in range(6_000):
         service = rng.choice(["checkout", "search"])
@@ -32,9 +33,13 @@ def traffic(
         fails = rng.random() < 0.005
         if broken and (service, path, version) == ("checkout", "/cart/{id}/pay", "v2"):
             fails = rng.random() < 0.3
+        latency = round(rng.lognormvariate(3, 0.5), 3)  # ~20 ms
+        if slow and (service, path, version) == ("search", "/items", "v1"):
+            latency *= 20
         facts.append(
             fact(
                 first_id + n,
+                latency_ms=latency,
                 timestamp=day_start + rng.randrange(HOUR),
                 service=service,
                 method=method,
@@ -52,6 +57,16 @@ def queries(tmp_path_factory: pytest.TempPathFactory) -> QueryService:
     store = LocalObjectStore(tmp_path_factory.mktemp("explain") / "store")
     put_raw(store, "acme", traffic(T0, 0, False, rng))
     put_raw(store, "acme", traffic(T0 + DAY, 10_000, True, rng), created_ms=T0 + DAY)
+    RollupJob(store, clock=lambda: (T0 + DAY + HOUR) / 1000).run()
+    return QueryService(store)
+
+
+@pytest.fixture(scope="module")
+def slow_queries(tmp_path_factory: pytest.TempPathFactory) -> QueryService:
+    rng = random.Random(8)
+    store = LocalObjectStore(tmp_path_factory.mktemp("explain-slow") / "store")
+    put_raw(store, "acme", traffic(T0, 0, False, rng))
+    put_raw(store, "acme", traffic(T0 + DAY, 10_000, False, rng, slow=True), created_ms=T0 + DAY)
     RollupJob(store, clock=lambda: (T0 + DAY + HOUR) / 1000).run()
     return QueryService(store)
 
@@ -74,6 +89,20 @@ def test_the_broken_endpoint_on_its_version_is_the_first_answer(queries: QuerySe
     assert "accounts for" in top["text"] and "rate went from" in top["text"]
     assert found["baseline"]["description"] == "the same window a day earlier"
     assert found["change"] > 0
+
+
+def test_a_slow_endpoint_on_its_version_explains_the_extra_slow_requests(
+    slow_queries: QueryService,
+) -> None:
+    found = ask(slow_queries, measure="latency")
+    assert 20 < found["slow_ms"] < 100  # the baseline's p95 of ~20 ms requests
+    top = found["findings"][0]
+    assert top["element"] == {"route": "GET /items", "version": "v1"} or top["element"] == {
+        "service": "search",
+        "route": "GET /items",
+    }, top
+    assert "its share of slow requests went from" in top["text"]
+    assert ask(slow_queries)["findings"] == []  # no extra 5xx in this data
 
 
 def test_the_shares_of_one_dimension_add_up_to_the_change(queries: QueryService) -> None:

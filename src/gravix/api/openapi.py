@@ -171,7 +171,8 @@ def _explain_schemas() -> dict[str, Any]:
                              "description": "; ".join(f"`{k}`: {v}" for k, v in
                                                       BASELINES.items())},
                 "measure": {**_STR, "enum": list(MEASURES), "default": "errors",
-                            "description": "`errors`: extra 5xx; `client_errors`: extra 4xx."},
+                            "description": "`errors`: extra 5xx; `client_errors`: extra 4xx; "
+                            "`latency`: extra requests slower than the baseline's p95."},
                 "limit": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
             },
             optional=("to", "filters", "baseline", "measure", "limit"),
@@ -180,6 +181,8 @@ def _explain_schemas() -> dict[str, Any]:
         "Explanation": _object(
             {
                 "measure": {**_STR, "enum": list(MEASURES)},
+                "slow_ms": {"type": ["number", "null"],
+                            "description": "`latency`: the baseline's p95, the line; else null."},
                 "window": _object({"from": _INT, "to": _INT}),
                 "baseline": _object({"name": {**_STR, "enum": list(BASELINES)},
                                      "description": _STR, "offset": _STR}),

@@ -8,8 +8,10 @@ endpoint, an env), a baseline and a measure::
 
 - ``baseline``: ``1d`` (the same window a day earlier, the default), ``7d``
   (a week earlier), or ``previous`` (the window just before, as long).
-- ``measure``: ``errors`` (extra 5xx, the default) or ``client_errors``
-  (extra 4xx).
+- ``measure``: ``errors`` (extra 5xx, the default), ``client_errors``
+  (extra 4xx), or ``latency``: extra requests slower than the baseline's p95
+  (of the whole selection; counted from the latency sketches, so within
+  their 1%).
 
 It is one query of the semantic layer (requests and the measure, grouped by
 every series dimension, over the window and, with ``compare``, the
@@ -22,14 +24,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 
 from gravix.errors import BadRequest
 from gravix.explain.score import Cell, Explanation, Finding, explain
 from gravix.query.service import QueryService
-from gravix.query.spec import Filter, Query, plan
+from gravix.query.spec import Filter, Plan, Query, plan
 from gravix.schema.problems import json_problem, struct_problem
 
 SERIES: Final = ("service", "method", "path", "env", "version")
@@ -40,7 +42,16 @@ DIMENSIONS: Final = {
     "env": ("env",),
     "version": ("version",),
 }
-MEASURES: Final = {"errors": "5xx", "client_errors": "4xx"}
+MEASURES: Final = {"errors": "5xx", "client_errors": "4xx", "latency": "slow requests"}
+# How a finding's rate is said, per measure.
+RATES: Final = {
+    "errors": "its 5xx rate",
+    "client_errors": "its 4xx rate",
+    "latency": "its share of slow requests",
+}
+# The metric of the semantic layer each measure counts.
+METRIC: Final = {"errors": "errors", "client_errors": "client_errors", "latency": "slow_requests"}
+_DAYS: Final = {"1d": 86_400_000, "7d": 7 * 86_400_000}
 BASELINES: Final = {
     "1d": "the same window a day earlier",
     "7d": "the same window a week earlier",
@@ -48,12 +59,17 @@ BASELINES: Final = {
 }
 
 
+class Noun(NamedTuple):
+    what: str  # "extra 5xx"
+    rate: str  # "its 5xx rate"
+
+
 class Question(msgspec.Struct, forbid_unknown_fields=True, rename={"from_": "from"}):
     from_: str | int
     to: str | int = "now"
     filters: list[Filter] = []
     baseline: Literal["1d", "7d", "previous"] = "1d"
-    measure: Literal["errors", "client_errors"] = "errors"
+    measure: Literal["errors", "client_errors", "latency"] = "errors"
     limit: int = 5
 
 
@@ -79,18 +95,22 @@ def answer(
     queries: QueryService, tenant: str, question: Question, now_ms: int | None = None
 ) -> dict[str, Any]:
     """The explanation of ``question`` for ``tenant``, in words and numbers."""
-    window = plan(_query(question, None), now_ms)
+    window = plan(Query(metrics=["requests"], from_=question.from_, to=question.to), now_ms)
     offset = {"1d": "1d", "7d": "7d"}.get(question.baseline)
     if offset is None:  # previous: the window's own length back
         offset = f"{(window.to_ms - window.from_ms) // 60_000}m"
-    result = queries.run(tenant, _query(question, offset), now_ms)
+    slow_ms = _baseline_p95(queries, tenant, question, window, offset, now_ms)
+    result = queries.run(tenant, _query(question, offset, slow_ms), now_ms)
     now = _series(result["rows"])
     before = _series(result.get("compare", {}).get("rows", []))
     cells, total = cells_of(before, now)
     explained = explain(cells, total, limit=question.limit)
-    noun = f"extra {MEASURES[question.measure]}"
+    noun = Noun(f"extra {MEASURES[question.measure]}", RATES[question.measure])
+    if slow_ms is not None:
+        noun = Noun(f"{noun.what} (over the baseline's p95, {slow_ms:,.1f} ms)", noun.rate)
     return {
         "measure": question.measure,
+        "slow_ms": slow_ms,
         "window": {"from": result["meta"]["from"], "to": result["meta"]["to"]},
         "baseline": {
             "name": question.baseline,
@@ -142,28 +162,54 @@ def cells_of(
     return cells, total
 
 
-def summary(explained: Explanation, noun: str) -> str:
+def summary(explained: Explanation, noun: Noun) -> str:
     """One sentence on the best finding, or why there is none."""
     if explained.change <= 0:
-        return f"no {noun}: the window has no more than the baseline at its traffic"
+        return f"no {noun.what}: the window has no more than the baseline at its traffic"
     if not explained.findings:
         return (
-            f"{_n(explained.change)} {noun}, spread out: no element accounts for "
+            f"{_n(explained.change)} {noun.what}, spread out: no element accounts for "
             "a share of it large and unusual enough"
         )
     return _sentence(explained.findings[0], explained, noun)
 
 
-def _query(question: Question, compare: str | None) -> Query:
+def _query(question: Question, compare: str | None, slow_ms: float | None) -> Query:
     return Query(
-        metrics=["requests", question.measure],
+        metrics=["requests", METRIC[question.measure]],
         from_=question.from_,
         to=question.to,
         dimensions=list(SERIES),
         filters=question.filters,
         grain="all",
         compare=compare,
+        slow_ms=slow_ms if question.measure == "latency" else None,
     )
+
+
+def _baseline_p95(
+    queries: QueryService,
+    tenant: str,
+    question: Question,
+    window: Plan,
+    offset: str,
+    now_ms: int | None,
+) -> float | None:
+    """The selection's p95 over the baseline (the latency measure's line), or None
+    for another measure; 0 when the baseline has no latency (everything is slower)."""
+    if question.measure != "latency":
+        return None
+    shift = window.to_ms - window.from_ms if question.baseline == "previous" else _DAYS[offset]
+    p95 = Query(
+        metrics=["p95"],
+        from_=window.from_ms - shift,
+        to=window.to_ms - shift,
+        filters=question.filters,
+        grain="all",
+    )
+    rows = queries.run(tenant, p95, now_ms)["rows"]
+    value = rows[0][0] if rows else None
+    return float(value) if value is not None else 0.0
 
 
 def _series(rows: Iterable[list[Any]]) -> dict[tuple[Any, ...], tuple[float, float]]:
@@ -182,7 +228,7 @@ def _value(key: tuple[Any, ...], name: str) -> str | None:
     return " ".join(str(p) for p in parts)
 
 
-def _finding(f: Finding, explained: Explanation, noun: str) -> dict[str, Any]:
+def _finding(f: Finding, explained: Explanation, noun: Noun) -> dict[str, Any]:
     c = f.cell
     return {
         "element": dict(zip(c.dims, c.values, strict=True)),
@@ -201,17 +247,24 @@ def _finding(f: Finding, explained: Explanation, noun: str) -> dict[str, Any]:
     }
 
 
-def _sentence(f: Finding, explained: Explanation, noun: str) -> str:
+def _sentence(f: Finding, explained: Explanation, noun: Noun) -> str:
     c = f.cell
     what = " on ".join(f"{v}" if d in ("route", "service") else f"{d} {v}" for d, v in _named(c))
     rate_now, rate_before = _rate(c, True), _rate(c, False)
-    text = (
-        f"{what} accounts for {f.power:.0%} of the {noun} "
-        f"({_n(c.window - f.expected)} of {_n(explained.change)})"
-    )
+    extra = c.window - f.expected
+    if extra > explained.change > 0:  # the rest fell meanwhile
+        text = (
+            f"{what} accounts for all of the {noun.what} ({_n(extra)}; "
+            f"{_n(explained.change)} in all, the rest fell by {_n(extra - explained.change)})"
+        )
+    else:
+        text = (
+            f"{what} accounts for {f.power:.0%} of the {noun.what} "
+            f"({_n(extra)} of {_n(explained.change)})"
+        )
     if rate_now is not None:
         before = "no requests" if rate_before is None else f"{rate_before:.1%}"
-        text += f"; its {noun.split()[-1]} rate went from {before} to {rate_now:.1%}"
+        text += f"; {noun.rate} went from {before} to {rate_now:.1%}"
     if c.baseline_requests == 0 and c.window_requests > 0:
         text += "; it is new in the window (a suspected faulty deploy, if it is a version)"
     return text

@@ -34,7 +34,9 @@ def explain(
     baseline: Annotated[
         str, typer.Option(help="1d (a day earlier), 7d (a week earlier) or previous.")
     ] = "1d",
-    measure: Annotated[str, typer.Option(help="errors (extra 5xx) or client_errors.")] = "errors",
+    measure: Annotated[
+        str, typer.Option(help="errors (extra 5xx), client_errors (4xx) or latency.")
+    ] = "errors",
     service: Annotated[str | None, typer.Option(help="Only this service.")] = None,
     path: Annotated[str | None, typer.Option(help="Only this path (route template).")] = None,
     env: Annotated[str | None, typer.Option(help="Only this env.")] = None,

@@ -27,6 +27,11 @@ element must hold ``min_support`` of the window's measure and its rate
 (measure per request) must be ``min_risk`` times the rest's, so a busy
 route whose share grew with its traffic alone is not an answer.
 
+And the change must be beyond noise: counts of a few requests move by
+chance. An element's change over its standard error, both counts taken as
+Poisson (the window's ``A`` and the baseline's ``b``, scaled by the traffic
+ratio ``r``: ``(A - r b) / sqrt(A + r^2 b)``), must be at least ``min_z``.
+
 Parent and child (``service=checkout`` and ``service=checkout x
 route=POST /pay``): when both are found, the child stays if it explains at
 least ``child_share`` of what the parent does (it is the sharper answer),
@@ -46,6 +51,7 @@ MIN_POWER: Final = 0.1
 COVER: Final = 0.67
 MIN_SUPPORT: Final = 0.05
 MIN_RISK: Final = 1.5
+MIN_Z: Final = 3.0
 CHILD_SHARE: Final = 0.8
 
 
@@ -122,6 +128,7 @@ def explain(
     cover: float = COVER,
     min_support: float = MIN_SUPPORT,
     min_risk: float = MIN_RISK,
+    min_z: float = MIN_Z,
     child_share: float = CHILD_SHARE,
     limit: int = 10,
 ) -> Explanation:
@@ -143,6 +150,7 @@ def explain(
             finding.power >= min_power
             and _support(cell, total, change) >= min_support
             and finding.risk >= min_risk
+            and _z(cell, ratio, rise=change > 0) >= min_z
         ):
             by_dims.setdefault(cell.dims, []).append(finding)
     sets = [_explanatory_set(found, cover) for found in by_dims.values()]
@@ -167,6 +175,16 @@ def _finding(cell: Cell, total: Cell, ratio: float, change: float) -> Finding:
         surprise(share_expected, share_actual),
         _risk(cell, total, rise=change > 0),
     )
+
+
+def _z(cell: Cell, ratio: float, *, rise: bool) -> float:
+    """The element's change over its standard error (module docstring), signed
+    so that a move with the total's is positive."""
+    change = cell.window - cell.baseline * ratio
+    error = math.sqrt(cell.window + ratio * ratio * cell.baseline)
+    if error == 0:
+        return 0.0
+    return (change if rise else -change) / error
 
 
 def _support(cell: Cell, total: Cell, change: float) -> float:
