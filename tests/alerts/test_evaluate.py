@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from gravix.alerts import views
 from gravix.alerts.evaluate import Evaluator
 from gravix.alerts.rules import AlertStore
 from gravix.config import load_settings
@@ -147,6 +148,38 @@ def test_grouped_rules_alert_per_series_and_notify_per_service(world: World) -> 
     [note] = world.outbox()
     assert sorted(a.series["path"] for a in note.alerts) == ["/a", "/b"]
     assert len({a.id for a in note.alerts}) == 2
+
+
+def test_a_repeat_names_the_firing_transition_and_every_state_is_kept_each_time(
+    world: World,
+) -> None:
+    # An evaluation reads a tenant's states at once and writes them at once, an
+    # unchanged series' value and time only (bench/README.md, Alerts).
+    world.evaluator.settings = load_settings(
+        data_dir=world.settings.data_dir, alert_repeat_interval_seconds=60
+    )
+    world.alerts.save_rule("acme", rule(filters=[], group_by=["path"], name="by path"), "test")
+    for minute in range(0, 8):
+        world.traffic(minute, 60, 30, path="/a")
+        world.traffic(minute, 60, minute, path="/ok")
+
+    def states() -> dict[str, tuple[str, float, int]]:
+        return {s["series"]["path"]: (s["state"], s["value"], s["evaluated"])
+                for s in views.series_states(world.alerts, "acme")}  # fmt: skip
+
+    world.at(2.5)
+    before = states()
+    world.at(3.5)  # a minute after the firing notification: notified again
+    after = states()
+    assert before["/a"][0] == after["/a"][0] == "firing"
+    assert before["/ok"][0] == after["/ok"][0] == "normal"
+    assert after["/ok"][1] > before["/ok"][1] and after["/ok"][2] == before["/ok"][2] + MINUTE
+    firing, repeat = world.outbox()
+    assert repeat.repeat == 1 and repeat.idempotency_key.endswith("/firing/r1")
+    assert repeat.alerts[0].id == firing.alerts[0].id  # the transition that fired
+    [(transition_id,)] = world.rows("SELECT id FROM transitions WHERE to_state = 'firing'")
+    assert firing.alerts[0].id == f"t{transition_id}"
+    assert world.transitions() == [("normal", "firing")]
 
 
 def test_no_data_policy_alert_fires_on_a_rule_with_no_facts(world: World) -> None:
