@@ -20,12 +20,12 @@ from typer.testing import CliRunner
 
 import gravix.spark_submit
 from gravix.cli import app
-from gravix.rollup.compute import DuckDBCompute
+from gravix.rollup.compute import METRIC_SCHEMA, DuckDBCompute
 from gravix.rollup.job import RollupJob
 from gravix.rollup.spark import _SKETCH_KEY, SparkCompute
 from gravix.schema import layout, sketch
 from gravix.schema.layout import LEVELS, TIERS
-from gravix.schema.raw import RawBatch
+from gravix.schema.raw import FACT_SCHEMA, RawBatch
 from gravix.storage.local import LocalObjectStore
 from tests.rollup.conftest import HOUR, T0, put_raw
 from tests.rollup.spark_helpers import (
@@ -80,6 +80,35 @@ def test_spark_rollup_writes_the_same_files_as_duckdb(
     second = outputs(duck)
     assert layout.archive_key("acme", T0 + 15 * HOUR) not in second  # minutes were added to
     assert outputs(sparks) == second != first
+
+
+def test_a_pass_hands_spark_back_no_facts(
+    tmp_path: Path, spark: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue #17: the minutes of facts new to their hours come from the
+    # deduplicated facts cached on the executors, not from the driver's copy;
+    # compaction's service levels are the fold's, and a day's four tier tables
+    # are one job.
+    store = LocalObjectStore(tmp_path / "spark")
+    put_hard_input(store)
+    handed: list[tuple[str, ...]] = []
+    create = type(spark).createDataFrame
+
+    def spy(self: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
+        handed.append(tuple(data.schema.names))
+        return create(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(type(spark), "createDataFrame", spy)
+    report = RollupJob(store, compute=lambda: SparkCompute(spark)).run()
+    assert report.tenants["acme"].compacted  # the hours were settled: compaction ran
+    assert tuple(FACT_SCHEMA.names) not in handed
+    # Per tenant: the service level of the new minutes, one tiers job per day.
+    metric_rows = handed.count(tuple(METRIC_SCHEMA.names))
+    assert metric_rows == len(report.tenants) + 3  # days: acme's two, globex's one
+    expected = LocalObjectStore(tmp_path / "duckdb")
+    put_hard_input(expected)
+    RollupJob(expected).run()
+    assert outputs(store) == outputs(expected)
 
 
 def _decoded_in_driver(monkeypatch: pytest.MonkeyPatch) -> list[str]:

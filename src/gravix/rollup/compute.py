@@ -31,6 +31,7 @@ import duckdb
 import pyarrow as pa
 
 from gravix.rollup import aggregate
+from gravix.schema import layout
 
 # Metric rows of every tier and level, exactly as DuckDB returns them (and
 # hence as they are written: the Parquet schema follows the Arrow one).
@@ -78,6 +79,16 @@ class RawFacts:
     late: int  # facts read with timestamp_ms before the ``late_before_ms`` given
 
 
+@dataclass(frozen=True)
+class Tiers:
+    """The hourly and daily tiers of a day's minute rows, series and service level."""
+
+    hourly: pa.Table
+    hourly_services: pa.Table
+    daily: pa.Table
+    daily_services: pa.Table
+
+
 class Compute(Protocol):
     """The relational steps of the rollup, over Arrow tables.
 
@@ -107,6 +118,12 @@ class Compute(Protocol):
         self, rows: pa.Table, step_ms: int, keep: tuple[str, ...] = aggregate.SERIES
     ) -> pa.Table:
         """Metric rows merged into buckets of ``step_ms`` (as :func:`aggregate.tier_sql`)."""
+        ...
+
+    def tiers(self, minutes: pa.Table) -> Tiers:
+        """The hourly tier of a day's minute series rows, the daily tier of that, and
+        the service level of each: :meth:`tier` four times (see
+        :func:`tiers_by_steps`), which an engine may do in one job."""
         ...
 
     def events(self, events: pa.Table) -> pa.Table:
@@ -160,6 +177,9 @@ class DuckDBCompute:
     ) -> pa.Table:
         return self._run(lambda source: aggregate.tier_sql(source, step_ms, keep), rows)
 
+    def tiers(self, minutes: pa.Table) -> Tiers:
+        return tiers_by_steps(self, minutes)
+
     def events(self, events: pa.Table) -> pa.Table:
         return self._run(aggregate.events_dedup_sql, events)
 
@@ -172,3 +192,16 @@ class DuckDBCompute:
             return self.con.sql(sql("compute_input")).to_arrow_table()
         finally:
             self.con.unregister("compute_input")
+
+
+def tiers_by_steps(compute: Compute, minutes: pa.Table) -> Tiers:
+    """:meth:`Compute.tiers` as four calls of ``compute.tier``: hours from the
+    minutes, the day from the hours, and the service level of each."""
+    hourly = compute.tier(minutes, layout.HOUR_MS)
+    daily = compute.tier(hourly, layout.DAY_MS)
+    return Tiers(
+        hourly,
+        compute.tier(hourly, layout.HOUR_MS, keep=layout.SERVICE_LEVEL),
+        daily,
+        compute.tier(daily, layout.DAY_MS, keep=layout.SERVICE_LEVEL),
+    )

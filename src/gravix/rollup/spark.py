@@ -20,27 +20,43 @@ What differs between the two dialects, and is spelled out here:
 * The sketch key is :func:`gravix.schema.sketch.key_sql`, the same SQL on
   both; the tests check that keys agree at every bucket boundary.
 
-Every method but one is one Spark action (``toArrow``) over one input table
-handed over with ``createDataFrame(arrow_table)``. :meth:`SparkCompute.dedup_files`
-starts from the raw Parquet objects instead: ``spark.read.parquet`` of their
-files, so the executors read and decode the facts and only the deduplicated
-rows come back to the driver (two actions: the counts of what was read, then
-the rows). With a cluster master the files must be on a filesystem every
-executor mounts at the same path as the driver.
+Every method is one Spark action (``toArrow``) over one input table handed
+over with ``createDataFrame(arrow_table)`` (rows the executors decode, not
+the driver: :meth:`SparkCompute._frame`), but two, which keep work off the
+driver (issue #17):
+
+* :meth:`SparkCompute.dedup_files` starts from the raw Parquet objects:
+  ``spark.read.parquet`` of their files, so the executors read and decode the
+  facts; the deduplicated groups stay cached on them (two actions: the counts
+  of what was read, which fill the cache, then the rows, which reach the
+  driver), and :meth:`SparkCompute.minutes` of those very facts reads the
+  cache instead of handing them back. With a cluster master the files must be
+  on a filesystem every executor mounts at the same path as the driver.
+* :meth:`SparkCompute.tiers` makes a day's hourly and daily tiers and their
+  service levels in one query (:func:`tiers_sql`), split in the driver.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gravix.rollup import aggregate
-from gravix.rollup.compute import METRIC_SCHEMA, RawFacts, UnreadableFiles, raw_fact_columns
-from gravix.schema import sketch
+from gravix.rollup.compute import (
+    METRIC_SCHEMA,
+    RawFacts,
+    Tiers,
+    UnreadableFiles,
+    raw_fact_columns,
+)
+from gravix.schema import layout, sketch
 from gravix.schema.raw import EVENT_SCHEMA, FACT_SCHEMA
 
 _SERIES: Final = ", ".join(aggregate.SERIES)
@@ -67,6 +83,7 @@ _EVENT_TIE_BREAK: Final = (
     "message",
     "version?",
 )
+_FIRST_FACT: Final = tuple(f"f.{c} AS {c}" for c in aggregate.ARCHIVE_COLUMNS)
 _views = itertools.count()
 # The archive columns of a raw facts object (gravix.schema.raw), given so that
 # Spark reads no footer to infer them and skips the source columns.
@@ -74,6 +91,9 @@ _RAW_FILE_SCHEMA: Final = (
     "event_id STRING, timestamp TIMESTAMP, service STRING, method STRING, path STRING, "
     "status SMALLINT, latency_us BIGINT, env STRING, version STRING, received TIMESTAMP"
 )
+_TAGGED_SCHEMA: Final = pa.schema([pa.field("t", pa.int32(), nullable=False), *METRIC_SCHEMA])
+_LOCAL_RELATION: Final = "spark.sql.execution.arrow.localRelationThreshold"
+_threshold_lock = threading.Lock()
 # Characters Hadoop reads as a glob pattern in a path (escaped with a backslash).
 _GLOB: Final = re.compile(r"([\\*?\[\]{}])")
 
@@ -87,11 +107,21 @@ def dedup_sql(source: str) -> str:
     orders NULLS LAST.
     """
     return f"""
-        SELECT {", ".join(f"f.{c}" for c in aggregate.ARCHIVE_COLUMNS)} FROM (
-            SELECT min(struct({_tie_break(_FACT_TIE_BREAK)}, {_ARCHIVE})) AS f
-            FROM {source} GROUP BY event_id, timestamp_ms DIV {aggregate.HOUR_MS}
-        )
+        SELECT {", ".join(_FIRST_FACT)} FROM ({groups_sql(source)})
         ORDER BY f.timestamp_ms NULLS LAST, f.event_id NULLS LAST
+    """
+
+
+def groups_sql(source: str, late_before_ms: int | None = None) -> str:
+    """One row per event_id and event hour: ``f``, the struct of its first fact
+    (see :func:`dedup_sql`), and ``n``, ``newest``, ``late``: the facts read, the
+    largest ``timestamp_ms`` and the facts before ``late_before_ms`` of the group."""
+    before = "NULL" if late_before_ms is None else str(int(late_before_ms))
+    return f"""
+        SELECT min(struct({_tie_break(_FACT_TIE_BREAK)}, {_ARCHIVE})) AS f,
+               count(*) AS n, max(timestamp_ms) AS newest,
+               count_if(timestamp_ms < {before}) AS late
+        FROM {source} GROUP BY event_id, timestamp_ms DIV {aggregate.HOUR_MS}
     """
 
 
@@ -139,6 +169,29 @@ def tier_sql(source: str, step_ms: int, keep: tuple[str, ...] = aggregate.SERIES
     One aggregation: maps merge with ``map_zip_with`` (counts of a key add),
     then their entries are sorted by key.
     """
+    return f"{_tier_groups(source, step_ms, keep)} ORDER BY {_SERIES_ORDER}, b"
+
+
+def tiers_sql(source: str) -> str:
+    """:meth:`SparkCompute.tiers` in one query: the hourly tier of the minute rows
+    in ``source``, its service level, the daily tier of the hourly one, its service
+    level, tagged ``t`` 0 to 3 in that order, each in the files' order."""
+    hour, day, services = layout.HOUR_MS, layout.DAY_MS, layout.SERVICE_LEVEL
+    return f"""
+        WITH h AS ({_as_metric_rows(_tier_groups(source, hour))}),
+             d AS ({_as_metric_rows(_tier_groups("h", day))})
+        SELECT * FROM (
+            SELECT 0 AS t, * FROM h
+            UNION ALL SELECT 1 AS t, * FROM ({_as_metric_rows(_tier_groups("h", hour, services))})
+            UNION ALL SELECT 2 AS t, * FROM d
+            UNION ALL SELECT 3 AS t, * FROM ({_as_metric_rows(_tier_groups("d", day, services))})
+        )
+        ORDER BY t, {_SERIES_ORDER}, bucket_ms
+    """
+
+
+def _tier_groups(source: str, step_ms: int, keep: tuple[str, ...] = aggregate.SERIES) -> str:
+    """The groups of :func:`tier_sql`, unordered, their bucket named ``b``."""
     dims = ", ".join(c if c in keep else f"CAST(NULL AS STRING) AS {c}" for c in aggregate.SERIES)
     return f"""
         SELECT bucket_ms DIV {step_ms} * {step_ms} AS b, {dims},
@@ -153,8 +206,12 @@ def tier_sql(source: str, step_ms: int, keep: tuple[str, ...] = aggregate.SERIES
         -- as DuckDB's inner join of the status cells: no group without one (a
         -- group whose facts had no latency keeps its empty sketch, as there)
         HAVING max(size(status_counts)) > 0
-        ORDER BY {_SERIES_ORDER}, b
     """
+
+
+def _as_metric_rows(groups: str) -> str:
+    """``groups`` (of :func:`_tier_groups`) with the columns of metric rows."""
+    return f"SELECT b AS bucket_ms, {', '.join(aggregate.METRIC_COLUMNS[1:])} FROM ({groups})"
 
 
 def events_sql(source: str) -> str:
@@ -201,12 +258,26 @@ def _map(key: str, key_type: str, where: str) -> str:
 class SparkCompute:
     """The rollup's steps in Spark SQL on ``session`` (see :func:`gravix.spark.session`).
 
+    The facts of the last :meth:`dedup_files` stay cached on the executors
+    until the next one or :meth:`close`: :meth:`minutes` of those very facts
+    (what a pass into hours that held none of them asks for) reads them there
+    instead of handing them back to Spark from the driver.
+
+    A pass asks for the service level of an hour's minute rows twice when
+    it compacts an hour it folded (compaction republishes the same rows,
+    :mod:`gravix.rollup.fold`): minute-step tiers are kept per hour until
+    :meth:`close`, and a call for one hour's rows equal to rows asked about
+    before is answered without Spark.
+
     ``close`` leaves the session running: it is shared (the query engine,
     the next rollup pass, or spark-submit's own).
     """
 
     def __init__(self, session: Any) -> None:
         self.session = session
+        self._held: _Held | None = None
+        # Minute-step tiers by (keep, hour): the rows asked about, the rows answered.
+        self._minute_tiers: dict[tuple[tuple[str, ...], int], tuple[pa.Table, pa.Table]] = {}
 
     def dedup(self, facts: pa.Table) -> pa.Table:
         return self._run(dedup_sql, facts, FACT_SCHEMA)
@@ -215,52 +286,142 @@ class SparkCompute:
         from py4j.protocol import Py4JError  # type: ignore[import-untyped]
         from pyspark.errors import PySparkException
 
+        self._release()
         if not paths:
             return RawFacts(FACT_SCHEMA.empty_table(), 0, None, 0)
-        view = f"gravix_rollup_{next(_views)}"
-        before = "NULL" if late_before_ms is None else str(int(late_before_ms))
+        raw, facts_view = f"gravix_rollup_{next(_views)}", f"gravix_rollup_{next(_views)}"
+        groups: Any = None
         try:
             reader = self.session.read.schema(_RAW_FILE_SCHEMA)
             frame = reader.parquet(*(file_url(p) for p in paths))
-            frame.selectExpr(*raw_fact_columns("unix_millis")).createOrReplaceTempView(view)
+            frame.selectExpr(*raw_fact_columns("unix_millis")).createOrReplaceTempView(raw)
             try:
-                read, newest, late = self.session.sql(
-                    f"SELECT count(*), max(timestamp_ms), count_if(timestamp_ms < {before}) "
-                    f"FROM {view}"
+                # The files are read and grouped once: the counts' action fills
+                # the cache, the rows' reads it.
+                groups = self.session.sql(groups_sql(raw, late_before_ms)).persist()
+                read, newest, late = groups.selectExpr(
+                    "coalesce(sum(n), 0)", "max(newest)", "coalesce(sum(late), 0)"
                 ).collect()[0]
-                facts = self.session.sql(dedup_sql(view)).toArrow()
+                groups.selectExpr(*_FIRST_FACT).createOrReplaceTempView(facts_view)
+                facts = self.session.sql(
+                    f"SELECT * FROM {facts_view} "
+                    "ORDER BY timestamp_ms NULLS LAST, event_id NULLS LAST"
+                ).toArrow()
             finally:
-                self.session.catalog.dropTempView(view)
+                self.session.catalog.dropTempView(raw)
         except (PySparkException, Py4JError) as e:
+            self._drop(groups, facts_view)
             raise UnreadableFiles(str(e)) from e
-        return RawFacts(_conform(facts, FACT_SCHEMA), int(read), newest, int(late))
+        table = _conform(facts, FACT_SCHEMA)
+        self._held = _Held(table, groups, facts_view)
+        return RawFacts(table, int(read), newest, int(late))
 
     def minutes(self, facts: pa.Table) -> pa.Table:
+        held = self._held
+        if held is not None and facts.num_rows and held.facts.equals(facts):
+            return _conform(self.session.sql(minute_sql(held.view)).toArrow(), METRIC_SCHEMA)
         return self._run(minute_sql, facts, METRIC_SCHEMA)
 
     def tier(
         self, rows: pa.Table, step_ms: int, keep: tuple[str, ...] = aggregate.SERIES
     ) -> pa.Table:
-        return self._run(lambda source: tier_sql(source, step_ms, keep), rows, METRIC_SCHEMA)
+        if step_ms != aggregate.MINUTE_MS or rows.num_rows == 0:
+            return self._run(lambda source: tier_sql(source, step_ms, keep), rows, METRIC_SCHEMA)
+        rows = rows.cast(METRIC_SCHEMA)
+        hours = _by_hour(rows)
+        if len(hours) == 1:
+            [(hour_ms, _)] = hours.items()
+            known = self._minute_tiers.get((keep, hour_ms))
+            if known is not None and known[0].equals(rows):
+                return known[1]
+        result = self._run(lambda source: tier_sql(source, step_ms, keep), rows, METRIC_SCHEMA)
+        out, empty = _by_hour(result), METRIC_SCHEMA.empty_table()
+        for hour_ms, part in hours.items():
+            self._minute_tiers[keep, hour_ms] = (part, out.get(hour_ms, empty))
+        return result
+
+    def tiers(self, minutes: pa.Table) -> Tiers:
+        empty = METRIC_SCHEMA.empty_table()
+        if minutes.num_rows == 0:
+            return Tiers(empty, empty, empty, empty)
+        # One job for the four tables, split here by their tag.
+        rows = self._run(tiers_sql, minutes, _TAGGED_SCHEMA)
+        tags = rows["t"]
+        hourly, hourly_services, daily, daily_services = (
+            rows.filter(pc.equal(tags, tag)).drop_columns(["t"]) for tag in range(4)
+        )
+        return Tiers(hourly, hourly_services, daily, daily_services)
 
     def events(self, events: pa.Table) -> pa.Table:
         return self._run(events_sql, events, EVENT_SCHEMA)
 
     def close(self) -> None:
-        pass
+        self._release()
+        self._minute_tiers.clear()
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            self._drop(held.frame, held.view)
+
+    def _drop(self, frame: Any, view: str) -> None:
+        self.session.catalog.dropTempView(view)
+        if frame is not None:
+            frame.unpersist()
 
     def _run(self, sql: Callable[[str], str], table: pa.Table, schema: pa.Schema) -> pa.Table:
         if table.num_rows == 0:
             return schema.empty_table()
         # A view name per call: one session may serve several rollups at once.
         view = f"gravix_rollup_{next(_views)}"
-        # One chunk: PySpark (4.3) drops every record batch after an empty one.
-        self.session.createDataFrame(table.combine_chunks()).createOrReplaceTempView(view)
+        self._frame(table).createOrReplaceTempView(view)
         try:
             result = self.session.sql(sql(view)).toArrow()
         finally:
             self.session.catalog.dropTempView(view)
         return _conform(result, schema)
+
+    def _frame(self, table: pa.Table) -> Any:
+        """``table`` as a DataFrame whose rows the executors decode.
+
+        Below ``spark.sql.execution.arrow.localRelationThreshold`` (48 MB)
+        Spark would make the rows in the driver's JVM, a local relation the
+        optimizer then evaluates row by row there (interpreted): a third of
+        the driver's sampled time in a profile of a 200,000-fact pass. The
+        threshold is the session's, so it is lowered only while the frame is
+        made, under a lock that keeps the rollups of one process from
+        restoring each other's value.
+        """
+        with _threshold_lock:
+            conf = self.session.conf
+            before = conf.get(_LOCAL_RELATION, None)
+            conf.set(_LOCAL_RELATION, "0")
+            try:
+                # One chunk: PySpark (4.3) drops every record batch after an empty one.
+                return self.session.createDataFrame(table.combine_chunks())
+            finally:
+                if before is None:
+                    conf.unset(_LOCAL_RELATION)
+                else:
+                    conf.set(_LOCAL_RELATION, before)
+
+
+@dataclass(frozen=True)
+class _Held:
+    """Facts :meth:`SparkCompute.dedup_files` returned, and the cache they came from."""
+
+    facts: pa.Table
+    frame: Any  # the persisted DataFrame of groups_sql
+    view: str  # a temp view of the facts over ``frame``
+
+
+def _by_hour(rows: pa.Table) -> dict[int, pa.Table]:
+    """Metric rows by the hour of their ``bucket_ms``, each hour's in their order."""
+    starts = pc.multiply(pc.divide(rows["bucket_ms"], aggregate.HOUR_MS), aggregate.HOUR_MS)
+    found = pc.unique(starts).to_pylist()
+    if len(found) == 1:
+        return {found[0]: rows}
+    return {start: rows.filter(pc.equal(starts, start)) for start in found}
 
 
 def file_url(path: str) -> str:
