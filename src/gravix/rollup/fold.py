@@ -363,7 +363,10 @@ def publish_compaction(
         store.put(state.key(MARKER), json.dumps(marker, sort_keys=True).encode())
         store.put_file(state.key(COMPACTED), prepared.path)
     if state.minutes is not None:
-        publish_minutes(store, compute, state, state.minutes, None, [COMPACTED])
+        # The service level as published, when it counts the same parts: the
+        # same rows, so no engine call to make them again.
+        services = read_services(store, state)
+        publish_minutes(store, compute, state, state.minutes, services, [COMPACTED])
     for name in replaced:
         store.delete(state.key(name))
     if state.marker or replaced:
