@@ -30,15 +30,20 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data_dir
 
 
-def gravix(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def explain(data_dir: Path, *args: str, columns: int = 200) -> subprocess.CompletedProcess[str]:
+    """``gravix explain --data-dir data_dir *args``, in a clean environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
-    window = ["--from", str(T0 + DAY), "--to", str(T0 + DAY + HOUR)]
     return subprocess.run(
-        [sys.executable, "-m", "gravix.cli", "explain", "--data-dir", str(data_dir),
-         "--tenant", "acme", *window, *args],
-        capture_output=True, text=True, env={**env, "COLUMNS": "200"}, timeout=120,
+        [sys.executable, "-m", "gravix.cli", "explain", "--data-dir", str(data_dir), *args],
+        capture_output=True, text=True, env={**env, "COLUMNS": str(columns)}, timeout=120,
         cwd=data_dir.parent,
     )  # fmt: skip
+
+
+def gravix(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """acme's explanation of the broken hour."""
+    window = ["--from", str(T0 + DAY), "--to", str(T0 + DAY + HOUR)]
+    return explain(data_dir, "--tenant", "acme", *window, *args)
 
 
 def test_the_table_says_what_changed(data_dir: Path) -> None:
@@ -68,11 +73,6 @@ def test_the_docs_example_prints_what_the_docs_show(data_dir: Path) -> None:
     command = re.search(r"```sh\n(gravix explain .*?)\n```", doc, re.S)
     shown = re.search(r"```\n(.*?)\n", doc[command.end() :] if command else "")
     assert command and shown
-    args = shlex.split(command.group(1))[2:]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "gravix.cli", "explain", "--data-dir", str(data_dir), *args],
-        capture_output=True, text=True, env={**env, "COLUMNS": "100"}, timeout=120,
-    )  # fmt: skip
+    done = explain(data_dir, *shlex.split(command.group(1))[2:], columns=100)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == shown.group(1)

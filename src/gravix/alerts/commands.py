@@ -174,12 +174,11 @@ def history(
     """Show the transitions of the tenant's alerts, newest first (at most 1,000)."""
     from gravix.alerts import views
     from gravix.alerts.rules import AlertStore
-    from gravix.query.spec import parse_time
+    from gravix.query.spec import parse_time, time_text
 
     now = int(time.time() * 1000)
     try:
-        from_ms = parse_time(int(since) if since.isascii() and since.isdigit() else since,
-                             "--since", now)  # fmt: skip
+        from_ms = parse_time(time_text(since), "--since", now)
     except GravixError as e:
         raise ConfigError(f"--since: {e.message}") from None
     store = AlertStore(_settings(config, data_dir))

@@ -44,7 +44,7 @@ from gravix.alerts.rules import AlertStore, check_rule, convert
 from gravix.api.auth import Caller
 from gravix.api.sessions import TENANT_REFUSED, caller_of, json_response, refuse_query_params
 from gravix.errors import BadRequest, Forbidden, GravixError, NotFound, PayloadTooLarge
-from gravix.query.spec import MAX_TIME_MS, parse_time
+from gravix.query.spec import MAX_TIME_MS, parse_time, time_text
 from gravix.schema import alerts as schema
 from gravix.schema import layout
 from gravix.schema.problems import json_problem
@@ -88,8 +88,7 @@ def _params(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
 
 
 def _time(raw: str, name: str, now_ms: int) -> int:
-    value: str | int = int(raw) if raw.isascii() and raw.isdigit() else raw
-    return parse_time(value, name, now_ms)
+    return parse_time(time_text(raw), name, now_ms)
 
 
 def _int(raw: str, name: str, low: int, high: int) -> int:

@@ -6,7 +6,7 @@ Routes (all need a credential, see :mod:`gravix.api.auth`)::
     GET  /api/v1/services   the caller's services seen in a range (default: 30 days)
     GET  /api/v1/status     pipeline health: rollup, freshness, retention settings
     GET  /api/v1/events     deploy and incident markers in a range
-    POST /api/v1/explain    what changed in a window against a baseline (gravix.api.explain)
+    POST /api/v1/explain    what changed in a window against a baseline (gravix.explain)
     /api/v1/alerts...       alert rules, states, history, channels, silences (gravix.api.alerts)
 
 Every error has the one JSON shape of gravix.errors with the request id;
@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.applications import Starlette
@@ -34,11 +34,10 @@ from gravix.alerts.rules import AlertStore
 from gravix.api.admin import admin_routes
 from gravix.api.alerts import alert_routes
 from gravix.api.auth import Caller, TokenAuth
-from gravix.api.explain import explain_routes
 from gravix.api.export import check_format, render
 from gravix.api.openapi import openapi_routes
 from gravix.api.pipeline import IntakeRate, rejected_last_hour, spool_backlog, spool_quarantine
-from gravix.api.sessions import SessionStore, session_routes
+from gravix.api.sessions import SessionStore, refuse_query_params, session_routes
 from gravix.config import Settings
 from gravix.errors import (
     BadRequest,
@@ -49,16 +48,19 @@ from gravix.errors import (
     error_body,
 )
 from gravix.errors import request_id as make_request_id
+from gravix.explain.analysis import answer, decode_question
 from gravix.logs import request_id_var
 from gravix.query.engines import make_engine
 from gravix.query.events import read_events
 from gravix.query.service import QueryService
-from gravix.query.spec import Query, decode_query, parse_time
+from gravix.query.spec import Query, decode_query, parse_time, time_text
 from gravix.schema import layout
 from gravix.storage.base import ObjectStore
 
 log = logging.getLogger("gravix.api")
 MAX_QUERY_BODY = 64 * 1024
+MAX_QUESTION_BODY = 16 * 1024
+T = TypeVar("T")
 
 
 class QueryTimeout(GravixError):
@@ -92,13 +94,23 @@ def authenticate(request: Request) -> Caller:
     return caller
 
 
-async def _body(request: Request) -> bytes:
+async def _body(request: Request, limit: int = MAX_QUERY_BODY, what: str = "a query body") -> bytes:
     body = b""
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_QUERY_BODY:
-            raise BadRequest(f"a query body is at most {MAX_QUERY_BODY} bytes")
+        if len(body) > limit:
+            raise BadRequest(f"{what} is at most {limit} bytes")
     return body
+
+
+async def _in_time(state: ApiState, what: str, hint: str, work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` in a thread, or a 504 once it takes longer than a query may."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(work, *args), state.query_timeout_seconds)
+    except TimeoutError:
+        raise QueryTimeout(
+            f"the {what} took longer than {state.query_timeout_seconds:g} s; {hint}"
+        ) from None
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -110,17 +122,19 @@ async def query(request: Request) -> Response:
     fmt = check_format(request.query_params.get("format", "json"))
     parsed = decode_query(await _body(request))
     state = _state(request)
-    try:
-        result = await asyncio.wait_for(
-            asyncio.to_thread(state.queries.run, caller.tenant, parsed),
-            state.query_timeout_seconds,
-        )
-    except TimeoutError:
-        raise QueryTimeout(
-            f"the query took longer than {state.query_timeout_seconds:g} s; "
-            "ask for a shorter range, a coarser grain or fewer dimensions"
-        ) from None
+    hint = "ask for a shorter range, a coarser grain or fewer dimensions"
+    result = await _in_time(state, "query", hint, state.queries.run, caller.tenant, parsed)
     return render(result, fmt)
+
+
+async def explain(request: Request) -> Response:
+    """What changed (gravix.explain.analysis): any credential may ask, as for a query."""
+    caller = authenticate(request)
+    refuse_query_params(request)
+    question = decode_question(await _body(request, MAX_QUESTION_BODY, "a question"))
+    state = _state(request)
+    work = (answer, state.queries, caller.tenant, question)
+    return _json(await _in_time(state, "explanation", "ask about a shorter window", *work))
 
 
 def _range(request: Request, default_from: str) -> tuple[str | int, str | int]:
@@ -130,8 +144,7 @@ def _range(request: Request, default_from: str) -> tuple[str | int, str | int]:
         raise BadRequest(f"unknown parameter {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
 
     def value(name: str, default: str) -> str | int:
-        raw = params.get(name, default)
-        return int(raw) if raw.isascii() and raw.isdigit() else raw
+        return time_text(params.get(name, default))
 
     return value("from", default_from), value("to", "now")
 
@@ -284,10 +297,10 @@ def create_api(
             Route("/api/v1/services", services, methods=["GET"]),
             Route("/api/v1/status", status, methods=["GET"]),
             Route("/api/v1/events", events, methods=["GET"]),
+            Route("/api/v1/explain", explain, methods=["POST"]),
             *session_routes(),
             *admin_routes(),
             *alert_routes(),
-            *explain_routes(),
             *openapi_routes(),
             *extra_routes,  # the dashboard at / (gravix.server adds it)
         ],

@@ -32,7 +32,7 @@ from gravix.errors import BadRequest
 from gravix.explain.score import Cell, Explanation, Finding, explain
 from gravix.query.service import QueryService
 from gravix.query.spec import Filter, Plan, Query, plan
-from gravix.schema.problems import json_problem, struct_problem
+from gravix.schema.problems import decode_body
 
 SERIES: Final = ("service", "method", "path", "env", "version")
 # A dimension of the analysis, as the series dimensions it is made of.
@@ -51,7 +51,8 @@ RATES: Final = {
 }
 # The metric of the semantic layer each measure counts.
 METRIC: Final = {"errors": "errors", "client_errors": "client_errors", "latency": "slow_requests"}
-_DAYS: Final = {"1d": 86_400_000, "7d": 7 * 86_400_000}
+# How far back each baseline is that has a fixed offset (``previous``: the window's length).
+_SHIFTS_MS: Final = {"1d": 86_400_000, "7d": 7 * 86_400_000}
 BASELINES: Final = {
     "1d": "the same window a day earlier",
     "7d": "the same window a week earlier",
@@ -75,17 +76,7 @@ class Question(msgspec.Struct, forbid_unknown_fields=True, rename={"from_": "fro
 
 def decode_question(body: bytes) -> Question:
     """A question from a request body, or a 400 naming the field."""
-    try:
-        question = msgspec.json.decode(body, type=Question)
-    except msgspec.ValidationError:
-        try:
-            raw = msgspec.json.decode(body)
-        except (msgspec.DecodeError, RecursionError) as e:
-            raise BadRequest(f"the body is not valid JSON: {json_problem(e, body)}") from None
-        message, field = struct_problem(raw, Question)
-        raise BadRequest(message, field=field or None) from None
-    except (msgspec.DecodeError, RecursionError) as e:
-        raise BadRequest(f"the body is not valid JSON: {json_problem(e, body)}") from None
+    question = decode_body(body, Question)
     if not 1 <= question.limit <= 20:
         raise BadRequest("limit is 1 to 20", field="limit")
     return question
@@ -96,10 +87,10 @@ def answer(
 ) -> dict[str, Any]:
     """The explanation of ``question`` for ``tenant``, in words and numbers."""
     window = plan(Query(metrics=["requests"], from_=question.from_, to=question.to), now_ms)
-    offset = {"1d": "1d", "7d": "7d"}.get(question.baseline)
-    if offset is None:  # previous: the window's own length back
-        offset = f"{(window.to_ms - window.from_ms) // 60_000}m"
-    slow_ms = _baseline_p95(queries, tenant, question, window, offset, now_ms)
+    # previous: the window's own length back
+    shift_ms = _SHIFTS_MS.get(question.baseline, window.to_ms - window.from_ms)
+    offset = question.baseline if question.baseline in _SHIFTS_MS else f"{shift_ms // 60_000}m"
+    slow_ms = _baseline_p95(queries, tenant, question, window, shift_ms, now_ms)
     result = queries.run(tenant, _query(question, offset, slow_ms), now_ms)
     now = _series(result["rows"])
     before = _series(result.get("compare", {}).get("rows", []))
@@ -192,18 +183,17 @@ def _baseline_p95(
     tenant: str,
     question: Question,
     window: Plan,
-    offset: str,
+    shift_ms: int,
     now_ms: int | None,
 ) -> float | None:
     """The selection's p95 over the baseline (the latency measure's line), or None
     for another measure; 0 when the baseline has no latency (everything is slower)."""
     if question.measure != "latency":
         return None
-    shift = window.to_ms - window.from_ms if question.baseline == "previous" else _DAYS[offset]
     p95 = Query(
         metrics=["p95"],
-        from_=window.from_ms - shift,
-        to=window.to_ms - shift,
+        from_=window.from_ms - shift_ms,
+        to=window.to_ms - shift_ms,
         filters=question.filters,
         grain="all",
     )

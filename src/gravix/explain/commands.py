@@ -49,6 +49,7 @@ def explain(
     from gravix.explain.analysis import answer, decode_question
     from gravix.query.engines import make_engine
     from gravix.query.service import QueryService
+    from gravix.query.spec import time_text
     from gravix.server import object_store
 
     filters = [
@@ -57,8 +58,8 @@ def explain(
         if value is not None
     ]
     body = {
-        "from": _time(since),
-        "to": _time(until),
+        "from": time_text(since),
+        "to": time_text(until),
         "baseline": baseline,
         "measure": measure,
         "filters": filters,
@@ -93,10 +94,6 @@ def explain(
         f"{found['actual']:,.0f} against {found['expected']:,.1f} expected",
         highlight=False,
     )
-
-
-def _time(value: str) -> str | int:
-    return int(value) if value.isascii() and value.isdigit() else value
 
 
 def _side(side: dict[str, float | None]) -> str:

@@ -50,7 +50,7 @@ from gravix.query.model import (
     TARGET_POINTS,
     TIERS,
 )
-from gravix.schema.problems import json_problem, struct_problem
+from gravix.schema.problems import decode_body
 
 _DURATION = re.compile(r"([0-9]{1,6})(s|m|h|d|w)")
 # Times a query may name: 1970 to the end of 2199 (a date library's range is wider,
@@ -129,6 +129,11 @@ def duration_ms(text: str, field: str) -> int:
     return int(match[1]) * _UNIT_MS[match[2]]
 
 
+def time_text(raw: str) -> str | int:
+    """A time as text (a query parameter, a command's option): digits are epoch ms."""
+    return int(raw) if raw.isascii() and raw.isdigit() else raw
+
+
 def parse_time(value: str | int, field: str, now_ms: int) -> int:
     """Epoch ms of a query time; BadRequest naming ``field`` if it is not one."""
     moment = _parse_time(value, field, now_ms)
@@ -157,19 +162,8 @@ def _parse_time(value: str | int, field: str, now_ms: int) -> int:
 
 def decode_query(body: bytes) -> Query:
     """The Query in a JSON body; BadRequest naming the field otherwise."""
-    try:
-        return msgspec.json.decode(body, type=Query)
-    except msgspec.ValidationError:
-        try:
-            raw = msgspec.json.decode(body)
-        except (msgspec.DecodeError, RecursionError) as e:  # the type failed before the syntax
-            raise BadRequest(f"the body is not valid JSON: {json_problem(e, body)}") from None
-        message, field = struct_problem(raw, Query)
-        if message.startswith("unknown field"):
-            message += " (a query never names a tenant: it comes from your credential)"
-        raise BadRequest(message, field=field or None) from None
-    except (msgspec.DecodeError, RecursionError) as e:
-        raise BadRequest(f"the body is not valid JSON: {json_problem(e, body)}") from None
+    hint = " (a query never names a tenant: it comes from your credential)"
+    return decode_body(body, Query, unknown_hint=hint)
 
 
 def plan(query: Query, now_ms: int | None = None) -> Plan:

@@ -5,7 +5,8 @@ and reword them between releases (msgspec 0.23 changed how invalid UTF-8 is
 reported). Gravix's answers must not change with them, so on the error path,
 and only there, the reason is found again here: :func:`json_problem` for a
 body that is not JSON, :func:`struct_problem` for JSON that does not fit a
-``msgspec.Struct`` (the first problem, with the field's path).
+``msgspec.Struct`` (the first problem, with the field's path), and
+:func:`decode_body` that raises either as a 400.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from __future__ import annotations
 import json
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
+
+from gravix.errors import BadRequest
+
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 def json_problem(err: BaseException, body: bytes) -> str:
@@ -35,6 +40,24 @@ def json_problem(err: BaseException, body: bytes) -> str:
             return "it ends before the JSON value is complete"
         return f"it has an unexpected character at byte {len(text[: e.pos].encode())}"
     return "it is not valid JSON"  # NaN or Infinity: only the standard library takes them
+
+
+def decode_body(body: bytes, struct: type[S], *, unknown_hint: str = "") -> S:
+    """``body`` decoded as ``struct``, or a 400 saying why in Gravix's words, naming
+    the field; ``unknown_hint`` is added to the message about an unknown field."""
+    try:
+        return msgspec.json.decode(body, type=struct)
+    except msgspec.ValidationError:
+        try:
+            raw = msgspec.json.decode(body)
+        except (msgspec.DecodeError, RecursionError) as e:  # the type failed before the syntax
+            raise BadRequest(f"the body is not valid JSON: {json_problem(e, body)}") from None
+        message, field = struct_problem(raw, struct)
+        if message.startswith("unknown field"):
+            message += unknown_hint
+        raise BadRequest(message, field=field or None) from None
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise BadRequest(f"the body is not valid JSON: {json_problem(e, body)}") from None
 
 
 def struct_problem(
