@@ -288,12 +288,17 @@ def put_metrics(
     return int(rows.num_rows + services.num_rows)
 
 
+def merged_parts(names: Iterable[str]) -> list[str]:
+    """Of an hour's parts, those a compaction merges into ``facts.parquet`` (all but it)."""
+    return [name for name in names if name != COMPACTED]
+
+
 def needs_compaction(state: HourState, now_ms: int, settle_ms: int = SETTLE_MS) -> bool:
     """Whether a settled hour's parts (``settle_ms`` past its end) should become one
     ``facts.parquet`` now, or a compaction killed on the way should be finished."""
     if state.hour_ms + layout.HOUR_MS + settle_ms > now_ms or state.uncounted:
         return False
-    if any(name != COMPACTED for name in state.parts):
+    if merged_parts(state.parts):
         return True
     if COMPACTED not in state.parts:
         return False
@@ -327,7 +332,7 @@ def prepare(
     temp directory; the file is written in ``temp_dir``, one row group at a time.
     """
     names = tuple(sorted(state.parts))
-    if all(name == COMPACTED for name in names):
+    if not merged_parts(names):
         return Prepared(names, 0, None)
     paths = [files.path(state.key(name)) for name in names]
     missing = [name for name, path in zip(names, paths, strict=True) if path is None]
@@ -356,7 +361,7 @@ def publish_compaction(
     """Store a prepared ``facts.parquet`` and retire the parts it replaces (the
     protocol in the module docstring). The caller holds the tenant's lock and
     has checked that the hour's parts are still ``prepared.names``."""
-    replaced = [name for name in prepared.names if name != COMPACTED]
+    replaced = merged_parts(prepared.names)
     if replaced:
         assert prepared.path is not None
         marker = {"replaces": replaced, "rows": prepared.rows}

@@ -49,7 +49,6 @@ from gravix.rollup.compute import (
 )
 from gravix.rollup.lock import LeaseLock, LockHeld
 from gravix.schema import layout, parquet
-from gravix.schema.archive import COMPACTED
 from gravix.schema.raw import (
     EVENT_SCHEMA,
     FACT_SCHEMA,
@@ -582,7 +581,7 @@ class RollupJob:
     def _compact(self, compute: Compute, state: fold.HourState) -> bool:
         """Compact an hour now, or (in the background) once its file is sorted:
         whether it is compacted."""
-        if self._compactor is None or all(name == COMPACTED for name in state.parts):
+        if self._compactor is None or not fold.merged_parts(state.parts):
             files, con = self._ids.files, self._ids.con
             fold.compact(self.store, files, con, compute, state, self._spill)
             return True

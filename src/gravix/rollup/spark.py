@@ -263,12 +263,6 @@ class SparkCompute:
     (what a pass into hours that held none of them asks for) reads them there
     instead of handing them back to Spark from the driver.
 
-    A pass asks for the service level of an hour's minute rows twice when
-    it compacts an hour it folded (compaction republishes the same rows,
-    :mod:`gravix.rollup.fold`): minute-step tiers are kept per hour until
-    :meth:`close`, and a call for one hour's rows equal to rows asked about
-    before is answered without Spark.
-
     ``close`` leaves the session running: it is shared (the query engine,
     the next rollup pass, or spark-submit's own).
     """
@@ -276,8 +270,6 @@ class SparkCompute:
     def __init__(self, session: Any) -> None:
         self.session = session
         self._held: _Held | None = None
-        # Minute-step tiers by (keep, hour): the rows asked about, the rows answered.
-        self._minute_tiers: dict[tuple[tuple[str, ...], int], tuple[pa.Table, pa.Table]] = {}
 
     def dedup(self, facts: pa.Table) -> pa.Table:
         return self._run(dedup_sql, facts, FACT_SCHEMA)
@@ -325,20 +317,7 @@ class SparkCompute:
     def tier(
         self, rows: pa.Table, step_ms: int, keep: tuple[str, ...] = aggregate.SERIES
     ) -> pa.Table:
-        if step_ms != aggregate.MINUTE_MS or rows.num_rows == 0:
-            return self._run(lambda source: tier_sql(source, step_ms, keep), rows, METRIC_SCHEMA)
-        rows = rows.cast(METRIC_SCHEMA)
-        hours = _by_hour(rows)
-        if len(hours) == 1:
-            [(hour_ms, _)] = hours.items()
-            known = self._minute_tiers.get((keep, hour_ms))
-            if known is not None and known[0].equals(rows):
-                return known[1]
-        result = self._run(lambda source: tier_sql(source, step_ms, keep), rows, METRIC_SCHEMA)
-        out, empty = _by_hour(result), METRIC_SCHEMA.empty_table()
-        for hour_ms, part in hours.items():
-            self._minute_tiers[keep, hour_ms] = (part, out.get(hour_ms, empty))
-        return result
+        return self._run(lambda source: tier_sql(source, step_ms, keep), rows, METRIC_SCHEMA)
 
     def tiers(self, minutes: pa.Table) -> Tiers:
         empty = METRIC_SCHEMA.empty_table()
@@ -357,7 +336,6 @@ class SparkCompute:
 
     def close(self) -> None:
         self._release()
-        self._minute_tiers.clear()
 
     def _release(self) -> None:
         held, self._held = self._held, None
@@ -413,15 +391,6 @@ class _Held:
     facts: pa.Table
     frame: Any  # the persisted DataFrame of groups_sql
     view: str  # a temp view of the facts over ``frame``
-
-
-def _by_hour(rows: pa.Table) -> dict[int, pa.Table]:
-    """Metric rows by the hour of their ``bucket_ms``, each hour's in their order."""
-    starts = pc.multiply(pc.divide(rows["bucket_ms"], aggregate.HOUR_MS), aggregate.HOUR_MS)
-    found = pc.unique(starts).to_pylist()
-    if len(found) == 1:
-        return {found[0]: rows}
-    return {start: rows.filter(pc.equal(starts, start)) for start in found}
 
 
 def file_url(path: str) -> str:
