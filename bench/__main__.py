@@ -5,7 +5,7 @@ query, dashboard, footprint, spark, otlp, logs, alerts.
 ``query``, ``dashboard``, ``footprint``, ``spark``, ``otlp``, ``logs``, ``alerts``) runs one;
 ``--help`` after the name lists its options. Options given without a name go
 to the ingest benchmark, as before there was a second one; the others then run
-with their defaults. ``steady`` (an hour of load) runs only when named.
+with their defaults. ``steady`` (an hour of load) and ``explain`` run only when named.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from bench import (
     alerts,
     dashboard,
+    explain,
     fold,
     footprint,
     ingest,
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, Callable[[list[str] | None], int]] = {
     "otlp": otlp.main,
     "logs": logs.main,
     "alerts": alerts.main,
+    "explain": explain.main,
 }
 USAGE = """\
 usage: python -m bench [NAME] [options]
@@ -59,6 +61,7 @@ usage: python -m bench [NAME] [options]
   python -m bench otlp [options]    OTLP spans/s through /v1/traces beside native facts/s
   python -m bench logs [options]    gravix import-logs lines/s beside a plain regex and wc -l
   python -m bench alerts [options]  alert detection time, noise over 24 h, cost of 1,000 rules
+  python -m bench explain [...]     what changed: 100 planted causes found; speed (not in run-all)
   python -m bench NAME --help       the options of one benchmark
 
 Results: bench/README.md; raw figures in bench/results/<name>-<UTC time>.json.
