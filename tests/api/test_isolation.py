@@ -78,6 +78,7 @@ ROUTES = [
     RouteCase("GET", "/api/v1/status"),
     RouteCase("GET", f"/api/v1/events?{RANGE}"),
     RouteCase("POST", "/api/v1/explain", {"from": T0, "to": T0 + HOUR, "baseline": "previous"}),
+    RouteCase("GET", "/api/v1/slo"),
     RouteCase("GET", "/api/v1/me"),
     RouteCase("GET", "/api/v1/users"),
     RouteCase("POST", "/api/v1/users", {"name": "newcomer", "password": PASSWORD}),
@@ -158,7 +159,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     alerting(data_dir, store)
     markers = {
         "acme": {"acme-shop", "acme-deploy-marker", "ana.acme", "vic.acme", acme.id,
-                 revoked.id, "acme-label", '"acme"', "acme-rule", ACME_HOOK, "acme-silence"},
+                 revoked.id, "acme-label", '"acme"', "acme-rule", ACME_HOOK, "acme-silence",
+                 "acme-slo"},
         "globex": {"globex-search", "globex-deploy-marker", "gus.globex", "gil.globex",
                    globex.id, "globex-label", '"globex"'},
     }  # fmt: skip
@@ -181,6 +183,8 @@ def alerting(data_dir: Path, store: LocalObjectStore) -> None:
     Evaluator(settings, alerts, QueryService(store, None),
               clock=lambda: (T0 + 120_000) / 1000).run_once()  # fmt: skip
     assert [s["state"] for s in views.series_states(alerts, "acme")] == ["firing"]
+    slo = schema.Slo(name="acme-slo", objective="availability", target=0.999)
+    alerts.save_rule("acme", slo, "ana.acme")  # read by GET /api/v1/slo
 
 
 @pytest.fixture
@@ -207,7 +211,7 @@ async def assert_acme_untouched(world: World) -> None:
     services = await world.client.get(f"/api/v1/services?{RANGE}", headers=bearer)
     assert services.json()["services"] == [{"name": "acme-shop", "requests": 40, "errors": 10}]
     alerts = AlertStore(load_settings(None, data_dir=world.api.data_dir))
-    assert [(r.id, r.rule.name) for r in alerts.rules("acme")] == [(ACME_ID, "acme-rule")]
+    assert [r.rule.name for r in alerts.rules("acme")] == ["acme-rule", "acme-slo"]
     assert [getattr(c, "url", None) for c in alerts.channels("acme").values()] == [ACME_HOOK]
     assert [(s["id"], s["ends"]) for s in alerts.silences("acme")] == [(ACME_ID, SILENCE_ENDS)]
 
@@ -233,6 +237,8 @@ async def test_the_own_credential_sees_the_own_data(world: World) -> None:
     explained = await world.client.post(explain.path, json=explain.body, headers=bearer)
     assert explained.json()["actual"] == 10  # acme's 5xx in the window, against none before
     assert_nothing_of("globex", world, explained)
+    slos = await world.client.get("/api/v1/slo", headers=bearer)
+    assert [s["rule"]["name"] for s in slos.json()["slos"]] == ["acme-slo"]
     for case in ROUTES:
         if case.method == "GET" and case.template.startswith("/api/v1/alerts"):
             found = await world.client.get(case.url("", ""), headers=bearer)
@@ -322,6 +328,7 @@ READS = {
     "/api/v1/services": 200,
     "/api/v1/status": 200,
     "/api/v1/events": 200,
+    "/api/v1/slo": 200,
     "/api/v1/me": 200,
     "/api/v1/alerts": 200,
     "/api/v1/alerts/rules": 200,

@@ -7,6 +7,7 @@ Routes (all need a credential, see :mod:`gravix.api.auth`)::
     GET  /api/v1/status     pipeline health: rollup, freshness, retention settings
     GET  /api/v1/events     deploy and incident markers in a range
     POST /api/v1/explain    what changed in a window against a baseline (gravix.explain)
+    GET  /api/v1/slo        the error budgets of the SLO alert rules (gravix.api.slo)
     /api/v1/alerts...       alert rules, states, history, channels, silences (gravix.api.alerts)
 
 Every error has the one JSON shape of gravix.errors with the request id;
@@ -38,6 +39,7 @@ from gravix.api.export import check_format, render
 from gravix.api.openapi import openapi_routes
 from gravix.api.pipeline import IntakeRate, rejected_last_hour, spool_backlog, spool_quarantine
 from gravix.api.sessions import SessionStore, refuse_query_params, session_routes
+from gravix.api.slo import slo_routes
 from gravix.config import Settings
 from gravix.errors import (
     BadRequest,
@@ -301,6 +303,7 @@ def create_api(
             *session_routes(),
             *admin_routes(),
             *alert_routes(),
+            *slo_routes(),
             *openapi_routes(),
             *extra_routes,  # the dashboard at / (gravix.server adds it)
         ],

@@ -185,6 +185,7 @@ def alert_schemas() -> dict[str, Any]:
             "rule": _ref("Rule"),
             "days": {"type": "integer", "minimum": 1, "maximum": 30, "default": 7},
         }, optional=("days",)),
+        "SloBudgets": _slo_budgets(),
         "BacktestResult": {
             "type": "object",
             "required": ["rule", "from", "to", "step_ms", "series", "firing", "notifications",
@@ -202,6 +203,62 @@ def alert_schemas() -> dict[str, Any]:
             },
         },
     }  # fmt: skip
+
+
+def _slo_budgets() -> dict[str, Any]:
+    """GET /api/v1/slo's answer (gravix.api.slo)."""
+    spent = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "description": "`method` and `path`, "
+            "or `version`, with `bad`, `requests` and `share` (of the series' bad requests).",
+        },
+    }
+    series = _object(
+        {
+            "labels": _SERIES,
+            "requests": _INT,
+            "bad": _INT,
+            "budget": {
+                "type": "number",
+                "description": "The bad requests allowed: (1 - target) x requests.",
+            },
+            "budget_left": {
+                **_NUMBER_OR_NULL,
+                "description": "1 - bad / budget: 1 untouched, "
+                "0 spent, below 0 overspent; null without requests.",
+            },
+            "burn_rate": _NUMBER_OR_NULL,
+            "burndown": {
+                "type": "array",
+                "items": {
+                    "type": "array",
+                    "minItems": 2,
+                    "maxItems": 2,
+                    "items": {"type": ["number", "null"]},
+                },
+                "description": "[end of the hour (epoch ms), budget left then]",
+            },
+            "spent_by": _object({"endpoint": spent, "version": spent}),
+        }
+    )
+    slo = _object(
+        {
+            "rule": {
+                "type": "object",
+                "description": "The SLO rule: id, name, "
+                "objective, target, latency_ms, period, enabled, description, "
+                "group_by, filters.",
+            },
+            "from": _MS,
+            "to": _MS,
+            "grain": {"enum": ["1h"]},
+            "series": {"type": "array", "items": series},
+        }
+    )
+    answer: dict[str, Any] = _object({"slos": {"type": "array", "items": slo}})
+    return answer
 
 
 # ---------------------------------------------------------------- operations
@@ -308,6 +365,9 @@ def alert_operations() -> list[AlertOperation]:
         op("delete", "/api/v1/alerts/silences/{id}", "endSilence", "End a silence now; it "
            "stays listed (editor)", True, 204, "Ended.", None, (*WRITE_ERRORS, 404),
            parameters=[_ID]),
+        op("get", "/api/v1/slo", "listSloBudgets", "The error budgets of the SLO rules: "
+           "budget left, burn-down, where it went (docs/slo.md)", False, 200, "Budgets, in "
+           "rule order.", "SloBudgets", (*READ_ERRORS, 504)),
         op("get", "/api/v1/alerts/deliveries", "listDeliveries", "The delivery log, newest "
            "first, with each try", False, 200, "Deliveries.", "DeliveryList", READ_ERRORS,
            parameters=[_query("limit", "At most this many.", {"type": "integer", "minimum": 1,

@@ -166,6 +166,11 @@ function params(values) {
   return text ? `?${text}` : "";
 }
 
+/** POST /api/v1/explain: what changed in a window against a baseline (docs/explain.md). */
+export function explain(question) {
+  return send(question, "/api/v1/explain");
+}
+
 export function events(from, to, service) {
   return call("GET", `/api/v1/events${params({ from, to, service })}`);
 }
@@ -245,6 +250,11 @@ export function addSilence(silence) {
 /** End a silence now (it stays listed). */
 export function expireSilence(id) {
   return write("DELETE", `/api/v1/alerts/silences/${encodeURIComponent(id)}`);
+}
+
+/** GET /api/v1/slo: the SLO rules' error budgets, burn-down and where each went (docs/slo.md). */
+export function slo() {
+  return call("GET", "/api/v1/slo");
 }
 
 export function deliveries(limit = 50) {

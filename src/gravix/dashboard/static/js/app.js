@@ -9,12 +9,13 @@ import { byId, h } from "./dom.js";
 import { EndpointView } from "./endpoint.js";
 import * as fmt from "./format.js";
 import { OverviewView } from "./overview.js";
+import { SloView } from "./slo.js";
 import { COMPARES, href, PRESETS, readState, timeRange } from "./state.js";
 import { StatusView } from "./status.js";
 
-const VIEWS = { overview: OverviewView, endpoint: EndpointView, status: StatusView, alerts: AlertsView };
+const VIEWS = { overview: OverviewView, endpoint: EndpointView, status: StatusView, alerts: AlertsView, slo: SloView };
 // Views of the tenant as a whole: no service filter, range or comparison above them.
-const UNSCOPED = ["status", "alerts"];
+const UNSCOPED = ["status", "alerts", "slo"];
 const RETRY_SECONDS = Math.min(5, api.refreshSeconds);
 
 const app = {

@@ -7,7 +7,7 @@ import { readState } from "./state.js";
 
 const state = readState(location.search);
 const who = api.startMe();
-if (state.view !== "status" && state.view !== "alerts") {
+if (!["status", "alerts", "slo"].includes(state.view)) {
   who.then(() => {
     api.prefetch(chartQuery(state));
     const perService = serviceErrorQuery(state);

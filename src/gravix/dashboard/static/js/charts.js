@@ -336,6 +336,9 @@ export class ChartPanel {
     this.selected = this.selected === t ? null : t;
     this.el.dataset.selected = this.selected === null ? "" : String(this.selected * 1000);
     u.redraw(false, false);
+    // The view's "What changed" panel explains the bucket (explain.js).
+    const detail = { chart: this.spec.id, time: this.selected === null ? null : this.selected * 1000, grainMs: this.data.grainMs };
+    this.el.dispatchEvent(new CustomEvent("gravix:select", { bubbles: true, detail }));
   }
 
   /** The time span of the events listed (shaded), and the selected bucket (a dashed line). */

@@ -6,6 +6,7 @@ import { chartAlerts } from "./alerts.js";
 import * as api from "./api.js";
 import { ChartsSection } from "./chartsection.js";
 import { h } from "./dom.js";
+import { ExplainPanel } from "./explain.js";
 import { exportButtons } from "./export.js";
 import * as fmt from "./format.js";
 import { quiet, settle } from "./overview.js";
@@ -111,6 +112,8 @@ function versionQuery(state) {
 export class EndpointView extends View {
   constructor(app, state) {
     super(app, state, "endpoint");
+    this.explain = null;
+    this.el.addEventListener("gravix:select", (e) => this.explain && this.explain.select(e.detail));
     this.title = `${state.method} ${state.path} · ${state.service} · Gravix`;
   }
 
@@ -141,6 +144,7 @@ export class EndpointView extends View {
     this.statusSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
     this.versionSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
     this.eventsSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
+    this.explain = new ExplainPanel(this.app, s, timeRange(s), scopeFilters(s));
     this.el.replaceChildren(
       h("nav", { class: "crumbs", "aria-label": "Back" }, this.backLink()),
       h(
@@ -158,6 +162,7 @@ export class EndpointView extends View {
           exportButtons("the figures", () => figuresQuery(s))),
         this.figuresSlot),
       this.charts.el,
+      this.explain.el,
       h(
         "div",
         { class: "columns" },
@@ -197,6 +202,7 @@ export class EndpointView extends View {
       serviceList,
       figureAnswer.then((r) => replaceSlot(this.figuresSlot, figures(r, baseline(s).text))),
       statusAnswer.then((r) => replaceSlot(this.statusSlot, statusTable(r))),
+      this.explain.refresh(),
       versionAnswer.then((r) => replaceSlot(this.versionSlot, versionTable(r))),
       settle([eventsQuery, alertMarks]).then(([{ events }, marks]) => {
         this.charts.setEvents([...events, ...marks]);

@@ -10,6 +10,7 @@ import { chartAlerts, firingNotice } from "./alerts.js";
 import * as api from "./api.js";
 import { ChartsSection } from "./chartsection.js";
 import { h } from "./dom.js";
+import { ExplainPanel } from "./explain.js";
 import { exportButtons } from "./export.js";
 import { eventsList, panelHead, replaceSlot, servicesTable, topEndpointsTable } from "./panels.js";
 import { chartQuery, scopeFilters, serviceErrorQuery } from "./queries.js";
@@ -83,6 +84,8 @@ async function topEndpoints(scope, when, compare) {
 export class OverviewView extends View {
   constructor(app, state) {
     super(app, state, "overview");
+    this.explain = null;
+    this.el.addEventListener("gravix:select", (e) => this.explain && this.explain.select(e.detail));
     this.title = state.service ? `${state.service} · Gravix` : "Overview · Gravix";
     this.notice = h("div", { class: "notice-slot", role: "status", hidden: true, dataset: { notice: "rejected" } });
     this.alertsNotice = h("div", { class: "notice-slot", role: "status", hidden: true, dataset: { notice: "alerts" } });
@@ -125,6 +128,7 @@ export class OverviewView extends View {
     this.servicesSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
     this.topSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
     this.eventsSlot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
+    this.explain = new ExplainPanel(this.app, s, timeRange(s), scopeFilters(s));
     const against = baseline(s).text;
     this.el.replaceChildren(
       this.alertsNotice,
@@ -135,6 +139,7 @@ export class OverviewView extends View {
         s.service ? `Service ${s.service}` : "All services",
       ),
       this.charts.el,
+      this.explain.el,
       h(
         "div",
         { class: "columns" },
@@ -198,6 +203,7 @@ export class OverviewView extends View {
         replaceSlot(this.servicesSlot, servicesTable(services, sparks, s, spark.ms, against.text));
       }),
       topQuery.then((top) => replaceSlot(this.topSlot, topEndpointsTable(top, s, TOP, against.text))),
+      this.explain.refresh(),
       settle([eventsQuery, alertMarks]).then(([{ events }, marks]) => {
         this.charts.setEvents([...events, ...marks]);
         replaceSlot(this.eventsSlot, eventsList(events));

@@ -1,7 +1,7 @@
 // The view state lives in the URL, so a view can be bookmarked, shared and reloaded,
 // and the browser's back button works. Query parameters of the dashboard's page:
 //
-//   view     overview (default) | endpoint | status | alerts
+//   view     overview (default) | endpoint | status | alerts | slo
 //   service  a service name: the overview's filter, or the endpoint's service
 //   method, path   the endpoint (view=endpoint)
 //   range    15m | 1h (default) | 6h | 24h | 7d | 30d: the last ...
@@ -14,7 +14,7 @@
 export const PRESETS = ["15m", "1h", "6h", "24h", "7d", "30d"];
 export const DEFAULT_RANGE = "1h";
 export const COMPARES = { "1d": "a day earlier", "7d": "a week earlier" };
-export const VIEWS = ["overview", "endpoint", "status", "alerts"];
+export const VIEWS = ["overview", "endpoint", "status", "alerts", "slo"];
 export const LATENCY_SCALES = ["log", "linear"];
 
 const UNIT_MS = { m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -74,8 +74,8 @@ export function readState(search) {
 export function toSearch(state) {
   const p = new URLSearchParams();
   if (state.view !== "overview") p.set("view", state.view);
-  // The status and alerts views are the tenant's, whatever the overview's filter.
-  const scoped = state.view !== "status" && state.view !== "alerts";
+  // The status, alerts and SLO views are the tenant's, whatever the overview's filter.
+  const scoped = !["status", "alerts", "slo"].includes(state.view);
   if (state.view === "alerts" && state.rule) p.set("rule", state.rule);
   if (scoped) {
     if (state.service) p.set("service", state.service);
