@@ -54,7 +54,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -77,6 +77,10 @@ MARKER: Final = "_compaction.json"
 # ``rollup_settle_seconds``): most late facts are in by then. A later fact adds
 # a part, and the next pass compacts the hour again.
 SETTLE_MS: Final = 2 * layout.HOUR_MS
+# A compaction sorts an hour in slices of about this many rows (:func:`prepare`),
+# reading them back in batches of BATCH_ROWS.
+SLICE_ROWS: Final = 2_000_000
+BATCH_ROWS: Final = 65_536
 
 
 def part_name(rows: pa.Table) -> str:
@@ -320,7 +324,11 @@ class Prepared:
 
 
 def prepare(
-    files: LocalCopies, con: duckdb.DuckDBPyConnection, state: HourState, temp_dir: Path
+    files: LocalCopies,
+    con: duckdb.DuckDBPyConnection,
+    state: HourState,
+    temp_dir: Path,
+    slice_rows: int = SLICE_ROWS,
 ) -> Prepared:
     """Sort the hour's parts into one local file, reading only the parts' files
     (immutable: a part's name is its ids' digest): no object is written, so no
@@ -340,19 +348,40 @@ def prepare(
         raise ObjectNotFound(f"parts of {state.key('')} vanished: {missing}")
     local = [path for path in paths if path is not None]
     rows = sum(pq.read_metadata(path).num_rows for path in local)
-    columns = parquet.select_sql(FACT_SCHEMA)
-    sql = f"SELECT {columns} FROM read_parquet($paths) ORDER BY timestamp_ms, event_id"
     temp_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=temp_dir, prefix="compact-", suffix=".parquet")
     os.close(fd)
     out = Path(name)
     try:
-        reader = con.sql(sql, params={"paths": local}).to_arrow_reader(parquet.ROW_GROUP_ROWS)
-        parquet.write(name, FACT_SCHEMA, reader)
+        parquet.write(name, FACT_SCHEMA, _sorted(con, local, state.hour_ms, rows, slice_rows))
     except BaseException:
         out.unlink(missing_ok=True)
         raise
     return Prepared(names, rows, out)
+
+
+def _sorted(
+    con: duckdb.DuckDBPyConnection, paths: list[str], hour_ms: int, rows: int, slice_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """The parts' rows sorted by time and event_id, one slice of the hour after
+    another (about ``slice_rows`` each, in whole minutes): a sort's memory
+    grows with what it sorts, so a slice's stays bounded however full the hour.
+    A part covers a few seconds, so each slice's reads skip most row groups."""
+    columns = parquet.select_sql(FACT_SCHEMA)
+    minutes = layout.HOUR_MS // MINUTE_MS
+    slices = min(minutes, max(1, -(-rows // slice_rows)))
+    edges = [hour_ms + minutes * i // slices * MINUTE_MS for i in range(1, slices)]
+    # The first slice takes anything before the hour, the last anything after
+    # it: every row is in exactly one slice, whatever its time.
+    bounds = [*(f'"timestamp" < to_timestamp({e // 1000})' for e in edges), "true"]
+    floors = ["true", *(f'"timestamp" >= to_timestamp({e // 1000})' for e in edges)]
+    for floor, bound in zip(floors, bounds, strict=True):
+        sql = (
+            f"SELECT {columns} FROM read_parquet($paths) WHERE {floor} AND {bound} "
+            "ORDER BY timestamp_ms, event_id"
+        )
+        params = {"paths": paths}
+        yield from con.sql(sql, params=params).to_arrow_reader(BATCH_ROWS)
 
 
 def publish_compaction(

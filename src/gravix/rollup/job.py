@@ -64,6 +64,9 @@ log = logging.getLogger("gravix.rollup")
 
 # The share of ``rollup_memory_limit`` for the driver's DuckDB (id lookups, compaction).
 DRIVER_MEMORY_SHARE = 0.25
+# Of that share, a background compaction's own DuckDB (``background_compaction``),
+# which sorts in one thread: a core stays free for the passes meanwhile.
+COMPACTION_MEMORY_SHARE = 0.125
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -137,11 +140,13 @@ class RollupJob:
         # The id lookups run in the driver's own DuckDB on every engine, and so
         # does compaction, which sorts an hour's parts there and writes the hour's
         # file beside its spill. It gets DRIVER_MEMORY_SHARE of the memory limit
-        # (an hour's sort spills rather than grows), the DuckDB engine the rest:
-        # together they stay within ``memory_limit``.
+        # (an hour's sort spills rather than grows; a background compaction takes
+        # COMPACTION_MEMORY_SHARE of it for a DuckDB of its own), the DuckDB
+        # engine the rest: together they stay within ``memory_limit``.
         work = Path(temp_dir or tempfile.gettempdir())
         self._spill = work / "rollup-spill"
-        driver = aggregate.memory_share(memory_limit, DRIVER_MEMORY_SHARE)
+        share = DRIVER_MEMORY_SHARE - (COMPACTION_MEMORY_SHARE if background_compaction else 0)
+        driver = aggregate.memory_share(memory_limit, share)
         self._ids = fold.IdIndex(
             LocalCopies(store, work / "rollup-parts"),
             aggregate.connect(driver, threads, str(self._spill)),
@@ -149,9 +154,10 @@ class RollupJob:
         self._compactor: Compactor | None = None
         if background_compaction:
             spill = str(work / "compaction-spill")
+            sort = aggregate.memory_share(memory_limit, COMPACTION_MEMORY_SHARE)
             self._compactor = Compactor(
                 self._ids.files,
-                lambda: aggregate.connect(driver, threads, spill),
+                lambda: aggregate.connect(sort, 1, spill),
                 work / "compaction",
             )
 

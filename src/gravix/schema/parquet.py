@@ -35,7 +35,10 @@ _DICTIONARY: Final = [
     "node",
     "segment",
 ]
-ROW_GROUP_ROWS: Final = 1_000_000
+# Fact files (raw objects, an hour's parts and facts.parquet): a writer holds a row
+# group in memory a few times over (~35 MiB a copy at this size), and a query
+# for a few minutes reads only the row groups whose times can hold them.
+ROW_GROUP_ROWS: Final = 262_144
 # Metric files are sorted by series, then time (gravix.rollup.aggregate), in
 # small row groups: a query for one service or endpoint reads only the row
 # groups whose min/max statistics can hold it.
