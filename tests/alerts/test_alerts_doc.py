@@ -55,7 +55,7 @@ def test_every_json_example_is_accepted(tmp_path: Path, monkeypatch: Any) -> Non
         for obj in json_objects(block):
             if "version" in obj:
                 note = msgspec.convert(obj, schema.Notification)
-                assert note.alerts and note.alerts[0].samples
+                assert note.alerts and note.alerts[0].samples and note.alerts[0].causes
                 kinds.add("notification")
             elif "matchers" in obj:
                 check_silence(msgspec.convert(obj, schema.Silence), 0)

@@ -15,8 +15,11 @@ import pytest
 
 from gravix.rollup.job import RollupJob
 from gravix.storage.local import LocalObjectStore
-from tests.explain.test_analysis import DAY, traffic
+from tests.explain.test_analysis import DAY, DEPLOY_MS, deploy_traffic, traffic
 from tests.rollup.conftest import HOUR, T0, put_raw
+
+DEPLOY = {"event_id": "dep-1", "timestamp": DEPLOY_MS, "service": "checkout", "kind": "deploy",
+          "message": "v2 canary", "version": "v2"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +29,11 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = LocalObjectStore(data_dir / "store")
     put_raw(store, "acme", traffic(T0, 0, False, rng))
     put_raw(store, "acme", traffic(T0 + DAY, 10_000, True, rng), created_ms=T0 + DAY)
+    # The deploy example's tenant: checkout deploys v2 at 08:30:04.
+    rng = random.Random(10)
+    put_raw(store, "shop", deploy_traffic(T0, 0, rng))
+    put_raw(store, "shop", deploy_traffic(T0 + DAY, 10_000, rng), events=[DEPLOY],
+            created_ms=T0 + DAY)  # fmt: skip
     RollupJob(store, clock=lambda: (T0 + DAY + HOUR) / 1000).run()
     return data_dir
 
@@ -68,11 +76,24 @@ def test_a_bad_option_is_one_line_and_exit_2(data_dir: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_the_docs_example_prints_what_the_docs_show(data_dir: Path) -> None:
+def test_the_docs_examples_print_what_the_docs_show(data_dir: Path) -> None:
     doc = (Path(__file__).parents[2] / "docs" / "explain.md").read_text()
-    command = re.search(r"```sh\n(gravix explain .*?)\n```", doc, re.S)
-    shown = re.search(r"```\n(.*?)\n", doc[command.end() :] if command else "")
-    assert command and shown
-    done = explain(data_dir, *shlex.split(command.group(1))[2:], columns=100)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == shown.group(1)
+    commands = list(re.finditer(r"```sh\n(gravix explain .*?)\n```", doc, re.S))
+    assert len(commands) == 2  # the day-earlier and the before-this-deploy examples
+    for command in commands:
+        shown = re.search(r"```\n(.*?)\n```", doc[command.end() :], re.S)
+        assert shown
+        done = explain(data_dir, *shlex.split(command.group(1))[2:], columns=100)
+        assert done.returncode == 0, done.stderr
+        lines, expected = done.stdout.splitlines(), shown.group(1).splitlines()
+        assert lines[0] == expected[0]
+        assert [x.rstrip() for x in lines[-2:]] == expected[-2:]  # the baseline said
+
+
+def test_no_deploy_to_compare_with_is_one_line(data_dir: Path) -> None:
+    done = gravix(data_dir, "--baseline", "deploy", "--service", "search")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: --baseline: no deploy marker of service "), (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr

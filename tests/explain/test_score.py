@@ -158,3 +158,41 @@ def test_nothing_changed_explains_nothing() -> None:
     base = background(5)
     cells, total = cells_of(base, base)
     assert explain(cells, total).findings == ()
+
+
+def test_a_status_class_and_its_status_are_parent_and_child() -> None:
+    """Bad responses (4xx and 5xx) of 10,000 requests by status class and status:
+    503s rise. Without the hierarchy, "5xx" and "503" are both answers; with it,
+    only the sharper one."""
+    before = {"404": 40, "429": 10, "500": 30, "503": 20}
+    after = {"404": 40, "429": 10, "500": 30, "503": 400}
+    cells = [Cell(("status",), (s,), before[s], after[s], before[s], after[s]) for s in before]
+    for cls in ("4xx", "5xx"):
+        b = sum(n for s, n in before.items() if s[0] == cls[0])
+        a = sum(n for s, n in after.items() if s[0] == cls[0])
+        cells.append(Cell(("status class",), (cls,), b, a, b, a))
+    total = Cell((), (), 100, 480, 10_000, 10_000)
+
+    def coarser(dim: str, value: str | None) -> tuple[str, str | None] | None:
+        return ("status class", f"{value[0]}xx") if dim == "status" and value else None
+
+    flat = [f.cell.values for f in explain(cells, total).findings]
+    assert ("503",) in flat and ("5xx",) in flat
+    found = [f.cell.values for f in explain(cells, total, coarser=coarser).findings]
+    assert found == [("503",)], found
+
+
+def test_a_child_that_is_most_of_its_parent_leaves_the_parent_the_answer() -> None:
+    """503s rise everywhere; prod has 92% of the requests, so "503 on prod" explains
+    92% of what "503" does and says nothing more: "503" is the answer."""
+
+    def cell(dims: tuple[str, ...], values: tuple[str, ...], share: float) -> Cell:
+        return Cell(dims, values, 50 * share, 500 * share, 50 * share, 500 * share)
+
+    cells = [
+        cell(("status",), ("503",), 1.0),
+        cell(("env", "status"), ("prod", "503"), 0.92),
+        cell(("env", "status"), ("staging", "503"), 0.08),
+    ]
+    total = Cell((), (), 100, 550, 10_000, 10_000)
+    assert [f.cell.values for f in explain(cells, total).findings] == [("503",)]

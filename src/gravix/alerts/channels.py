@@ -271,6 +271,11 @@ def _samples(alert: AlertEntry) -> str:
     return ", ".join(f"{s.count} x {s.status} {s.method} {s.path}" for s in alert.samples)
 
 
+def _causes(alert: AlertEntry) -> list[str]:
+    """What changed, best first: ``1. POST /pay on version v2 accounts for 83% ...``."""
+    return [f"{i}. {c.text}" for i, c in enumerate(alert.causes, 1)]
+
+
 def _deploy(alert: AlertEntry) -> str:
     d = alert.deploy
     if d is None:
@@ -292,7 +297,8 @@ def _clip(text: str, limit: int) -> str:
 def slack_message(notification: Notification) -> dict[str, Any]:
     """The Block Kit message: a header, a section per alert (at most
     :data:`SLACK_MAX_ALERTS`) with a button to its view, a context line with the
-    deploy and failing requests when known, and ``text`` as the plain fallback."""
+    deploy, failing requests and what changed when known, and ``text`` as the
+    plain fallback."""
     header = f"{notification.status.upper()}: {notification.rule}"
     if notification.service:
         header += f" ({notification.service})"
@@ -328,6 +334,8 @@ def slack_message(notification: Notification) -> dict[str, Any]:
             context.append(f"Latest deploy: {slack_escape(_deploy(alert))}")
         if alert.samples:
             context.append(f"Failing requests: {slack_escape(_samples(alert))}")
+        if alert.causes:
+            context.append("What changed:\n" + slack_escape("\n".join(_causes(alert))))
         if context:
             text = _clip("\n".join(context), _SLACK_TEXT_CHARS)
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
@@ -394,6 +402,7 @@ def alertmanager_alerts(
             "url": alert.url,
             "deploy": _deploy(alert) or None,
             "failing_requests": _samples(alert) or None,
+            "what_changed": "\n".join(_causes(alert)) or None,
         }
         annotations.update({k: v for k, v in optional.items() if v is not None})
         entry: dict[str, Any] = {
@@ -428,6 +437,9 @@ def email_text(notification: Notification) -> str:
             lines.append(f"  Latest deploy: {_deploy(alert)}")
         if alert.samples:
             lines.append(f"  Failing requests: {_samples(alert)}")
+        if alert.causes:
+            lines.append("  What changed:")
+            lines += [f"    {cause}" for cause in _causes(alert)]
         if alert.url:
             lines.append(f"  Open: {alert.url}")
         lines.append("")

@@ -34,7 +34,7 @@ import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 from prometheus_client import Counter, Histogram
@@ -45,7 +45,9 @@ from gravix.alerts.rules import COUNT_METRICS, AlertStore, StoredRule
 from gravix.alerts.states import Change, Hold, Series, Verdict, policy_verdict, step, verdict
 from gravix.config import Settings
 from gravix.errors import BadRequest, GravixError
+from gravix.explain.analysis import Question, answer
 from gravix.query.events import read_events
+from gravix.query.model import LATENCY_METRICS
 from gravix.query.service import QueryService
 from gravix.query.spec import Filter, Query
 from gravix.schema import alerts as schema
@@ -60,6 +62,11 @@ ACTIVE_MS: Final = 2 * MINUTE_MS
 SILENT_LOOKBACK_MS: Final = 60 * MINUTE_MS
 SAMPLES: Final = 5
 DEPLOY_LOOKBACK_MS: Final = 7 * 86_400_000
+# What changed, in a firing notification: the top three, over the incident and
+# the minutes before it, for at most this many transitions an evaluation of a tenant.
+CAUSES: Final = 3
+CAUSE_LEAD_MS: Final = 5 * MINUTE_MS
+CAUSE_ANALYSES: Final = 20
 MAX_SETTLED: Final = 10_000
 # Ratios of counts, and the count over requests each is: what arrived between
 # two evaluations has a ratio of its own (_recent).
@@ -136,6 +143,8 @@ class Evaluator:
         self._counts: dict[tuple[str, bytes], dict[str, Counted]] = {}
         # What this evaluation's rules read, asked together (gravix.alerts.batch).
         self._batches = Batches()
+        # "What changed" analyses run by this evaluation of a tenant (_causes).
+        self._analyses = 0
 
     # --- one evaluation ---------------------------------------------------------
     def run_once(self) -> dict[str, TenantReport]:
@@ -171,6 +180,7 @@ class Evaluator:
             report.watermark_ms = now_ms // MINUTE_MS * MINUTE_MS
         rules = list(rules)
         self._batches = Batches()
+        self._analyses = 0
         for stored in rules:
             for need in self.needs(tenant, stored.rule, now_ms, report.watermark_ms):
                 self._batches.add(need)
@@ -543,7 +553,34 @@ class Evaluator:
         if change.notify != "resolved" and state == "firing":
             entry.deploy = self._deploy(tenant, service, now_ms)
             entry.samples = self._samples(tenant, rule, series, since, now_ms)
+            if change.notify == "firing":  # the transition, not its repeats
+                entry.causes = self._causes(tenant, rule, series, since, now_ms)
         return entry
+
+    def _causes(
+        self, tenant: str, rule: schema.Rule, series: dict[str, str], since: int, now_ms: int
+    ) -> list[schema.Cause]:
+        """What changed over the incident, the top :data:`CAUSES` (docs/explain.md):
+        the rule's selection and series from a few minutes before the incident
+        began, against the analysis' default baseline. At most
+        :data:`CAUSE_ANALYSES` an evaluation of a tenant; a failure leaves them out."""
+        measure = _measure(rule)
+        if measure is None or self._analyses >= CAUSE_ANALYSES:
+            return []
+        self._analyses += 1
+        filters = _filters(rule) + [
+            Filter(d, [v], "eq") for d, v in series.items() if d != "status"
+        ]
+        question = Question(from_=min(since, now_ms) - CAUSE_LEAD_MS, to=now_ms,
+                            filters=filters, measure=measure, limit=CAUSES)  # fmt: skip
+        try:
+            found = answer(self.queries, tenant, question, now_ms)
+        except Exception as e:
+            log.warning("what changed of an alert unreadable: %s", _reason(e))
+            return []
+        return [
+            schema.Cause(f["text"], f["element"], f["share"]) for f in found["findings"][:CAUSES]
+        ]
 
     def _url(self, series: dict[str, str], rule: schema.Rule, since: int, now_ms: int) -> str:
         base = self.settings.public_url.rstrip("/") or (
@@ -609,6 +646,18 @@ def _reason(e: Exception) -> str:
     if isinstance(e, GravixError):
         return e.message
     return f"{type(e).__name__}: {e}"[:500]
+
+
+def _measure(rule: schema.Rule) -> Literal["errors", "client_errors", "latency"] | None:
+    """The measure of "what changed" that explains ``rule`` firing (None: nothing
+    to explain, as for a series that went silent)."""
+    if isinstance(rule, schema.Silent):
+        return None
+    if isinstance(rule, schema.Slo):
+        return "latency" if rule.objective == "latency" else "errors"
+    if rule.metric in ("client_errors", "client_error_rate"):
+        return "client_errors"
+    return "latency" if rule.metric in LATENCY_METRICS else "errors"
 
 
 def _kind(rule: schema.Rule) -> str:

@@ -174,8 +174,10 @@ def _explain_schemas() -> dict[str, Any]:
                             "description": "`errors`: extra 5xx; `client_errors`: extra 4xx; "
                             "`latency`: extra requests slower than the baseline's p95."},
                 "limit": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+                "deploy_at": {**time, "description": "With `baseline` `deploy`: the latest "
+                              "deploy at or before this time (default: the window's end)."},
             },
-            optional=("to", "filters", "baseline", "measure", "limit"),
+            optional=("to", "filters", "baseline", "measure", "limit", "deploy_at"),
             description="A window, what it is compared with, and the measure to explain.",
         ),
         "Explanation": _object(
@@ -185,16 +187,26 @@ def _explain_schemas() -> dict[str, Any]:
                             "description": "`latency`: the baseline's p95, the line; else null."},
                 "window": _object({"from": _INT, "to": _INT}),
                 "baseline": _object({"name": {**_STR, "enum": list(BASELINES)},
-                                     "description": _STR, "offset": _STR}),
+                                     "description": _STR, "offset": _STR,
+                                     "from": _INT, "to": _INT,
+                                     "deploy": {"anyOf": [_ref("DeployMarker"),
+                                                          {"type": "null"}],
+                                                "description": "`deploy`: the deploy the "
+                                                "baseline ends at; else null."}}),
                 "actual": number,
                 "expected": {**number, "description": "The baseline at the window's traffic."},
                 "change": number,
                 "requests": _object({"window": number, "baseline": number}),
                 "findings": {"type": "array", "items": _ref("Finding")},
                 "summary": _STR,
+                "deploy": {"anyOf": [_ref("DeployMarker"), {"type": "null"}],
+                           "description": "The top finding's version is a suspected faulty "
+                           "deploy: its marker (null without one)."},
                 "freshness": _ref("Freshness"),
             },
         ),
+        "DeployMarker": _object({"service": _STR, "version": {"type": ["string", "null"]},
+                                 "timestamp": _INT, "message": _STR}),
         "Finding": _object(
             {
                 "element": {"type": "object",
@@ -503,8 +515,10 @@ def _query_paths() -> dict[str, Any]:
             WRITER, {"200": _response("The findings, best first, in words and numbers.",
                                       "Explanation")},
             (400, 401, 403, 503, 504), "Question",
-            description="Scored as in Adtributor (explanatory power, surprise) with support "
-            "and risk ratio filters; pending facts count, each once. Guide: docs/explain.md.")},
+            description="By service, method, route, env, version, status class and status, "
+            "and pairs of them; scored as in Adtributor (explanatory power, surprise) with "
+            "support and risk ratio filters; pending facts count, each once. Baseline `deploy` "
+            "with no deploy marker to use is a 400 naming the field. Guide: docs/explain.md.")},
         OPENAPI_PATH: {"get": _operation(
             "getOpenAPI", "This document (needs no credential: it holds no tenant data)", ANYONE,
             {"200": {**_response("The OpenAPI 3.1 document."),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,8 +32,18 @@ def explain(
     ] = "now-30m",
     until: Annotated[str, typer.Option("--to", help="End of the window (excluded).")] = "now",
     baseline: Annotated[
-        str, typer.Option(help="1d (a day earlier), 7d (a week earlier) or previous.")
+        str,
+        typer.Option(
+            help="1d (a day earlier), 7d (a week earlier), previous, or deploy "
+            "(just before the latest deploy)."
+        ),
     ] = "1d",
+    deploy_at: Annotated[
+        str | None,
+        typer.Option(
+            "--deploy-at", help="With --baseline deploy: the latest deploy at or before this time."
+        ),
+    ] = None,
     measure: Annotated[
         str, typer.Option(help="errors (extra 5xx), client_errors (4xx) or latency.")
     ] = "errors",
@@ -57,7 +67,7 @@ def explain(
         for name, value in (("service", service), ("path", path), ("env", env))
         if value is not None
     ]
-    body = {
+    body: dict[str, Any] = {
         "from": time_text(since),
         "to": time_text(until),
         "baseline": baseline,
@@ -65,14 +75,21 @@ def explain(
         "filters": filters,
         "limit": limit,
     }
+    if deploy_at is not None:
+        body["deploy_at"] = time_text(deploy_at)
     try:
         question = decode_question(json.dumps(body).encode())
     except GravixError as e:
-        raise ConfigError(f"--{e.field or 'from'}: {e.message}") from None
+        raise ConfigError(f"--{(e.field or 'from').replace('_', '-')}: {e.message}") from None
     settings = load_settings(config, data_dir=data_dir)
     store = object_store(settings)
     queries = QueryService(store, settings.spool_dir, make_engine(settings, store))
-    found = answer(queries, tenant, question)
+    try:
+        found = answer(queries, tenant, question)
+    except GravixError as e:  # no deploy marker to compare with
+        if e.field not in ("baseline", "deploy_at"):
+            raise
+        raise ConfigError(f"--{(e.field or 'from').replace('_', '-')}: {e.message}") from None
     if as_json:
         print(json.dumps(found, indent=2))
         return

@@ -34,18 +34,24 @@ ratio ``r``: ``(A - r b) / sqrt(A + r^2 b)``), must be at least ``min_z``.
 
 Parent and child (``service=checkout`` and ``service=checkout x
 route=POST /pay``): when both are found, the child stays if it explains at
-least ``child_share`` of what the parent does (it is the sharper answer),
-else the parent does; never both.
+least ``child_share`` of what the parent does and, when it adds a dimension,
+it is a smaller usual part of the parent (of its requests or of its baseline
+measure, at most ``child_share`` of what it explains): it is the sharper
+answer; else the parent stays; never both. An element is also within the elements of
+coarser dimensions that ``coarser`` names (status ``503`` within status class
+``5xx``, route ``POST /pay`` within method ``POST``), so those are parents too.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 Value = str | None
+# The element of a coarser dimension that holds an element of ``dim``, if any.
+Coarser = Callable[[str, Value], tuple[str, Value] | None]
 
 MIN_POWER: Final = 0.1
 COVER: Final = 0.67
@@ -131,6 +137,7 @@ def explain(
     min_z: float = MIN_Z,
     child_share: float = CHILD_SHARE,
     limit: int = 10,
+    coarser: Coarser | None = None,
 ) -> Explanation:
     """The elements of ``cells`` that explain the change of ``total``, best first.
 
@@ -156,7 +163,9 @@ def explain(
     sets = [_explanatory_set(found, cover) for found in by_dims.values()]
     sets.sort(key=lambda s: (-sum(f.surprise for f in s), len(s)))
     ranked = [finding for found in sets for finding in found]
-    return Explanation(total.window, expected_total, tuple(_prune(ranked, child_share)[:limit]))
+    return Explanation(
+        total.window, expected_total, tuple(_prune(ranked, child_share, coarser)[:limit])
+    )
 
 
 def _term(share: float, mean: float) -> float:
@@ -219,13 +228,45 @@ def _explanatory_set(found: Sequence[Finding], cover: float) -> list[Finding]:
     return chosen
 
 
-def _prune(ranked: list[Finding], child_share: float) -> list[Finding]:
+def _prune(ranked: list[Finding], child_share: float, coarser: Coarser | None) -> list[Finding]:
     """Of a parent and its child, the one that is the sharper answer (module docstring)."""
+    within = [_within(f.cell, coarser) for f in ranked]
     dropped: set[int] = set()
     for i, a in enumerate(ranked):
         for j, b in enumerate(ranked):
             if i == j or i in dropped or j in dropped:
                 continue
-            if a.cell.items < b.cell.items:  # a is b's parent
-                dropped.add(i if b.power >= child_share * a.power else j)
+            if a.cell.items != b.cell.items and a.cell.items <= within[j]:  # a is b's parent
+                # A narrower value of the same dimension (POST /pay of POST, 503 of
+                # 5xx) is the better answer when it explains most; one more
+                # dimension only when it is also a smaller part (_sharper).
+                narrower = not a.cell.items < b.cell.items
+                keep = b.power >= child_share * a.power if narrower else _sharper(b, a, child_share)
+                dropped.add(i if keep else j)
     return [f for k, f in enumerate(ranked) if k not in dropped]
+
+
+def _sharper(child: Finding, parent: Finding, child_share: float) -> bool:
+    """Whether the child is the better answer: it explains ``child_share`` of what
+    the parent does, and its usual part of the parent (of its requests, or of its
+    measure in the baseline, the smaller) is at most ``child_share`` of that.
+    ``env=prod`` with 92% of a route's requests and 92% of its extra 5xx says
+    nothing the route does not; ``503`` with 40% of the baseline's 5xx and all
+    of the extra ones does."""
+    part = child.power / parent.power
+    p, c = parent.cell, child.cell
+    if (c.window_requests, c.baseline_requests) == (p.window_requests, p.baseline_requests):
+        return True  # the same requests (POST is all POST /pay): the narrower name
+    usual = c.window_requests / p.window_requests if p.window_requests else 1.0
+    if p.baseline > 0:
+        usual = min(usual, c.baseline / p.baseline)
+    return part >= child_share and usual <= child_share * part
+
+
+def _within(cell: Cell, coarser: Coarser | None) -> frozenset[tuple[str, Value]]:
+    """The cell's items and those of the coarser elements that hold it."""
+    items = cell.items
+    if coarser is None:
+        return items
+    wider = (coarser(d, v) for d, v in items)
+    return items | {w for w in wider if w is not None}

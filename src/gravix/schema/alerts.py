@@ -207,6 +207,15 @@ class Deploy(msgspec.Struct):
     message: str
 
 
+class Cause(msgspec.Struct):
+    """One of the top three answers of "what changed" over the incident
+    (docs/explain.md): the element, its share of the change, and the sentence."""
+
+    text: str  # "POST /cart/{id}/pay on version v126 accounts for 83% of the extra 5xx ..."
+    element: dict[str, str | None]  # {"route": "POST /cart/{id}/pay", "version": "v126"}
+    share: float  # of the change (above 1 when the rest fell meanwhile)
+
+
 class AlertEntry(msgspec.Struct, kw_only=True):
     id: str  # the transition's id: the same on every retry and repeat of it
     rule: str
@@ -228,6 +237,7 @@ class AlertEntry(msgspec.Struct, kw_only=True):
     url: str | None = None
     deploy: Deploy | None = None
     samples: list[Sample] = []
+    causes: list[Cause] = []  # firing transitions: what changed, best first (at most 3)
 
 
 class Notification(msgspec.Struct, kw_only=True):
