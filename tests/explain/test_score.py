@@ -173,8 +173,8 @@ def test_a_status_class_and_its_status_are_parent_and_child() -> None:
         cells.append(Cell(("status class",), (cls,), b, a, b, a))
     total = Cell((), (), 100, 480, 10_000, 10_000)
 
-    def coarser(dim: str, value: str | None) -> tuple[str, str | None] | None:
-        return ("status class", f"{value[0]}xx") if dim == "status" and value else None
+    def coarser(dim: str, value: str | None) -> list[tuple[str, str | None]]:
+        return [("status class", f"{value[0]}xx")] if dim == "status" and value else []
 
     flat = [f.cell.values for f in explain(cells, total).findings]
     assert ("503",) in flat and ("5xx",) in flat
@@ -196,3 +196,55 @@ def test_a_child_that_is_most_of_its_parent_leaves_the_parent_the_answer() -> No
     ]
     total = Cell((), (), 100, 550, 10_000, 10_000)
     assert [f.cell.values for f in explain(cells, total).findings] == [("503",)]
+
+
+def route_and_versions(other_version_5xx: int) -> tuple[list[Cell], Cell]:
+    """GET /cart fails on v132 (90% of its requests); its v131 has
+    ``other_version_5xx`` 5xx in the window, 2 in the baseline."""
+    v132 = Cell(("route", "version"), ("GET /cart", "v132"), 18, 300, 900, 900)
+    v131 = Cell(("route", "version"), ("GET /cart", "v131"), 2, other_version_5xx, 100, 100)
+    route = Cell(("route",), ("GET /cart",), 20, 300 + other_version_5xx, 1_000, 1_000)
+    other = Cell(("route",), ("GET /home",), 80, 80, 9_000, 9_000)
+    total = Cell((), (), 100, 380 + other_version_5xx, 10_000, 10_000)
+    return [v132, v131, route, other], total
+
+
+def test_a_child_whose_parent_failed_only_there_is_the_answer() -> None:
+    """v132 holds 90% of the route's requests and all of its extra 5xx, while
+    the route's other version failed as before: "GET /cart on v132" is the answer."""
+    cells, total = route_and_versions(other_version_5xx=2)
+    assert explain(cells, total).findings[0].cell.values == ("GET /cart", "v132")
+    cells, total = route_and_versions(other_version_5xx=40)  # v131 failed too
+    assert explain(cells, total).findings[0].cell.values == ("GET /cart",)
+
+
+def test_a_new_version_is_not_surprising_for_being_new() -> None:
+    """With a baseline a day old, every version running now is new. The new
+    version of a service whose one route fails is not the answer for that:
+    the route, failing on its old version as much, is."""
+    cells = [
+        Cell(("version",), ("v9",), 0, 400, 0, 8_000),  # new, all the service runs now
+        Cell(("version",), ("v8",), 50, 0, 8_000, 0),
+        Cell(("route",), ("POST /pay",), 5, 390, 1_000, 1_000),
+        Cell(("route",), ("GET /cart",), 45, 10, 7_000, 7_000),
+    ]
+    total = Cell((), (), 50, 400, 8_000, 8_000)
+    assert explain(cells, total).findings[0].cell.values == ("POST /pay",)
+
+
+def test_one_element_that_says_it_all_comes_before_several_that_share_it() -> None:
+    """staging fails; it runs one version of each of three services: "env=staging"
+    first, not its three versions one by one."""
+    versions = [
+        Cell(("service", "version"), (s, v), 1, 100, 300, 300)
+        for s, v in (("a", "v2"), ("b", "v5"), ("c", "v7"))
+    ]
+    quiet = [Cell(("service", "version"), (s, v), 30, 30, 3_000, 3_000)
+             for s, v in (("a", "v1"), ("b", "v4"), ("c", "v6"))]  # fmt: skip
+    envs = [
+        Cell(("env",), ("staging",), 3, 300, 900, 900),
+        Cell(("env",), ("prod",), 90, 90, 9_000, 9_000),
+    ]
+    total = Cell((), (), 93, 390, 9_900, 9_900)
+    found = explain([*versions, *quiet, *envs], total).findings
+    assert found[0].cell.values == ("staging",)

@@ -242,14 +242,14 @@ def cells_of(
     return cells, total
 
 
-def coarser(dim: str, value: Value) -> tuple[str, Value] | None:
-    """The element of a coarser dimension (:data:`COARSER`) that holds this one:
+def coarser(dim: str, value: Value) -> list[tuple[str, Value]]:
+    """The elements of coarser dimensions (:data:`COARSER`) that hold this one:
     ``POST /pay`` is within method ``POST``, ``503`` within ``5xx``."""
     if value is None or dim not in COARSER:
-        return None
+        return []
     if dim == "route":
-        return "method", value.split(" ", 1)[0]
-    return "status class", f"{value[0]}xx"
+        return [("method", value.split(" ", 1)[0])]
+    return [("status class", f"{value[0]}xx")]
 
 
 def summary(explained: Explanation, noun: Noun) -> str:

@@ -17,10 +17,18 @@ The method is Adtributor's (Bhagwan et al., NSDI 2014):
   change. A dimension's EPs add up to 1.
 * **Surprise** of an element: its term of the Jensen-Shannon divergence
   between its share of the expected total and its share of the actual
-  total; large where the element's share moved, whatever its size.
+  total; large where the element's share moved, whatever its size. An
+  element new in the window (a version deployed since) is expected to hold
+  its requests' share at the baseline's rate, not nothing: else every new
+  version would be the most surprising element, failing or not.
 * Per dimension, the **explanatory set**: elements with EP >= ``min_power``
-  taken by surprise, most first, until they explain ``cover`` of the change;
-  sets are ranked by their total surprise, fewer elements first on a tie.
+  taken by surprise, most first, until they explain ``cover`` of the change.
+  Sets are ranked by the surprise of their first element (so ``env=staging``
+  comes before the three versions staging runs, each a third of it), then
+  fewer elements, then the higher risk ratio: of two elements with the same
+  counts of the measure (``checkout x GET /cart`` and ``GET /cart x v132``
+  when all the route's 5xx are v132's), the one with fewer requests that did
+  not fail.
 
 Filters in the spirit of MacroBase's DIFF (Abuzaid et al., VLDB 2018): an
 element must hold ``min_support`` of the window's measure and its rate
@@ -35,11 +43,11 @@ ratio ``r``: ``(A - r b) / sqrt(A + r^2 b)``), must be at least ``min_z``.
 Parent and child (``service=checkout`` and ``service=checkout x
 route=POST /pay``): when both are found, the child stays if it explains at
 least ``child_share`` of what the parent does and, when it adds a dimension,
-it is a smaller usual part of the parent (of its requests or of its baseline
-measure, at most ``child_share`` of what it explains): it is the sharper
-answer; else the parent stays; never both. An element is also within the elements of
-coarser dimensions that ``coarser`` names (status ``503`` within status class
-``5xx``, route ``POST /pay`` within method ``POST``), so those are parents too.
+the rest of the parent did not move with it (its change is within the noise
+above): it is the sharper answer; else the parent stays; never both. An
+element is also within the elements of coarser dimensions that ``coarser``
+names (status ``503`` within status class ``5xx``, route ``POST /pay`` within
+method ``POST``), so those are parents too.
 """
 
 from __future__ import annotations
@@ -50,8 +58,8 @@ from dataclasses import dataclass
 from typing import Final
 
 Value = str | None
-# The element of a coarser dimension that holds an element of ``dim``, if any.
-Coarser = Callable[[str, Value], tuple[str, Value] | None]
+# The elements of coarser dimensions that hold an element of ``dim`` (none, one, or more).
+Coarser = Callable[[str, Value], Iterable[tuple[str, Value]]]
 
 MIN_POWER: Final = 0.1
 COVER: Final = 0.67
@@ -161,10 +169,13 @@ def explain(
         ):
             by_dims.setdefault(cell.dims, []).append(finding)
     sets = [_explanatory_set(found, cover) for found in by_dims.values()]
-    sets.sort(key=lambda s: (-sum(f.surprise for f in s), len(s)))
+    # By the first element's surprise, then fewer elements, then sharper (module docstring).
+    sets.sort(key=lambda s: (-round(s[0].surprise, 9), len(s), -s[0].risk))
     ranked = [finding for found in sets for finding in found]
     return Explanation(
-        total.window, expected_total, tuple(_prune(ranked, child_share, coarser)[:limit])
+        total.window,
+        expected_total,
+        tuple(_prune(ranked, child_share, coarser, _Noise(ratio, change > 0, min_z))[:limit]),
     )
 
 
@@ -175,7 +186,13 @@ def _term(share: float, mean: float) -> float:
 def _finding(cell: Cell, total: Cell, ratio: float, change: float) -> Finding:
     expected = cell.baseline * ratio
     expected_total = total.baseline * ratio
-    share_expected = expected / expected_total if expected_total else 0.0
+    # An element new in the window (a version deployed since) had no share to
+    # keep: it is expected to fail as the baseline did, per request. Else every
+    # new version would be the most surprising element, failing or not.
+    usual = expected
+    if cell.baseline_requests == 0 and total.baseline_requests:
+        usual = cell.window_requests * total.baseline / total.baseline_requests
+    share_expected = usual / expected_total if expected_total else 0.0
     share_actual = cell.window / total.window if total.window else 0.0
     return Finding(
         cell,
@@ -228,7 +245,12 @@ def _explanatory_set(found: Sequence[Finding], cover: float) -> list[Finding]:
     return chosen
 
 
-def _prune(ranked: list[Finding], child_share: float, coarser: Coarser | None) -> list[Finding]:
+def _prune(
+    ranked: list[Finding],
+    child_share: float,
+    coarser: Coarser | None,
+    noise: _Noise,
+) -> list[Finding]:
     """Of a parent and its child, the one that is the sharper answer (module docstring)."""
     within = [_within(f.cell, coarser) for f in ranked]
     dropped: set[int] = set()
@@ -239,28 +261,55 @@ def _prune(ranked: list[Finding], child_share: float, coarser: Coarser | None) -
             if a.cell.items != b.cell.items and a.cell.items <= within[j]:  # a is b's parent
                 # A narrower value of the same dimension (POST /pay of POST, 503 of
                 # 5xx) is the better answer when it explains most; one more
-                # dimension only when it is also a smaller part (_sharper).
-                narrower = not a.cell.items < b.cell.items
-                keep = b.power >= child_share * a.power if narrower else _sharper(b, a, child_share)
+                # dimension only when it is also the sharper one (_sharper).
+                keep = (
+                    _sharper(b, a, child_share, noise)
+                    if _adds_dimension(b.cell, a.cell, coarser)
+                    else b.power >= child_share * a.power
+                )
                 dropped.add(i if keep else j)
     return [f for k, f in enumerate(ranked) if k not in dropped]
 
 
-def _sharper(child: Finding, parent: Finding, child_share: float) -> bool:
+@dataclass(frozen=True, slots=True)
+class _Noise:
+    """Whether a difference is beyond chance (counts as Poisson, ``min_z``)."""
+
+    ratio: float  # the traffic ratio
+    rise: bool  # the total rose
+    min_z: float
+
+    def moved(self, cell: Cell) -> bool:
+        """The cell's change is beyond noise (:func:`_z`)."""
+        return _z(cell, self.ratio, rise=self.rise) >= self.min_z
+
+
+def _sharper(child: Finding, parent: Finding, child_share: float, noise: _Noise) -> bool:
     """Whether the child is the better answer: it explains ``child_share`` of what
-    the parent does, and its usual part of the parent (of its requests, or of its
-    measure in the baseline, the smaller) is at most ``child_share`` of that.
-    ``env=prod`` with 92% of a route's requests and 92% of its extra 5xx says
-    nothing the route does not; ``503`` with 40% of the baseline's 5xx and all
-    of the extra ones does."""
-    part = child.power / parent.power
+    the parent does, and the rest of the parent did not move with it (its
+    change is within noise, :func:`_z`). ``env=prod`` with 92% of a route's
+    requests and 92% of its extra 5xx says nothing the route does not: staging's
+    5xx rose too. ``GET /cart x v132`` with all of the route's extra 5xx, while
+    the route's other versions failed as before, does."""
     p, c = parent.cell, child.cell
     if (c.window_requests, c.baseline_requests) == (p.window_requests, p.baseline_requests):
         return True  # the same requests (POST is all POST /pay): the narrower name
-    usual = c.window_requests / p.window_requests if p.window_requests else 1.0
-    if p.baseline > 0:
-        usual = min(usual, c.baseline / p.baseline)
-    return part >= child_share and usual <= child_share * part
+    if child.power < child_share * parent.power:
+        return False
+    rest = Cell((), (), p.baseline - c.baseline, p.window - c.window,
+                p.baseline_requests - c.baseline_requests,
+                p.window_requests - c.window_requests)  # fmt: skip
+    return not noise.moved(rest)
+
+
+def _adds_dimension(child: Cell, parent: Cell, coarser: Coarser | None) -> bool:
+    """Whether the child names something its parent does not hold, by value or
+    by a coarser value (``env=prod`` on a route; not ``POST /pay`` of ``POST``)."""
+    held = parent.items
+    return any(
+        item not in held and not (coarser is not None and held & set(coarser(*item)))
+        for item in child.items
+    )
 
 
 def _within(cell: Cell, coarser: Coarser | None) -> frozenset[tuple[str, Value]]:
@@ -268,5 +317,4 @@ def _within(cell: Cell, coarser: Coarser | None) -> frozenset[tuple[str, Value]]
     items = cell.items
     if coarser is None:
         return items
-    wider = (coarser(d, v) for d, v in items)
-    return items | {w for w in wider if w is not None}
+    return items | {w for d, v in items for w in coarser(d, v)}
