@@ -114,12 +114,17 @@ def test_the_demo_receiver_prints_and_keeps_each_notification(
         series={"service": "checkout", "method": "POST", "path": "/checkout"},
         summary="error_rate 0.31 > 0.1 over 1m (212 requests)",
     )
+    cause = schema.Cause("POST /checkout accounts for 97% of the extra 5xx", {}, 0.97)
+    entry = msgspec.structs.replace(entry, causes=[cause])
     firing = notification("k1", rule="5xx rate per endpoint", alerts=0)
     firing = msgspec.structs.replace(firing, alerts=[entry])
     with httpx.Client() as client:
         assert send(hook(receiver.url), firing, settings, client).ok
         assert send(hook(receiver.url), firing, settings, client).ok  # a retry: kept, not printed
-        resolved = msgspec.structs.replace(firing, idempotency_key="k2", status="resolved")
+        resolved = msgspec.structs.replace(
+        firing, idempotency_key="k2", status="resolved",
+        alerts=[msgspec.structs.replace(entry, causes=[])],
+    )  # fmt: skip
         assert send(hook(receiver.url), resolved, settings, client).ok
         bad = client.post(receiver.url, content=b'{"not": "a notification"}')
     assert bad.status_code == 400
@@ -127,9 +132,10 @@ def test_the_demo_receiver_prints_and_keeps_each_notification(
     assert [a.repeat_of_key for a in receiver.arrivals] == [False, True, False]
     assert receiver.notifications() == [firing, resolved]
     lines = out.getvalue().splitlines()
-    assert len(lines) == 2
-    assert "FIRING" in lines[0] and "RESOLVED" in lines[1]
-    for line in lines:
+    assert len(lines) == 3  # the firing one says what changed, on a line of its own
+    assert "FIRING" in lines[0] and "RESOLVED" in lines[2]
+    assert lines[1].strip() == "what changed: POST /checkout accounts for 97% of the extra 5xx"
+    for line in lines[::2]:
         assert "5xx rate per endpoint" in line
         assert "checkout POST /checkout: error_rate 0.31 > 0.1 over 1m (212 requests)" in line
     assert describe(firing).split()[0] == "FIRING"

@@ -55,6 +55,11 @@ def status_of(notification: Notification) -> str:
     return status
 
 
+def causes_of(notification: Notification) -> list[str]:
+    """What changed, as the notification says it: each firing series' top causes."""
+    return [f"what changed: {c.text}" for a in notification.alerts for c in a.causes]
+
+
 def _alert(alert: AlertEntry) -> str:
     series = " ".join(alert.series[k] for k in sorted(alert.series, key=_order)) or "all"
     return f"{series}: {alert.summary}" if alert.summary else series
@@ -149,6 +154,8 @@ class WebhookReceiver:
                 ),
                 soft_wrap=True,
             )
+            for line in causes_of(notification):
+                self.console.print(Text("          " + line, "dim"), soft_wrap=True)
         if self.on_arrival is not None:
             self.on_arrival(arrival)
 
