@@ -17,10 +17,13 @@ The method is Adtributor's (Bhagwan et al., NSDI 2014):
   change. A dimension's EPs add up to 1.
 * **Surprise** of an element: its term of the Jensen-Shannon divergence
   between its share of the expected total and its share of the actual
-  total; large where the element's share moved, whatever its size. An
-  element new in the window (a version deployed since) is expected to hold
-  its requests' share at the baseline's rate, not nothing: else every new
-  version would be the most surprising element, failing or not.
+  total; large where the element's share moved, whatever its size. Its
+  expected share here follows its traffic: its window requests at its
+  baseline rate, drawn toward the selection's rate as if the selection had
+  lent it ``PRIOR_REQUESTS`` requests. A version deployed since the baseline
+  (no requests then, or a few) is so expected to fail as the baseline did,
+  not to hold the share it had: else every new version would be the most
+  surprising element, failing or not.
 * Per dimension, the **explanatory set**: elements with EP >= ``min_power``
   taken by surprise, most first, until they explain ``cover`` of the change.
   Sets are ranked by the surprise of their first element (so ``env=staging``
@@ -67,6 +70,7 @@ MIN_SUPPORT: Final = 0.05
 MIN_RISK: Final = 1.5
 MIN_Z: Final = 3.0
 CHILD_SHARE: Final = 0.8
+PRIOR_REQUESTS: Final = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,12 +190,13 @@ def _term(share: float, mean: float) -> float:
 def _finding(cell: Cell, total: Cell, ratio: float, change: float) -> Finding:
     expected = cell.baseline * ratio
     expected_total = total.baseline * ratio
-    # An element new in the window (a version deployed since) had no share to
-    # keep: it is expected to fail as the baseline did, per request. Else every
-    # new version would be the most surprising element, failing or not.
+    # Its usual share, for the surprise: its window requests at its baseline
+    # rate, drawn toward the selection's by PRIOR_REQUESTS (module docstring).
     usual = expected
-    if cell.baseline_requests == 0 and total.baseline_requests:
-        usual = cell.window_requests * total.baseline / total.baseline_requests
+    if total.baseline_requests:
+        prior = total.baseline / total.baseline_requests
+        rate = (cell.baseline + PRIOR_REQUESTS * prior) / (cell.baseline_requests + PRIOR_REQUESTS)
+        usual = cell.window_requests * rate
     share_expected = usual / expected_total if expected_total else 0.0
     share_actual = cell.window / total.window if total.window else 0.0
     return Finding(
