@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from gravix.loadgen.traffic import SERVER_ERRORS, TrafficModel
+from gravix.loadgen.traffic import SERVER_ERRORS, TrafficModel, pick_status
 
 FACTS_URL = "/api/v1/facts"
 TICK_S = 0.2
@@ -146,7 +146,7 @@ class SteadyLoad:
                 spike.requests += 1
                 if rnd() >= spike.share:
                     continue
-                f["status"] = _server_error(rnd())
+                f["status"] = pick_status(SERVER_ERRORS, rnd(), scaled=True)
                 if f["status"] == 504:
                     f["latency_ms"] = round(10_000 + rnd() * 20_000, 3)
                 spike.failing += 1
@@ -154,14 +154,6 @@ class SteadyLoad:
                     first = spike.first_failing_ms is None
                     spike.first_failing_ms = f["timestamp"]
             return spike, first
-
-
-def _server_error(r: float) -> int:
-    for status, share in SERVER_ERRORS:
-        if r < share:
-            return status
-        r -= share
-    return SERVER_ERRORS[-1][0]
 
 
 # --- the peer: Prometheus' rule model ---------------------------------------------------

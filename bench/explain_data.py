@@ -52,6 +52,7 @@ from gravix.loadgen.traffic import (
     STAGING_SHARE,
     Fact,
     TrafficModel,
+    pick_status,
 )
 from gravix.schema.paths import normalise_path
 
@@ -250,15 +251,7 @@ class IncidentModel(TrafficModel):
             else:
                 if f["status"] >= 500:
                     continue
-                f["status"] = _server_error(rnd())
+                f["status"] = pick_status(SERVER_ERRORS, rnd(), scaled=True)
                 if f["status"] == 504:
                     f["latency_ms"] = round(10_000 + rnd() * 20_000, 3)
             incident.planted += 1
-
-
-def _server_error(r: float) -> int:
-    for status, share in SERVER_ERRORS:
-        if r < share:
-            return status
-        r -= share
-    return SERVER_ERRORS[-1][0]

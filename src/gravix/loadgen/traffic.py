@@ -346,10 +346,10 @@ class TrafficModel:
             ts = start_ms + int(rnd() * span)
             r = rnd()
             if r < p5xx[i]:
-                status = _pick(SERVER_ERRORS, rnd())
+                status = pick_status(SERVER_ERRORS, rnd())
                 latency = 10_000 + rnd() * 20_000 if status == 504 else lognormal(mu[i], sigma[i])
             elif r < p5xx[i] + p4xx[i]:
-                status = _pick(ep.client_errors, r - p5xx[i], scaled=True)
+                status = pick_status(ep.client_errors, r - p5xx[i], scaled=True)
                 latency = lognormal(mu[i] - 0.7, sigma[i])
             else:
                 status = ep.ok_status
@@ -469,7 +469,7 @@ class TrafficModel:
         }
 
 
-def _pick(choices: tuple[tuple[int, float], ...], r: float, *, scaled: bool = False) -> int:
+def pick_status(choices: tuple[tuple[int, float], ...], r: float, *, scaled: bool = False) -> int:
     """The status whose cumulative share covers ``r``.
 
     ``scaled``: ``r`` is already in ``[0, sum of shares)`` rather than ``[0, 1)``.
