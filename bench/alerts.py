@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import alerts_cost, alerts_detect, alerts_noise
-from bench.machine import describe_machine, probe_fsync, publish_results
+from bench.machine import describe_machine, probe_fsync, publish_results, results_head
 from bench.servers import REPO, BenchError
 from gravix.config import Settings
 
@@ -168,14 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     seconds = (datetime.now(UTC) - started).total_seconds()
     table = markdown(summary)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"alerts-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out, head = results_head("alerts", args, started, seconds, argv)
     defaults = Settings.model_fields
     result = {
-        "benchmark": "alerts",
-        "started": started.isoformat(),
-        "wall_seconds": round(seconds, 1),
-        "argv": ["python", "-m", "bench", "alerts", *(sys.argv[2:] if argv is None else argv)],
+        **head,
         "server_defaults": {
             k: defaults[k].default for k in ("alert_interval_seconds", "alert_min_requests")
         },

@@ -36,7 +36,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.machine import describe_machine, probe_fsync, publish_results
+from bench.machine import describe_machine, probe_fsync, publish_results, results_head
 from bench.query_peers import NOW_BEFORE_END_MS
 from bench.servers import REPO, BenchError, ServerProcess
 
@@ -272,14 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     table = markdown(cold, warm)
     seconds = (datetime.now(UTC) - started).total_seconds()
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"dashboard-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out, head = results_head("dashboard", args, started, seconds, argv)
     result = {
-        "benchmark": "dashboard",
-        "started": started.isoformat(),
-        "wall_seconds": round(seconds, 1),
-        "argv": ["python", "-m", "bench", "dashboard", *(sys.argv[2:] if argv is None else argv)],
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **head,
         "machine": machine,
         "goal_ms": GOAL_MS,
         "data": meta,

@@ -33,7 +33,6 @@ import itertools
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -45,7 +44,7 @@ import httpx
 from bench.alerts_detect import spread
 from bench.alerts_noise import SERVER_ENV
 from bench.explain_data import KINDS, Incident, IncidentModel, Key, plan, same_facts, selects
-from bench.machine import describe_machine, probe_fsync, publish_results
+from bench.machine import describe_machine, probe_fsync, publish_results, results_head
 from bench.servers import REPO, BenchError, ServerProcess, gravix_server, make_key
 from bench.steady import minute_tier_requests
 from gravix.api.auth import token_store
@@ -530,14 +529,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     seconds = (datetime.now(UTC) - started).total_seconds()
     table = markdown(summary)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"explain-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out, head = results_head("explain", args, started, seconds, argv)
     result = {
-        "benchmark": "explain",
-        "started": started.isoformat(),
-        "wall_seconds": round(seconds, 1),
-        "argv": ["python", "-m", "bench", "explain", *(sys.argv[2:] if argv is None else argv)],
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **head,
         "machine": machine,
         "goals": GOALS,
         **summary,

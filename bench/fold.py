@@ -61,7 +61,7 @@ from typing import Any
 import duckdb
 
 from bench.fold_data import link_copy, log, prepare
-from bench.machine import describe_machine, probe_fsync, publish_results
+from bench.machine import describe_machine, probe_fsync, publish_results, results_head
 from bench.rollup_data import DAY_MS, HOUR_MS, T0
 from bench.servers import REPO, BenchError
 from gravix.config import Settings
@@ -469,14 +469,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{fixed['median']:.2f} s median ({fixed['min']:.2f}-{fixed['max']:.2f}), "
         f"{fixed['peak_rss_mib']:,.0f} MiB"
     )
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"fold-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out, head = results_head("fold", args, started, seconds, argv)
     result = {
-        "benchmark": "fold",
-        "started": started.isoformat(),
-        "wall_seconds": round(seconds, 1),
-        "argv": ["python", "-m", "bench", "fold", *(sys.argv[2:] if argv is None else argv)],
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **head,
         "recent_hour_ms": recent_ms,
         "machine": machine,
         "goals": GOALS,

@@ -25,7 +25,6 @@ import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from typing import Any
 
 from bench.fleet import SERVICES, fleet_fact
 from bench.load import check_tools, run_paced, run_wrk, write_wrk_script
-from bench.machine import describe_machine, probe_fsync, publish_results
+from bench.machine import describe_machine, probe_fsync, publish_results, results_head
 from bench.servers import (
     REPO,
     BenchError,
@@ -378,14 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(figures, bench.runs)
     table = markdown(figures, summary)
     seconds = (datetime.now(UTC) - started).total_seconds()
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"ingest-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out, head = results_head("ingest", args, started, seconds, argv)
     result = {
-        "benchmark": "ingest",
-        "started": started.isoformat(),
-        "wall_seconds": round(seconds, 1),
-        "argv": ["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)],
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **head,
         "machine": machine,
         "goals": GOALS,
         "summary": summary,

@@ -38,7 +38,7 @@ from typing import Any
 
 import msgspec
 
-from bench.machine import describe_machine, probe_fsync, publish_results
+from bench.machine import describe_machine, probe_fsync, publish_results, results_head
 from bench.servers import REPO, BenchError, gravix_server, make_key
 from gravix.accesslog.parser import make_parser
 from gravix.accesslog.reader import chunks
@@ -261,14 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = {"lines_per_s": statistics.median(rates), "best": max(rates), "runs": rates}
     table = markdown(rows, args.lines)
     seconds = (datetime.now(UTC) - started).total_seconds()
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"logs-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out, head = results_head("logs", args, started, seconds, argv)
     result = {
-        "benchmark": "logs",
-        "started": started.isoformat(),
-        "wall_seconds": round(seconds, 1),
-        "argv": ["python", "-m", "bench", "logs", *(sys.argv[2:] if argv is None else argv)],
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **head,
         "log": {"path": str(path), "bytes": path.stat().st_size, "lines": args.lines},
         "machine": machine,
         "goal_lines_per_s": GOAL_LINES_PER_S,

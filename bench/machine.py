@@ -10,9 +10,13 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 from bench.servers import REPO
 
@@ -129,6 +133,29 @@ def describe_machine(data_dir: Path) -> dict[str, Any]:
         "hey": _tool_version("hey"),
         "packages": {p: metadata.version(p) for p in packages},
         "gravix_revision": _git_revision(),
+    }
+
+
+def results_head(
+    name: str,
+    args: argparse.Namespace,
+    started: datetime,
+    seconds: float,
+    argv: list[str] | None,
+) -> tuple[Path, dict[str, Any]]:
+    """Where a run's raw JSON goes (``<results_dir>/<name>-<UTC start>.json``) and the
+    keys every benchmark's JSON starts with: what ran, when, how long, with what options."""
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out = args.results_dir / f"{name}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == [name]:
+        given = given[1:]
+    return out, {
+        "benchmark": name,
+        "started": started.isoformat(),
+        "wall_seconds": round(seconds, 1),
+        "argv": ["python", "-m", "bench", name, *given],
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
 
 

@@ -27,7 +27,6 @@ import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -40,7 +39,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from bench.fleet import SERVICES, fleet_fact
 from bench.load import check_tools, run_wrk, write_wrk_script
-from bench.machine import describe_machine, probe_fsync, publish_results
+from bench.machine import describe_machine, probe_fsync, publish_results, results_head
 from bench.servers import (
     REPO,
     BenchError,
@@ -296,14 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     ratio = best["otlp"]["items_per_s"] / best["native"]["items_per_s"]
     table = markdown(best, ratio, runs)
     seconds = (datetime.now(UTC) - started).total_seconds()
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"otlp-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out, head = results_head("otlp", args, started, seconds, argv)
     result = {
-        "benchmark": "otlp",
-        "started": started.isoformat(),
-        "wall_seconds": round(seconds, 1),
-        "argv": ["python", "-m", "bench", "otlp", *(sys.argv[1:] if argv is None else argv)],
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **head,
         "machine": machine,
         "goal": GOAL,
         "summary": {

@@ -41,7 +41,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.machine import describe_machine, probe_fsync, publish_results
+from bench.machine import describe_machine, probe_fsync, publish_results, results_head
 from bench.query_peers import CONTENDERS, LABELS, NOW_BEFORE_END_MS, Panel, panels
 from bench.servers import REPO, BenchError
 
@@ -613,14 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(ps, cold, took, warm_prof)
     table = markdown(summary, args.contenders, cold_prof, warm_prof, fresh)
     seconds = (datetime.now(UTC) - started).total_seconds()
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"query-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out, head = results_head("query", args, started, seconds, argv)
     result = {
-        "benchmark": "query",
-        "started": started.isoformat(),
-        "wall_seconds": round(seconds, 1),
-        "argv": ["python", "-m", "bench", "query", *(sys.argv[2:] if argv is None else argv)],
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **head,
         "machine": machine,
         "goals": GOALS,
         "data": meta,

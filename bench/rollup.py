@@ -37,7 +37,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.machine import describe_machine, probe_fsync, publish_results
+from bench.machine import describe_machine, probe_fsync, publish_results, results_head
 from bench.rollup_data import DAY_MS, HOUR_MS, T0, dataset, warm
 from bench.rollup_peers import gravix_source
 from bench.servers import REPO, BenchError
@@ -593,14 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(runs, meta["lines"], archive)
     table = markdown(summary, check, errors)
     seconds = (datetime.now(UTC) - started).total_seconds()
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"rollup-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out, head = results_head("rollup", args, started, seconds, argv)
     result = {
-        "benchmark": "rollup",
-        "started": started.isoformat(),
-        "wall_seconds": round(seconds, 1),
-        "argv": ["python", "-m", "bench", "rollup", *(sys.argv[2:] if argv is None else argv)],
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **head,
         "machine": machine,
         "goals": GOALS,
         "input": meta,

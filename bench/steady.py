@@ -51,7 +51,6 @@ import math
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from bisect import bisect_left
@@ -62,7 +61,7 @@ from typing import Any
 import duckdb
 import httpx
 
-from bench.machine import describe_machine, probe_fsync, publish_results
+from bench.machine import describe_machine, probe_fsync, publish_results, results_head
 from bench.servers import (
     REPO,
     BenchError,
@@ -625,15 +624,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(run, bench.samples, interval)
     table = markdown(summary, run["load"], args)
     seconds = (datetime.now(UTC) - started).total_seconds()
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"steady-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out, head = results_head("steady", args, started, seconds, argv)
     defaults = Settings.model_fields
     result = {
-        "benchmark": "steady",
-        "started": started.isoformat(),
-        "wall_seconds": round(seconds, 1),
-        "argv": ["python", "-m", "bench", "steady", *(sys.argv[2:] if argv is None else argv)],
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **head,
         "server_defaults": {
             k: defaults[k].default
             for k in (

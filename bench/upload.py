@@ -36,7 +36,6 @@ import os
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fleet import SERVICES, fleet_fact
-from bench.machine import describe_machine, probe_fsync, publish_results
+from bench.machine import describe_machine, probe_fsync, publish_results, results_head
 from bench.servers import REPO, BenchError
 from gravix.ingest.spool import SpoolWriter
 from gravix.ingest.uploader import Uploader
@@ -521,14 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     table = markdown(rows, spools)
     seconds = (datetime.now(UTC) - started).total_seconds()
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"upload-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out, head = results_head("upload", args, started, seconds, argv)
     result = {
-        "benchmark": "upload",
-        "started": started.isoformat(),
-        "wall_seconds": round(seconds, 1),
-        "argv": ["python", "-m", "bench", "upload", *(sys.argv[2:] if argv is None else argv)],
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **head,
         "machine": machine,
         "goal_ratio": GOAL,
         "spools": spools,
