@@ -18,8 +18,9 @@ WEB_STAMP := web/node_modules/.installed
 # Debian packages the suites and benchmarks use (installed only when missing);
 # chromium runs the dashboard's Playwright tests (tests/dashboard) and benchmark;
 # prometheus (promtool, the server) and prometheus-alertmanager (amtool) for tests/deploy;
-# openjdk-17-jre-headless runs PySpark (the Spark engines, tests/*/test_spark*).
-APT_PACKAGES := strace wrk hey curl chromium prometheus prometheus-alertmanager openjdk-17-jre-headless
+# openjdk-17-jre-headless runs PySpark (the Spark engines, tests/*/test_spark*);
+# postgresql (initdb, pg_ctl) for the metadata store tests' own cluster (tests/pg.py).
+APT_PACKAGES := strace wrk hey curl chromium prometheus prometheus-alertmanager openjdk-17-jre-headless postgresql
 
 .DEFAULT_GOAL := help
 .PHONY: help setup web apt-deps demo test test-fast test-latest lint lock format bench clean

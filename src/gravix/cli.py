@@ -127,7 +127,9 @@ def keys_create(
     from gravix.ingest.keys import KeyStore
 
     settings = _settings(config, data_dir=data_dir)
-    key, secret = KeyStore(settings.keys_db).create(tenant, label)
+    key, secret = KeyStore(settings.keys_db, database_url=settings.metadata_url).create(
+        tenant, label
+    )
     err_console.print(f"created key {key.id} for tenant {key.tenant}; store it now:")
     print(secret)
 
@@ -140,7 +142,7 @@ def keys_list(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
 
     settings = _settings(config, data_dir=data_dir)
     table = Table("id", "tenant", "label", "created", "state")
-    for key in KeyStore(settings.keys_db).list():
+    for key in KeyStore(settings.keys_db, database_url=settings.metadata_url).list():
         created = datetime.fromtimestamp(key.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
         table.add_row(key.id, key.tenant, key.label, created, "active" if key.active else "revoked")
     Console().print(table)
@@ -157,7 +159,7 @@ def keys_revoke(
     from gravix.ingest.keys import KeyStore
 
     settings = _settings(config, data_dir=data_dir)
-    key = KeyStore(settings.keys_db).revoke(key_id)
+    key = KeyStore(settings.keys_db, database_url=settings.metadata_url).revoke(key_id)
     err_console.print(f"revoked key {key.id} of tenant {key.tenant}")
 
 
@@ -173,7 +175,7 @@ def tokens_create(
     from gravix.api.auth import token_store
 
     settings = _settings(config, data_dir=data_dir)
-    token, secret = token_store(settings.tokens_db).create(tenant, label)
+    token, secret = token_store(settings.tokens_db, settings.metadata_url).create(tenant, label)
     err_console.print(f"created token {token.id} for tenant {token.tenant}; store it now:")
     print(secret)
 
@@ -186,7 +188,7 @@ def tokens_list(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
 
     settings = _settings(config, data_dir=data_dir)
     table = Table("id", "tenant", "label", "created", "state")
-    for token in token_store(settings.tokens_db).list():
+    for token in token_store(settings.tokens_db, settings.metadata_url).list():
         created = datetime.fromtimestamp(token.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
         state = "active" if token.active else "revoked"
         table.add_row(token.id, token.tenant, token.label, created, state)
@@ -204,7 +206,7 @@ def tokens_revoke(
     from gravix.api.auth import token_store
 
     settings = _settings(config, data_dir=data_dir)
-    token = token_store(settings.tokens_db).revoke(token_id)
+    token = token_store(settings.tokens_db, settings.metadata_url).revoke(token_id)
     err_console.print(f"revoked token {token.id} of tenant {token.tenant}")
 
 
@@ -236,7 +238,9 @@ def users_create(
     from gravix.api.users import UserStore
 
     settings = _settings(config, data_dir=data_dir)
-    user = UserStore(settings.users_db).create(name, tenant, role, _new_password(password_stdin))
+    user = UserStore(settings.users_db, settings.metadata_url).create(
+        name, tenant, role, _new_password(password_stdin)
+    )
     err_console.print(f"created {user.role} {user.name} of tenant {user.tenant}", highlight=False)
 
 
@@ -252,7 +256,9 @@ def users_set_password(
     from gravix.api.users import UserStore
 
     settings = _settings(config, data_dir=data_dir)
-    UserStore(settings.users_db).set_password(name, _new_password(password_stdin))
+    UserStore(settings.users_db, settings.metadata_url).set_password(
+        name, _new_password(password_stdin)
+    )
     err_console.print(f"password of {name} changed", highlight=False)
 
 
@@ -264,7 +270,7 @@ def users_list(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
 
     settings = _settings(config, data_dir=data_dir)
     table = Table("name", "tenant", "role", "created")
-    for user in UserStore(settings.users_db).list():
+    for user in UserStore(settings.users_db, settings.metadata_url).list():
         created = datetime.fromtimestamp(user.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
         table.add_row(user.name, user.tenant, user.role, created)
     Console().print(table)

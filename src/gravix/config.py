@@ -424,6 +424,14 @@ class Settings(BaseSettings):
             "`bootstrap_tenant`; for containers where `gravix keys create` cannot run first."
         ),
     )
+    database_url: SecretStr | None = Field(
+        None,
+        description=(
+            "Secret. `postgresql://user:password@host:5432/db`: keys, API tokens, users and "
+            "login sessions live in that PostgreSQL database, shared by every node. Unset: "
+            "SQLite files in `data_dir` (keys.db, tokens.db, users.db)."
+        ),
+    )
     trino_password: SecretStr | None = Field(
         None, description="Secret. Trino password (basic auth over HTTPS); unset sends none."
     )
@@ -482,6 +490,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "holds a placeholder from .env.example; set a real secret or leave it unset"
             )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = value.get_secret_value().split("://", 1)[0].lower()
+        if scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+            # The value itself is not repeated: it may hold a password.
+            raise ValueError("must be a postgresql://user:password@host:port/database URL")
         return value
 
     @field_validator("alert_secrets", mode="before")
@@ -548,6 +567,11 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    @property
+    def metadata_url(self) -> str | None:
+        """``database_url`` as text (PostgreSQL), None for the SQLite files of the data dir."""
+        return self.database_url.get_secret_value() if self.database_url else None
 
     @property
     def keys_db(self) -> Path:

@@ -136,11 +136,11 @@ def curl_example(url: str, key: str) -> str:
     )
 
 
-def demo_admin(users_db: Path) -> tuple[str, str]:
+def demo_admin(users_db: Path, database_url: str | None = None) -> tuple[str, str]:
     """The demo tenant's admin with a new random password: (name, password)."""
     from gravix.api.users import UserStore
 
-    users = UserStore(users_db)
+    users = UserStore(users_db, database_url)
     password = secrets.token_urlsafe(12)
     existing = users.get(ADMIN)
     if existing is None:
@@ -319,8 +319,10 @@ def run_demo(
     settings = load_settings(None, data_dir=data_dir)
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    _, key = KeyStore(settings.keys_db).create(TENANT, "gravix demo")
-    login = demo_admin(settings.users_db)
+    _, key = KeyStore(settings.keys_db, database_url=settings.metadata_url).create(
+        TENANT, "gravix demo"
+    )
+    login = demo_admin(settings.users_db, settings.metadata_url)
     log = data_dir / "server.log"
     ack_log = data_dir / "acked.log"
     console = Console()

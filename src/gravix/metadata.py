@@ -1,7 +1,24 @@
-"""The data dir's SQLite databases, opened so that a full disk leaves them readable.
+"""The metadata store: SQLite files in the data dir, or one PostgreSQL database.
 
-``keys.db``, ``tokens.db``, ``users.db`` (users and sessions) and
-``catalog.db`` are SQLite in WAL mode. A full disk breaks the usual open:
+Keys, API tokens, users and login sessions (the tables of
+:mod:`gravix.schema.metadata_tables`) are read and written through
+:class:`MetadataStore`, with SQLAlchemy Core, wherever they live:
+
+- ``database_url`` unset (the default): SQLite files in the data dir, one
+  process and nothing else to start. Each file is a :class:`MetadataDB`; the
+  SQLAlchemy engines of a store take their connections from it, so the
+  full-disk rules below hold for them too.
+- ``GRAVIX_DATABASE_URL=postgresql://user:password@host/db``: every node
+  reads and writes one PostgreSQL database (psycopg 3). The tables are made on
+  first use (``create_all``; several nodes starting at once may race on it,
+  the loser tries again). While PostgreSQL cannot be reached, reads and writes
+  raise 503 ``metadata_unavailable`` with Retry-After, and the next use after
+  it is back works again (connections are checked before use). The URL's
+  password never appears in a message.
+
+The SQLite files (``keys.db``, ``tokens.db``, ``users.db``, and the alert
+store's ``alerts.db``, which uses :class:`MetadataDB` directly) are in WAL
+mode. A full disk breaks the usual open:
 a connection's first read maps the WAL index (``<db>-shm``), which SQLite
 grows by writing to it, so at 0 bytes free even a SELECT fails with "disk
 I/O error" (issue 16: intake and queries answered 500, and ``gravix serve``
@@ -29,13 +46,21 @@ import contextlib
 import errno
 import logging
 import os
+import random
 import sqlite3
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
-from gravix.errors import DiskFull
+from sqlalchemy import Connection, Engine, Table, create_engine, event, exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from gravix.errors import DiskFull, ServiceUnavailable
+from gravix.schema.metadata_tables import METADATA, sqlite_schema
 
 log = logging.getLogger("gravix.metadata")
 
@@ -123,16 +148,25 @@ class MetadataDB:
     def _full(self, error: BaseException) -> DiskFull:
         return disk_full_error(self.what, self.path, error)
 
-    @contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
-        """A connection for reads only; works on a full disk (module docstring)."""
+    def connect_for_reading(self) -> sqlite3.Connection:
+        """A connection (autocommit) for reads only; works on a full disk (module docstring)."""
         try:
             self._make_schema()
         except sqlite3.OperationalError as e:
             if not out_of_space(e, self.path):
                 raise
             # Read what is there; the schema is made once there is room.
-        conn = self._open_for_reading()
+        return self._open_for_reading()
+
+    def connect_for_writing(self) -> sqlite3.Connection:
+        """A connection (autocommit: the caller begins) once the schema is made."""
+        self._make_schema()
+        return self._connect()
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reads only; works on a full disk (module docstring)."""
+        conn = self.connect_for_reading()
         try:
             yield conn
         except sqlite3.OperationalError as e:
@@ -172,8 +206,7 @@ class MetadataDB:
         An exception in the block rolls it back; a full disk raises DiskFull.
         """
         try:
-            self._make_schema()
-            conn = self._connect()
+            conn = self.connect_for_writing()
         except sqlite3.OperationalError as e:
             if out_of_space(e, self.path):
                 raise self._full(e) from e
@@ -193,3 +226,193 @@ class MetadataDB:
             raise
         finally:
             conn.close()
+
+
+# --- the store: SQLAlchemy over an SQLite file or PostgreSQL --------------------
+
+# PostgreSQL: how long a connection attempt may take before the use answers 503.
+CONNECT_TIMEOUT_SECONDS: Final = 3
+_SCHEMA_ATTEMPTS: Final = 5
+# PostgreSQL: a write that conflicts with another node's is run again this often.
+_WRITE_ATTEMPTS: Final = 8
+# serialization_failure, deadlock_detected: the transaction can simply be run again.
+_CONFLICT_SQLSTATES: Final = frozenset({"40001", "40P01"})
+T = TypeVar("T")
+
+
+def postgresql_url(url: str) -> str:
+    """``url`` with the psycopg 3 driver named (``postgresql://`` -> ``postgresql+psycopg://``).
+
+    The one place the driver is chosen; a URL that is not PostgreSQL's is refused.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        raise ValueError("must be a postgresql:// URL")
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def masked(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return "the database URL"
+
+
+_engines: dict[str, Engine] = {}
+_schema_made: set[str] = set()
+_engines_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A forked worker must not use the parent's pooled connections (SQLAlchemy's
+    # "using connection pools with multiprocessing"): it opens its own.
+    global _engines_lock
+    _engines_lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _postgresql_engine(url: str) -> Engine:
+    """One engine (a small pool) per URL and process, shared by every store."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = create_engine(
+                postgresql_url(url),
+                pool_size=4,
+                max_overflow=8,
+                pool_pre_ping=True,  # a connection from before a restart is replaced
+                connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            )
+            _engines[url] = engine
+        return engine
+
+
+def _make_postgresql_schema(url: str, engine: Engine) -> None:
+    if url in _schema_made:
+        return
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            METADATA.create_all(engine, checkfirst=True)
+            break
+        except (exc.IntegrityError, exc.ProgrammingError):
+            # Another node made a table between the check and the CREATE: check again.
+            if attempt == _SCHEMA_ATTEMPTS - 1:
+                raise
+    _schema_made.add(url)
+
+
+def _begin_immediate(conn: Connection) -> None:
+    # SQLite: take the write lock at BEGIN, as MetadataDB.writing does.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class MetadataStore:
+    """Some tables of :mod:`gravix.schema.metadata_tables`, in SQLite or PostgreSQL.
+
+    ``path`` is the SQLite file (holding ``tables``) used when ``database_url``
+    is None; with a URL every table lives in that PostgreSQL database.
+    :meth:`reading` and :meth:`write` give SQLAlchemy connections; failures
+    become :class:`DiskFull` (SQLite, full disk) or 503 ``metadata_unavailable``
+    (PostgreSQL unreachable).
+    """
+
+    def __init__(
+        self, what: str, tables: Sequence[Table], path: Path, database_url: str | None = None
+    ) -> None:
+        self.what = what  # for messages: "the key store"
+        self.path = Path(path)
+        self.database_url = database_url
+        self.file: MetadataDB | None = None
+        if database_url is None:
+            self.file = MetadataDB(self.path, sqlite_schema(tables), what)
+            # NullPool: every use opens its connection through MetadataDB and closes it.
+            self._reader = create_engine(
+                "sqlite://", creator=self.file.connect_for_reading, poolclass=NullPool
+            )
+            self._writer = create_engine(
+                "sqlite://", creator=self.file.connect_for_writing, poolclass=NullPool
+            )
+            event.listen(self._writer, "begin", _begin_immediate)
+        else:
+            self._reader = _postgresql_engine(database_url)
+            # Writers behave as if one at a time, as with SQLite's BEGIN IMMEDIATE
+            # (two logins counting the same attempts cannot both pass the limit).
+            self._writer = self._reader.execution_options(isolation_level="SERIALIZABLE")
+
+    @property
+    def where(self) -> str:
+        """Where the store is, for messages (never a password)."""
+        return str(self.path) if self.database_url is None else masked(self.database_url)
+
+    def _ready(self) -> None:
+        if self.database_url is not None:
+            _make_postgresql_schema(self.database_url, self._reader)
+
+    def _failed(self, error: exc.DBAPIError) -> BaseException:
+        """The error to raise for ``error``: DiskFull, 503, or ``error`` itself."""
+        if self.file is not None:
+            cause = error.orig if error.orig is not None else error
+            if out_of_space(cause, self.path):
+                return disk_full_error(self.what, self.path, cause)
+            return error
+        if _conflict(error):
+            return ServiceUnavailable(
+                f"{self.what} is busy with concurrent changes; try again shortly",
+                code="metadata_unavailable",
+                retry_after=1,
+            )
+        if isinstance(error, exc.OperationalError | exc.InterfaceError) or (
+            error.connection_invalidated
+        ):
+            log.warning("%s at %s cannot be reached: %s", self.what, self.where, error.orig)
+            return ServiceUnavailable(
+                f"{self.what} (PostgreSQL) cannot be reached; try again shortly",
+                code="metadata_unavailable",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+        return error
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads (SQLite: works on a full disk)."""
+        try:
+            self._ready()
+            with self._reader.connect() as conn:
+                yield conn
+        except exc.DBAPIError as e:
+            failure = self._failed(e)
+            if failure is e:
+                raise
+            raise failure from e
+
+    def write(self, work: Callable[[Connection], T]) -> T:
+        """``work(connection)`` in one transaction, committed; its result.
+
+        SQLite: ``BEGIN IMMEDIATE``, so writers queue one at a time.
+        PostgreSQL: ``SERIALIZABLE``; a transaction that conflicts with a
+        concurrent one is rolled back and ``work`` runs again. An exception
+        from ``work`` rolls the transaction back and is raised.
+        """
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                self._ready()
+                with self._writer.begin() as conn:
+                    return work(conn)
+            except exc.DBAPIError as e:
+                if _conflict(e) and attempt < _WRITE_ATTEMPTS - 1:
+                    time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # let the other finish
+                    continue
+                failure = self._failed(e)
+                if failure is e:
+                    raise
+                raise failure from e
+        raise AssertionError("unreachable")
+
+
+def _conflict(error: exc.DBAPIError) -> bool:
+    return getattr(error.orig, "sqlstate", None) in _CONFLICT_SQLSTATES

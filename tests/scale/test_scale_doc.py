@@ -39,9 +39,12 @@ def test_every_gravix_command_and_flag_shown_exists() -> None:
             words = shlex.split(line[line.index("gravix ") :].split("&&")[-1].split("2>>")[0])
             if words[0] != "gravix":
                 continue
-            command = words[1]
-            flags = [w.split("=", 1)[0] for w in words[2:] if w.startswith("--")]
-            help_text = runner.invoke(app, [command, "--help"], terminal_width=200).output
+            command = [words[1]]
+            help_text = runner.invoke(app, [*command, "--help"], terminal_width=200).output
+            if len(words) > 2 and "Commands" in help_text and not words[2].startswith("-"):
+                command.append(words[2])  # a group's command: `gravix keys create`
+                help_text = runner.invoke(app, [*command, "--help"], terminal_width=200).output
+            flags = [w.split("=", 1)[0] for w in words[len(command) + 1 :] if w.startswith("--")]
             assert "Usage" in help_text, (command, help_text)
             missing = [f for f in flags if f not in help_text]
             assert not missing, (command, missing)

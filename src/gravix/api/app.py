@@ -316,7 +316,7 @@ def create_api(
     app.state.gravix = ApiState(
         settings=settings,
         store=store,
-        tokens=TokenAuth(settings.tokens_db, settings.key_refresh_seconds),
+        tokens=TokenAuth(settings.tokens_db, settings.key_refresh_seconds, settings.metadata_url),
         queries=QueryService(
             store,
             settings.spool_dir,

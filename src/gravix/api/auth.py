@@ -33,16 +33,18 @@ class Caller:
     csrf: str | None = None  # the session's CSRF token (sessions only)
 
 
-def token_store(path: Path) -> KeyStore:
-    """The store of query API tokens (``<data_dir>/tokens.db``)."""
-    return KeyStore(path, prefix=TOKEN_PREFIX)
+def token_store(path: Path, database_url: str | None = None) -> KeyStore:
+    """The store of query API tokens (``<data_dir>/tokens.db``, or PostgreSQL's ``tokens``)."""
+    return KeyStore(path, prefix=TOKEN_PREFIX, database_url=database_url)
 
 
 class TokenAuth:
     """Checks ``Authorization: Bearer gvq_...`` in constant time."""
 
-    def __init__(self, path: Path, refresh_seconds: float = 1.0) -> None:
-        self.store = token_store(path)
+    def __init__(
+        self, path: Path, refresh_seconds: float = 1.0, database_url: str | None = None
+    ) -> None:
+        self.store = token_store(path, database_url)
         self.authenticator = Authenticator(self.store, refresh_seconds)
 
     def caller(self, request: Request) -> Caller | None:

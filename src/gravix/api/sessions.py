@@ -21,15 +21,16 @@ their own. Login has no session yet, so it insists on
 ``Content-Type: application/json``, which a cross-site form cannot send
 without a CORS preflight that Gravix never grants (no login CSRF).
 
-Tables in ``<data_dir>/users.db`` (beside ``users``; WAL, shared by all
-worker processes; on a full disk sessions are still read, and login and logout
-answer 503 ``disk_full``, see :mod:`gravix.metadata`)::
-
-    sessions (id_sha256 BLOB PRIMARY KEY,   -- sha256 of the id; the id itself is never stored
-              user TEXT, password_tag BLOB, -- sha256 of the user's password hash at login
-              created_ms INTEGER, expires_ms INTEGER)
-    login_failures (key BLOB, at_ms INTEGER) -- key: sha256 of ("name" NUL name) or
-                                             -- ("addr" NUL client address)
+Tables ``sessions`` and ``login_attempts`` (columns in
+:mod:`gravix.schema.metadata_tables`), beside ``users`` in the metadata store
+(:mod:`gravix.metadata`): ``<data_dir>/users.db`` by default (SQLite, WAL,
+shared by all worker processes; on a full disk sessions are still read, and
+login and logout answer 503 ``disk_full``), or the PostgreSQL database of
+``database_url``, where a session made on one node is valid on every node
+(PostgreSQL down: 503 ``metadata_unavailable`` with Retry-After). A session
+is stored as the sha256 of its id, never the id; ``password_tag`` is the
+sha256 of the user's password hash at login. A login attempt is a row per
+key (sha256 of ("name" NUL name) and of ("addr" NUL client address)).
 
 A session ends at ``expires_ms`` (``session_hours`` after login), at logout,
 or when the user's password changes (the tag no longer matches), whoever
@@ -51,13 +52,13 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 import msgspec
+from sqlalchemy import Connection, delete, select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gravix.api.auth import Caller
 from gravix.api.users import ROLES, Role, User, UserStore
-from gravix.api.users import SCHEMA as USERS_SCHEMA
 from gravix.config import Settings
 from gravix.errors import (
     BadRequest,
@@ -67,7 +68,8 @@ from gravix.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from gravix.metadata import MetadataDB
+from gravix.metadata import MetadataStore
+from gravix.schema.metadata_tables import LOGIN_ATTEMPTS, SESSIONS, USER_TABLES, USERS
 from gravix.schema.problems import json_problem
 
 COOKIE: Final = "gravix_session"
@@ -82,22 +84,6 @@ _SESSION_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _ENDED: Final = "the session has ended (expired, signed out or password changed); sign in again"
 TENANT_REFUSED: Final = "the tenant comes from your credential; it cannot be named"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id_sha256 BLOB PRIMARY KEY,
-    user TEXT NOT NULL,
-    password_tag BLOB NOT NULL,
-    created_ms INTEGER NOT NULL,
-    expires_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires_ms);
-CREATE TABLE IF NOT EXISTS login_failures (
-    key BLOB NOT NULL,
-    at_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS login_failures_key ON login_failures (key, at_ms);
-"""
-
 
 def _sha256(data: str) -> bytes:
     return hashlib.sha256(data.encode("utf-8")).digest()
@@ -109,7 +95,7 @@ def csrf_token(session_id: str) -> str:
 
 
 class SessionStore:
-    """Sessions and login failures in SQLite; ``app.state.sessions`` of the API."""
+    """Sessions and login attempts in the metadata store; ``app.state.sessions`` of the API."""
 
     def __init__(
         self,
@@ -117,19 +103,25 @@ class SessionStore:
         session_hours: float = 12.0,
         failures_per_minute: int = 5,
         clock: Callable[[], float] = time.time,
+        database_url: str | None = None,
     ) -> None:
-        self.users = UserStore(path)
+        self.users = UserStore(path, database_url)
         self.path = path
         self.lifetime_ms = int(session_hours * 3_600_000)
         self.failures_per_minute = failures_per_minute
         self.clock = clock
         self.scrypt_slots = asyncio.Semaphore(SCRYPT_SLOTS)
         # With the users table: a session is read joined to its user.
-        self.db = MetadataDB(path, USERS_SCHEMA + ";" + _SCHEMA, "the session store")
+        self.db = MetadataStore("the session store", USER_TABLES, path, database_url)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SessionStore:
-        return cls(settings.users_db, settings.session_hours, settings.login_failures_per_minute)
+        return cls(
+            settings.users_db,
+            settings.session_hours,
+            settings.login_failures_per_minute,
+            database_url=settings.metadata_url,
+        )
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -141,23 +133,33 @@ class SessionStore:
         session_id = secrets.token_urlsafe(32)
         now = self._now_ms()
         expires = now + self.lifetime_ms
-        with self.db.writing() as db:
-            db.execute("DELETE FROM sessions WHERE expires_ms <= ?", (now,))
+        s = SESSIONS.c
+
+        def insert(db: Connection) -> None:
+            db.execute(delete(SESSIONS).where(s.expires_ms <= now))
             if replaces:
-                db.execute("DELETE FROM sessions WHERE id_sha256 = ?", (_sha256(replaces),))
-            row = db.execute("SELECT password FROM users WHERE name = ?", (user.name,)).fetchone()
-            if row is None:  # deleted between the password check and now
+                db.execute(delete(SESSIONS).where(s.id_sha256 == _sha256(replaces)))
+            password = db.execute(
+                select(USERS.c.password).where(USERS.c.name == user.name)
+            ).scalar()
+            if password is None:  # deleted between the password check and now
                 raise Unauthorized("wrong name or password")
             db.execute(
-                "INSERT INTO sessions (id_sha256, user, password_tag, created_ms, expires_ms) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (_sha256(session_id), user.name, _sha256(row[0]), now, expires),
+                SESSIONS.insert().values(
+                    id_sha256=_sha256(session_id),
+                    user=user.name,
+                    password_tag=_sha256(password),
+                    created_ms=now,
+                    expires_ms=expires,
+                )
             )
+
+        self.db.write(insert)
         return session_id, expires
 
     def end(self, session_id: str) -> None:
-        with self.db.writing() as db:
-            db.execute("DELETE FROM sessions WHERE id_sha256 = ?", (_sha256(session_id),))
+        digest = _sha256(session_id)
+        self.db.write(lambda db: db.execute(delete(SESSIONS).where(SESSIONS.c.id_sha256 == digest)))
 
     def caller(self, request: Request) -> Caller | None:
         """The session's caller; None without a cookie; 401 if ended; 403 without CSRF token."""
@@ -166,14 +168,18 @@ class SessionStore:
             return None
         if not _SESSION_ID_RE.match(session_id):
             raise Unauthorized(_ENDED)
+        s, u = SESSIONS.c, USERS.c
         with self.db.reading() as db:
             row = db.execute(
-                "SELECT u.name, u.tenant, u.role, u.password, s.password_tag "
-                "FROM sessions s JOIN users u ON u.name = s.user "
-                "WHERE s.id_sha256 = ? AND s.expires_ms > ? AND u.disabled_ms IS NULL",
-                (_sha256(session_id), self._now_ms()),
-            ).fetchone()
-        if row is None or not hmac.compare_digest(_sha256(row[3]), row[4]):
+                select(u.name, u.tenant, u.role, u.password, s.password_tag)
+                .select_from(SESSIONS.join(USERS, u.name == s.user))
+                .where(
+                    s.id_sha256 == _sha256(session_id),
+                    s.expires_ms > self._now_ms(),
+                    u.disabled_ms.is_(None),
+                )
+            ).first()
+        if row is None or not hmac.compare_digest(_sha256(row[3]), bytes(row[4])):
             raise Unauthorized(_ENDED)
         csrf = csrf_token(session_id)
         if request.method not in SAFE_METHODS:
@@ -188,7 +194,7 @@ class SessionStore:
         role = cast(Role, row[2] if row[2] in ROLES else "viewer")
         return Caller(row[1], row[0], role, "session", csrf)
 
-    # --- login failures -----------------------------------------------------
+    # --- login attempts -----------------------------------------------------
 
     def begin_login(self, name: str, address: str) -> list[int]:
         """Count a login attempt against ``name`` and ``address``; 429 if over the limit.
@@ -198,15 +204,15 @@ class SessionStore:
         """
         keys = (_sha256(f"name\0{name.lower()}"), _sha256(f"addr\0{address}"))
         now = self._now_ms()
-        with self.db.writing() as db:
-            db.execute("DELETE FROM login_failures WHERE at_ms <= ?", (now - LOGIN_WINDOW_MS,))
+        a = LOGIN_ATTEMPTS.c
+
+        def count(db: Connection) -> list[int]:
+            db.execute(delete(LOGIN_ATTEMPTS).where(a.at_ms <= now - LOGIN_WINDOW_MS))
             wait_ms = 0
             for key in keys:
-                times = [
-                    at for (at,) in db.execute(
-                        "SELECT at_ms FROM login_failures WHERE key = ? ORDER BY at_ms", (key,)
-                    )
-                ]  # fmt: skip
+                times = list(
+                    db.execute(select(a.at_ms).where(a.key == key).order_by(a.at_ms)).scalars()
+                )
                 over = len(times) - self.failures_per_minute
                 if over >= 0:
                     # Below the limit again once the failure at index `over` is a window old.
@@ -218,19 +224,24 @@ class SessionStore:
                 )
             ids = []
             for key in keys:
-                cur = db.execute(
-                    "INSERT INTO login_failures (key, at_ms) VALUES (?, ?)", (key, now)
-                )
-                ids.append(cast(int, cur.lastrowid))
-        return ids
+                result = db.execute(LOGIN_ATTEMPTS.insert().values(key=key, at_ms=now))
+                inserted = result.inserted_primary_key
+                assert inserted is not None
+                ids.append(cast(int, inserted[0]))
+            return ids
+
+        return self.db.write(count)
 
     def login_succeeded(self, name: str, attempt: list[int]) -> None:
         """Forget this attempt and the name's failures (not the address's)."""
-        with self.db.writing() as db:
-            db.executemany("DELETE FROM login_failures WHERE rowid = ?", [(i,) for i in attempt])
-            db.execute(
-                "DELETE FROM login_failures WHERE key = ?", (_sha256(f"name\0{name.lower()}"),)
-            )
+        a = LOGIN_ATTEMPTS.c
+        name_key = _sha256(f"name\0{name.lower()}")
+
+        def forget(db: Connection) -> None:
+            db.execute(delete(LOGIN_ATTEMPTS).where(a.id.in_(attempt)))
+            db.execute(delete(LOGIN_ATTEMPTS).where(a.key == name_key))
+
+        self.db.write(forget)
 
 
 # --- request helpers (shared with gravix.api.admin) --------------------------

@@ -1,10 +1,9 @@
 """Dashboard users: a name, a tenant, a role and a scrypt password hash.
 
-Table ``users`` in SQLite (``<data_dir>/users.db``, WAL mode; readable on a
-full disk, see :mod:`gravix.metadata`)::
-
-    name TEXT PRIMARY KEY, tenant TEXT, role TEXT ('viewer' | 'editor' | 'admin'),
-    password TEXT, created_ms INTEGER, disabled_ms INTEGER NULL
+Table ``users`` (columns in :mod:`gravix.schema.metadata_tables`) in the
+metadata store (:mod:`gravix.metadata`): ``<data_dir>/users.db`` by default
+(SQLite, WAL mode; readable on a full disk), or the PostgreSQL database of
+``database_url``.
 
 ``password`` is ``scrypt$<n>$<r>$<p>$<salt, base64>$<hash, base64>``
 (hashlib.scrypt, 16 random bytes of salt, 32 bytes of hash). Checking a
@@ -19,14 +18,16 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+from sqlalchemy import exc, select, update
+
 from gravix.errors import BadRequest, NotFound
-from gravix.metadata import MetadataDB
+from gravix.metadata import MetadataStore
+from gravix.schema.metadata_tables import USER_TABLES, USERS
 from gravix.schema.tenant import TENANT_RE
 
 Role = Literal["viewer", "editor", "admin"]
@@ -34,17 +35,6 @@ ROLES: Final = ("viewer", "editor", "admin")
 NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
 MIN_PASSWORD: Final = 10
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    name TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    role TEXT NOT NULL,
-    password TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    disabled_ms INTEGER
-)
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +88,10 @@ def _check_new_password(password: str) -> None:
 class UserStore:
     """The users of one Gravix installation."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, database_url: str | None = None) -> None:
         self.path = Path(path)
         # Nothing is written here: a server starting on a full disk reads users.
-        self.db = MetadataDB(self.path, SCHEMA, "the user store")
+        self.db = MetadataStore("the user store", USER_TABLES, self.path, database_url)
 
     def create(self, name: str, tenant: str, role: str, password: str) -> User:
         if not NAME_RE.fullmatch(name):
@@ -114,34 +104,35 @@ class UserStore:
             raise BadRequest(f"role must be one of {', '.join(ROLES)}", field="role")
         _check_new_password(password)
         now = int(time.time() * 1000)
+        row = {"name": name, "tenant": tenant, "role": role, "password": hash_password(password)}
         try:
-            with self.db.writing() as db:
-                db.execute(
-                    "INSERT INTO users (name, tenant, role, password, created_ms) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (name, tenant, role, hash_password(password), now),
-                )
-        except sqlite3.IntegrityError:
+            self.db.write(lambda db: db.execute(USERS.insert().values(created_ms=now, **row)))
+        except exc.IntegrityError:
             raise BadRequest(f"user {name!r} already exists", field="name") from None
         return User(name, tenant, role, now)  # type: ignore[arg-type]
 
     def set_password(self, name: str, password: str) -> None:
         _check_new_password(password)
-        with self.db.writing() as db:
-            changed = db.execute(
-                "UPDATE users SET password = ? WHERE name = ?", (hash_password(password), name)
-            ).rowcount
+        stored = hash_password(password)
+        changed = self.db.write(
+            lambda db: (
+                db.execute(
+                    update(USERS).where(USERS.c.name == name).values(password=stored)
+                ).rowcount
+            )
+        )
         if not changed:
             raise NotFound(f"no user {name!r}", field="name")
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user if the password is right; None otherwise (same cost either way)."""
+        u = USERS.c
         with self.db.reading() as db:
             row = db.execute(
-                "SELECT name, tenant, role, password, created_ms FROM users "
-                "WHERE name = ? AND disabled_ms IS NULL",
-                (name,),
-            ).fetchone()
+                select(u.name, u.tenant, u.role, u.password, u.created_ms).where(
+                    u.name == name, u.disabled_ms.is_(None)
+                )
+            ).first()
         if row is None:
             check_password(password, _DUMMY_HASH)
             return None
@@ -150,18 +141,21 @@ class UserStore:
         return User(row[0], row[1], row[2], row[4])
 
     def get(self, name: str) -> User | None:
+        u = USERS.c
         with self.db.reading() as db:
             row = db.execute(
-                "SELECT name, tenant, role, created_ms FROM users "
-                "WHERE name = ? AND disabled_ms IS NULL",
-                (name,),
-            ).fetchone()
+                select(u.name, u.tenant, u.role, u.created_ms).where(
+                    u.name == name, u.disabled_ms.is_(None)
+                )
+            ).first()
         return User(row[0], row[1], row[2], row[3]) if row else None
 
     def list(self) -> list[User]:
+        u = USERS.c
         with self.db.reading() as db:
             rows = db.execute(
-                "SELECT name, tenant, role, created_ms FROM users "
-                "WHERE disabled_ms IS NULL ORDER BY tenant, name"
-            ).fetchall()
+                select(u.name, u.tenant, u.role, u.created_ms)
+                .where(u.disabled_ms.is_(None))
+                .order_by(u.tenant, u.name)
+            ).all()
         return [User(*row) for row in rows]

@@ -28,7 +28,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gravix.config import Settings
 from gravix.errors import (
-    DiskFull,
     GravixError,
     InvalidFacts,
     MethodNotAllowed,
@@ -131,7 +130,7 @@ class IngestApp:
         self.services: list[WorkerService] = []
         self.spool: SpoolWriter | None = None
         self._spool_lock_fd: int | None = None
-        self.keys = KeyStore(settings.keys_db)
+        self.keys = KeyStore(settings.keys_db, database_url=settings.metadata_url)
         self.auth = Authenticator(self.keys, settings.key_refresh_seconds)
         self.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.catalog: SeriesCatalog | None = None
@@ -143,8 +142,8 @@ class IngestApp:
         if s.bootstrap_key is not None:
             try:
                 self.keys.register(s.bootstrap_key.get_secret_value(), s.bootstrap_tenant)
-            except DiskFull as e:  # start anyway: the spool must be able to drain
-                log.warning("bootstrap key not registered: %s; restart once there is room", e)
+            except ServiceUnavailable as e:  # disk full, PostgreSQL down: the spool must drain
+                log.warning("bootstrap key not registered: %s; restart once it can be", e)
         spool_dir, self._spool_lock_fd = claim_spool_dir(s.spool_dir)
         self.spool = SpoolWriter(
             spool_dir,

@@ -6,12 +6,17 @@ base64 characters (32 random bytes). The store keeps ``sha256(key)`` only, so a
 copy of ``keys.db`` does not let anyone send facts. Keys carry 256 bits of
 entropy, so a fast hash is enough (no password stretching needed).
 
-Table ``keys`` in SQLite (``<data_dir>/keys.db``, WAL mode so several worker
-processes read it while the CLI writes; readable on a full disk, see
-:mod:`gravix.metadata`)::
+Table ``keys`` (columns in :mod:`gravix.schema.metadata_tables`) in the
+metadata store (:mod:`gravix.metadata`): ``<data_dir>/keys.db`` by default
+(SQLite, WAL mode so several worker processes read it while the CLI writes;
+readable on a full disk), or the PostgreSQL database of ``database_url``
+shared by every node.
 
-    id TEXT PRIMARY KEY, tenant TEXT, sha256 BLOB, label TEXT,
-    created_ms INTEGER, revoked_ms INTEGER NULL
+Servers check keys against a copy re-read every ``key_refresh_seconds`` (at
+most 5 s): a key created or revoked anywhere is honoured by every node within
+that time. While the store cannot be read (PostgreSQL down), the last copy
+stays in use, so intake goes on with the keys it knew, and a key revoked
+meanwhile is refused once the store answers again.
 """
 
 from __future__ import annotations
@@ -19,15 +24,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from gravix.errors import BadRequest, NotFound, Unauthorized
-from gravix.metadata import MetadataDB
+from sqlalchemy import ColumnElement, Connection, Table, exc, select, update
+
+from gravix.errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
+from gravix.metadata import MetadataStore
+from gravix.schema.metadata_tables import KEYS, SQLITE_TOKENS, TOKENS
 from gravix.schema.tenant import TENANT_RE
+
+log = logging.getLogger("gravix.ingest.keys")
 
 INGEST_PREFIX = "gvx"  # ingest keys; query API tokens use "gvq" (gravix.api.tokens)
 
@@ -40,17 +53,6 @@ KEY_RE = key_pattern(INGEST_PREFIX)
 # Compared against when the key id is unknown, so that a miss costs the same
 # hash-and-compare as a hit (no timing oracle on which ids exist).
 _DUMMY_DIGEST = hashlib.sha256(b"gravix-no-such-key").digest()
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS keys (
-    id TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    sha256 BLOB NOT NULL,
-    label TEXT NOT NULL DEFAULT '',
-    created_ms INTEGER NOT NULL,
-    revoked_ms INTEGER
-)
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +90,24 @@ def new_key(prefix: str = INGEST_PREFIX) -> tuple[str, str]:
 
 
 class KeyStore:
-    """The SQLite table of key hashes: used by the CLI and by servers.
+    """The table of key hashes: used by the CLI and by servers.
 
-    ``prefix`` tells the kind of key: ``gvx`` ingest keys (``keys.db``) or
-    ``gvq`` query API tokens (``tokens.db``); a key of one kind never passes
-    for the other.
+    ``prefix`` tells the kind of key: ``gvx`` ingest keys (table ``keys``,
+    ``keys.db``) or ``gvq`` query API tokens (table ``tokens``; ``tokens.db``);
+    a key of one kind never passes for the other. ``database_url`` (PostgreSQL)
+    replaces the SQLite file ``path``.
     """
 
-    def __init__(self, path: Path, prefix: str = INGEST_PREFIX) -> None:
+    def __init__(
+        self, path: Path, prefix: str = INGEST_PREFIX, database_url: str | None = None
+    ) -> None:
         self.path = path
         self.prefix = prefix
         self.pattern = key_pattern(prefix)
-        what = "the key store" if prefix == INGEST_PREFIX else "the token store"
-        self.db = MetadataDB(path, _SCHEMA, what)
+        ingest = prefix == INGEST_PREFIX
+        what = "the key store" if ingest else "the token store"
+        self.table: Table = KEYS if ingest else (SQLITE_TOKENS if database_url is None else TOKENS)
+        self.db = MetadataStore(what, [self.table], path, database_url)
 
     def create(self, tenant: str, label: str = "") -> tuple[ApiKey, str]:
         """Create a key for ``tenant``; the full key is returned once, never stored."""
@@ -122,47 +129,65 @@ class KeyStore:
                 "make one with `gravix keys create`",
                 field="bootstrap_key",
             )
-        with self.db.reading() as conn:
-            row = conn.execute("SELECT tenant FROM keys WHERE id = ?", (match[1],)).fetchone()
-        if row is not None:
-            return next(k for k in self.list() if k.id == match[1])
-        return self._insert(match[1], key, tenant, label)
+        existing = self._get(match[1])
+        if existing is not None:
+            return existing
+        try:
+            return self._insert(match[1], key, tenant, label)
+        except exc.IntegrityError:
+            # Another node registered it at the same moment.
+            registered = self._get(match[1])
+            if registered is None:
+                raise
+            return registered
 
     def _insert(self, key_id: str, key: str, tenant: str, label: str) -> ApiKey:
         created = int(time.time() * 1000)
-        with self.db.writing() as conn:
-            conn.execute(
-                "INSERT INTO keys (id, tenant, sha256, label, created_ms) VALUES (?, ?, ?, ?, ?)",
-                (key_id, tenant, _digest(key), label, created),
-            )
+        row = {"id": key_id, "tenant": tenant, "sha256": _digest(key), "label": label}
+        self.db.write(
+            lambda conn: conn.execute(self.table.insert().values(created_ms=created, **row))
+        )
         return ApiKey(key_id, tenant, label, created, None)
+
+    def _columns(self) -> tuple[ColumnElement[Any], ...]:
+        t = self.table.c
+        return (t.id, t.tenant, t.label, t.created_ms, t.revoked_ms)
+
+    def _get(self, key_id: str) -> ApiKey | None:
+        with self.db.reading() as conn:
+            row = conn.execute(select(*self._columns()).where(self.table.c.id == key_id)).first()
+        return ApiKey(*row) if row is not None else None
 
     def list(self) -> list[ApiKey]:
         with self.db.reading() as conn:
-            rows = conn.execute(
-                "SELECT id, tenant, label, created_ms, revoked_ms FROM keys ORDER BY created_ms"
-            ).fetchall()
+            rows = conn.execute(select(*self._columns()).order_by(self.table.c.created_ms)).all()
         return [ApiKey(*row) for row in rows]
 
     def revoke(self, key_id: str) -> ApiKey:
         now = int(time.time() * 1000)
-        with self.db.writing() as conn:
-            cur = conn.execute(
-                "UPDATE keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
-                (now, key_id),
+        t = self.table
+
+        def mark(conn: Connection) -> None:
+            result = conn.execute(
+                update(t).where(t.c.id == key_id, t.c.revoked_ms.is_(None)).values(revoked_ms=now)
             )
-            if cur.rowcount == 0:
-                exists = conn.execute("SELECT 1 FROM keys WHERE id = ?", (key_id,)).fetchone()
+            if result.rowcount == 0:
+                exists = conn.execute(select(t.c.id).where(t.c.id == key_id)).first()
                 if exists is None:
                     raise NotFound(f"no key with id {key_id!r}", field="id")
-        return next(k for k in self.list() if k.id == key_id)
+
+        self.db.write(mark)
+        revoked = self._get(key_id)
+        assert revoked is not None
+        return revoked
 
     def active_digests(self) -> dict[str, tuple[bytes, str]]:
         """``{key id: (sha256, tenant)}`` of every key not revoked."""
+        t = self.table
         with self.db.reading() as conn:
             rows = conn.execute(
-                "SELECT id, sha256, tenant FROM keys WHERE revoked_ms IS NULL"
-            ).fetchall()
+                select(t.c.id, t.c.sha256, t.c.tenant).where(t.c.revoked_ms.is_(None))
+            ).all()
         return {key_id: (bytes(digest), tenant) for key_id, digest, tenant in rows}
 
 
@@ -170,7 +195,15 @@ class Authenticator:
     """Checks presented keys against a cached copy of the store.
 
     The cache is re-read every ``refresh_seconds`` so a revoked key stops
-    working within that time on every worker, without a restart.
+    working within that time on every worker and node, without a restart.
+
+    If the store cannot be read (503: PostgreSQL down, full disk), the copy
+    already read stays in use; with no copy yet, the 503 is the answer. After
+    such a failure the reads are retried in a background thread, one at a
+    time, so that a PostgreSQL that does not answer (a connection that times
+    out rather than being refused) holds up at most the one request that met
+    it, not every request after it; the first read that works brings the
+    checks back in line.
     """
 
     def __init__(self, store: KeyStore, refresh_seconds: float = 1.0) -> None:
@@ -178,12 +211,37 @@ class Authenticator:
         self.refresh_seconds = refresh_seconds
         self._keys: dict[str, tuple[bytes, str]] = {}
         self._loaded_at = float("-inf")
+        self._failing = False  # the last read failed: retry in the background
+        self._retrying = threading.Lock()
+
+    def _read(self) -> None:
+        try:
+            keys = self.store.active_digests()
+        except ServiceUnavailable as e:
+            if self._loaded_at == float("-inf"):
+                raise
+            if not self._failing:
+                log.warning("keys not re-read, the last copy stays in use: %s", e.message)
+            self._failing = True
+        else:
+            if self._failing:
+                log.warning("keys re-read again: the key store answers")
+            self._keys, self._failing = keys, False
+        self._loaded_at = time.monotonic()
+
+    def _retry(self) -> None:
+        try:
+            self._read()
+        finally:
+            self._retrying.release()
 
     def _current(self) -> dict[str, tuple[bytes, str]]:
-        now = time.monotonic()
-        if now - self._loaded_at >= self.refresh_seconds:
-            self._keys = self.store.active_digests()
-            self._loaded_at = now
+        if time.monotonic() - self._loaded_at < self.refresh_seconds:
+            return self._keys
+        if not self._failing:
+            self._read()
+        elif self._retrying.acquire(blocking=False):
+            threading.Thread(target=self._retry, name="gravix-keys", daemon=True).start()
         return self._keys
 
     def authenticate(self, presented: str | None) -> Principal:
