@@ -218,6 +218,20 @@ def test_a_child_whose_parent_failed_only_there_is_the_answer() -> None:
     assert explain(cells, total).findings[0].cell.values == ("GET /cart",)
 
 
+def test_a_child_whose_rest_is_too_small_to_tell_apart_leaves_the_parent() -> None:
+    """A version deployed since the baseline took 96% of GET /cart's requests,
+    and the route fails on it. Its old version's 40 requests failed as often
+    (6, against 8 at the new one's rate): too few to tell the two apart, so
+    the route is the answer, not "GET /cart on v132"."""
+    v132 = Cell(("route", "version"), ("GET /cart", "v132"), 0, 192, 20, 960)
+    v131 = Cell(("route", "version"), ("GET /cart", "v131"), 10, 6, 980, 40)
+    route = Cell(("route",), ("GET /cart",), 10, 198, 1_000, 1_000)
+    other = Cell(("route",), ("GET /home",), 90, 90, 9_000, 9_000)
+    total = Cell((), (), 100, 288, 10_000, 10_000)
+    found = explain([v132, v131, route, other], total).findings
+    assert found[0].cell.values == ("GET /cart",), found
+
+
 def test_a_new_version_is_not_surprising_for_being_new() -> None:
     """With a baseline a day old, every version running now is new. The new
     version of a service whose one route fails is not the answer for that:

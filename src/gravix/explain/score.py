@@ -47,7 +47,9 @@ Parent and child (``service=checkout`` and ``service=checkout x
 route=POST /pay``): when both are found, the child stays if it explains at
 least ``child_share`` of what the parent does and, when it adds a dimension,
 the rest of the parent did not move with it (its change is within the noise
-above): it is the sharper answer; else the parent stays; never both. An
+above) and is told apart from it (``APART_Z`` standard errors below its
+count at the child's rate; a rest of a few requests is not): it is the
+sharper answer; else the parent stays; never both. An
 element is also within the elements of coarser dimensions that ``coarser``
 names (status ``503`` within status class ``5xx``, route ``POST /pay`` within
 method ``POST``), so those are parents too.
@@ -71,6 +73,7 @@ MIN_RISK: Final = 1.5
 MIN_Z: Final = 3.0
 CHILD_SHARE: Final = 0.8
 PRIOR_REQUESTS: Final = 1_000
+APART_Z: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +291,21 @@ class _Noise:
         """The cell's change is beyond noise (:func:`_z`)."""
         return _z(cell, self.ratio, rise=self.rise) >= self.min_z
 
+    def apart(self, rest: Cell, child: Cell) -> bool:
+        """The rest of a parent is told apart from its child, in the window: its
+        count is beyond noise below (in a fall, above) what it would be at the
+        child's rate. A rest of a few requests cannot be: it may have failed as
+        the child did, seen too seldom to tell (a route whose traffic a version
+        deployed since the baseline took nearly all of)."""
+        if child.window_requests <= 0:
+            return False
+        at_child_rate = rest.window_requests * child.window / child.window_requests
+        error = math.sqrt(at_child_rate + rest.window)
+        if error == 0:
+            return False
+        gap = at_child_rate - rest.window
+        return (gap if self.rise else -gap) / error >= APART_Z
+
 
 def _sharper(child: Finding, parent: Finding, child_share: float, noise: _Noise) -> bool:
     """Whether the child is the better answer: it explains ``child_share`` of what
@@ -304,7 +322,7 @@ def _sharper(child: Finding, parent: Finding, child_share: float, noise: _Noise)
     rest = Cell((), (), p.baseline - c.baseline, p.window - c.window,
                 p.baseline_requests - c.baseline_requests,
                 p.window_requests - c.window_requests)  # fmt: skip
-    return not noise.moved(rest)
+    return not noise.moved(rest) and noise.apart(rest, c)
 
 
 def _adds_dimension(child: Cell, parent: Cell, coarser: Coarser | None) -> bool:
