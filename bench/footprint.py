@@ -86,6 +86,7 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # Gravix's own modules compile once, as anywhere
         env.update(GRAVIX_NODE_ID="bench", GRAVIX_LOG_LEVEL="warning")
         argv = [str(self.python), "-m", "gravix.cli", "serve", "--port", "0",
                 "--data-dir", str(self.data_dir)]  # fmt: skip
@@ -126,13 +127,14 @@ class Server:
 
 
 def product_venv(venv: Path) -> Path:
-    """The Python of a venv holding ``gravix`` and its locked requirements, no extras:
-    what a user's install holds (made or brought up to date with the lock here)."""
+    """The Python of a venv holding ``gravix`` and its locked requirements, no extras,
+    compiled to bytecode as pip does: what a user's install holds (made or brought
+    up to date with the lock here)."""
     if not UV.exists():
         raise BenchError(f"{UV} is missing: run `make setup` first (it installs the pinned uv)")
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
     done = subprocess.run(
-        [str(UV), "sync", "--locked", "--quiet"], cwd=REPO, env=env,
+        [str(UV), "sync", "--locked", "--quiet", "--compile-bytecode"], cwd=REPO, env=env,
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if done.returncode != 0:
