@@ -483,6 +483,7 @@ class Settings(BaseSettings):
         "trino_password",
         "smtp_password",
         "alert_secrets",
+        "database_url",
     )
     @classmethod
     def _not_a_placeholder(cls, value: SecretStr | None) -> SecretStr | None:

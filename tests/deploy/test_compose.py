@@ -220,8 +220,9 @@ def test_compose_secret_placeholders_reach_gravix_and_are_refused(
         if key.removeprefix("GRAVIX_").lower() in SECRET_FIELDS:
             env[key] = example[_REFERENCE.fullmatch(value).group(1)]  # type: ignore[union-attr]
     # The Compose Trino (profile "trino") has no password: trino_password is unused there;
-    # e-mail and alert channel secrets are optional, set by whoever adds such a channel.
-    optional = {"trino_password", "smtp_password", "alert_secrets"}
+    # e-mail and alert channel secrets are optional, set by whoever adds such a channel;
+    # the Compose gravix keeps its metadata in SQLite (database_url: several nodes).
+    optional = {"trino_password", "smtp_password", "alert_secrets", "database_url"}
     assert set(env) == {f"GRAVIX_{f.upper()}" for f in SECRET_FIELDS - optional}
     out = _serve(tmp_path, env)
     assert out.returncode == 2 and "placeholder" in out.stderr, out.stderr
