@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from gravix.alerts import views
 from gravix.alerts.evaluate import Evaluator
 from gravix.alerts.rules import AlertStore
 from gravix.cli import app
@@ -87,6 +88,17 @@ def test_apply_says_what_changed(tmp_path: Path, rules_file: Path) -> None:
     assert as_json(data, "channels", "--tenant", "globex") == []
     listed = gravix(data, "list")
     assert "checkout errors" in listed.stdout and "no data yet" in listed.stdout
+
+
+def test_apply_keeps_the_file_for_the_status(tmp_path: Path, rules_file: Path) -> None:
+    """`GET /api/v1/alerts/status` names the file the rules came from and when."""
+    data = tmp_path / "data"
+    before = int(time.time() * 1000)
+    as_json(data, "apply", str(rules_file), "--tenant", "acme")
+    kept = views.rule_file(AlertStore(load_settings(data_dir=data)), "acme")
+    assert kept is not None
+    assert kept["path"] == str(rules_file.resolve()) and not kept["error"]
+    assert kept["applied"] >= before
 
 
 @pytest.mark.parametrize(

@@ -133,7 +133,7 @@ def apply_file(
                 convert(item, union, what, f"{key}[{i}]")
         parsed = convert(raw, RuleFile, "rule file")
         before = {r.rule.name: r.rule for r in store.rules(tenant) if r.source == "file"}
-        counts = store.apply_file(tenant, parsed)
+        counts = store.apply_file(tenant, parsed, str(file.resolve()))
     except GravixError as e:
         raise ConfigError(f"{file}: {_problem(e)}") from None
     after = {r.rule.name: r.rule for r in store.rules(tenant) if r.source == "file"}

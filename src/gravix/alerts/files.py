@@ -10,7 +10,6 @@ A file that is removed takes its rules and channels with it.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,32 +82,19 @@ class RuleFiles:
 
     def _apply_parsed(self, tenant: str, parsed: RuleFile, where: str) -> None:
         try:
-            counts = self.store.apply_file(tenant, parsed)
+            counts = self.store.apply_file(tenant, parsed, where)
         except GravixError as e:
             self._fail(tenant, Path(where), e.message + (f" at {e.field}" if e.field else ""))
             return
         self.errors.pop(tenant, None)
-        self._record(tenant, where, "")
         log.info("alert rule file applied", extra={"fields": {"tenant": tenant, **counts}})
-
-    def _record(self, tenant: str, where: str, error: str) -> None:
-        now = int(time.time() * 1000)
-        try:
-            with self.store.db.writing() as conn:
-                conn.execute(
-                    "INSERT INTO rule_files (tenant, path, checked_ms, applied_ms, error) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant) DO UPDATE SET "
-                    "path = excluded.path, checked_ms = excluded.checked_ms, "
-                    "applied_ms = coalesce(excluded.applied_ms, rule_files.applied_ms), "
-                    "error = excluded.error",
-                    (tenant, where, now, None if error else now, error),
-                )
-        except GravixError as e:  # a full disk: the log says it
-            log.warning("rule file state not kept: %s", e.message)
 
     def _fail(self, tenant: str, path: Path, message: str) -> None:
         self.errors[tenant] = f"{path.name}: {message}"
-        self._record(tenant, str(path), self.errors[tenant])
+        try:
+            self.store.file_refused(tenant, str(path), self.errors[tenant])
+        except GravixError as e:  # a full disk: the log says it
+            log.warning("rule file state not kept: %s", e.message)
         log.error(
             "alert rule file refused; the rules from its last good version stay",
             extra={"fields": {"tenant": tenant, "file": str(path), "error": message}},

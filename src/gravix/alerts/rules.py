@@ -477,9 +477,13 @@ class AlertStore:
             )
 
     # rule files
-    def apply_file(self, tenant: str, file: schema.RuleFile) -> dict[str, int]:
+    def apply_file(
+        self, tenant: str, file: schema.RuleFile, path: str | None = None
+    ) -> dict[str, int]:
         """Make the tenant's file-sourced rules and channels what ``file`` says (checked
-        whole first: a file with one error changes nothing)."""
+        whole first: a file with one error changes nothing). ``path``: where the file
+        is (or ``"removed"``), kept as the tenant's rule file in the same transaction,
+        for ``GET /api/v1/alerts/status``."""
         for i, channel in enumerate(file.channels):
             check_channel(channel, self.settings, f"channels[{i}]")
         names = {c.name for c in file.channels} | {
@@ -559,4 +563,24 @@ class AlertStore:
                     "created_ms) VALUES (?, 'maintenance', ?, 0, ?, 'file', ?)",
                     (tenant, msgspec.json.encode(window), 1 << 62, now),
                 )
+            if path is not None:
+                _keep_file(conn, tenant, path, now, "")
         return {"rules": len(file.rules), "changed": changed, "channels": len(file.channels)}
+
+    def file_refused(self, tenant: str, path: str, error: str) -> None:
+        """Keep why the tenant's rule file at ``path`` was refused (its last good
+        rules stay, and so does when they were applied)."""
+        with self.db.writing() as conn:
+            _keep_file(conn, tenant, path, int(time.time() * 1000), error)
+
+
+def _keep_file(conn: sqlite3.Connection, tenant: str, path: str, now: int, error: str) -> None:
+    """The tenant's rule file row: checked now, applied now unless ``error``."""
+    conn.execute(
+        "INSERT INTO rule_files (tenant, path, checked_ms, applied_ms, error) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant) DO UPDATE SET "
+        "path = excluded.path, checked_ms = excluded.checked_ms, "
+        "applied_ms = coalesce(excluded.applied_ms, rule_files.applied_ms), "
+        "error = excluded.error",
+        (tenant, path, now, None if error else now, error),
+    )
