@@ -36,6 +36,9 @@ RULE = {"kind": "slo", "name": "checkout availability", "objective": "availabili
         "filters": [{"dimension": "service", "values": ["checkout"]}]}  # fmt: skip
 LATENCY = {"kind": "slo", "name": "fast enough", "objective": "latency", "target": 0.95,
            "latency_ms": 100, "period": "28d"}  # fmt: skip
+SEARCH = {"kind": "slo", "name": "search availability", "objective": "availability",
+          "target": 0.999, "period": "30d",
+          "filters": [{"dimension": "service", "values": ["search"]}]}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         with httpx.Client(base_url=dashboard.url, timeout=30) as client:
             reply = client.post("/api/v1/login", json={"name": USER, "password": PASSWORD})
             headers = {"X-CSRF-Token": reply.json()["csrf_token"]}
-            for rule in (RULE, LATENCY):
+            for rule in (RULE, LATENCY, SEARCH):
                 reply = client.post("/api/v1/alerts/rules", json=rule, headers=headers)
                 assert reply.status_code == 201, reply.text
         yield dashboard
@@ -104,5 +107,31 @@ def test_the_page_shows_the_objective_and_its_budget(browser: Browser, board: Da
     expect(page).to_have_url(
         f"{board.url}/?view=endpoint&service=checkout&method=POST&path=%2Fcart%2F%7Bid%7D%2Fpay"
     )
+    assert log.problems() == []
+    context.close()
+
+
+def test_a_service_has_its_own_page(browser: Browser, board: Dashboard) -> None:
+    """?view=slo&service=checkout: checkout's objectives and those of every service."""
+    context = new_context(browser)
+    page = context.new_page()
+    log = PageLog(page)
+    sign_in(page, board)
+    page.goto(f"{board.url}/?view=slo")
+    expect(page.locator("[data-slo]")).to_have_count(3)
+    services = page.get_by_role("navigation", name="SLOs of a service")
+    services.get_by_role("link", name="checkout").click()
+    expect(page).to_have_url(f"{board.url}/?view=slo&service=checkout")
+    expect(page.locator("#view-title")).to_have_text("SLOs of checkout")
+    expect(page.locator("[data-slo='checkout availability']")).to_have_count(1)
+    expect(page.locator("[data-slo='fast enough']")).to_have_count(1)
+    expect(page.locator("[data-slo='search availability']")).to_have_count(0)
+    expect(services.get_by_role("link", name="checkout")).to_have_attribute("aria-current", "page")
+    services.get_by_role("link", name="All services").click()
+    expect(page).to_have_url(f"{board.url}/?view=slo")
+    expect(page.locator("[data-slo]")).to_have_count(3)
+    page.goto(f"{board.url}/?view=slo&service=payments")
+    expect(page.locator(".slo-list")).to_contain_text("No SLO of service payments alone.")
+    expect(page.locator("[data-slo]")).to_have_count(1)  # the objective of every service
     assert log.problems() == []
     context.close()

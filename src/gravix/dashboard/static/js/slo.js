@@ -1,4 +1,4 @@
-// The SLO page (view=slo): per service, each objective of the tenant's SLO alert rules
+// The SLO page (view=slo, and view=slo&service=<name>: one service's): per service, each objective of the tenant's SLO alert rules
 // with its error budget left, the budget's burn-down over the period (uPlot), and where
 // the budget went, by endpoint and by version. One request a refresh: GET /api/v1/slo
 // (docs/slo.md), which counts everything server-side through the query layer.
@@ -86,14 +86,15 @@ export class SloView {
   constructor(app, state) {
     this.app = app;
     this.state = state;
-    this.title = "SLOs · Gravix";
+    const heading = state.service ? `SLOs of ${state.service}` : "SLOs";
+    this.title = `${heading} · Gravix`;
     this.charts = [];
     this.shown = "";
     this.slot = h("div", { class: "slot" }, h("p", { class: "loading" }, "Loading…"));
     this.el = h(
       "div",
       { class: "view view-slo" },
-      h("h2", { class: "view-title", id: "view-title", tabindex: "-1" }, "SLOs"),
+      h("h2", { class: "view-title", id: "view-title", tabindex: "-1" }, heading),
       h("p", { class: "panel-hint" },
         "The objectives are the SLO alert rules (Alerts, kind SLO), so this page and the burn-rate alerts agree. ",
         "The error budget is the bad requests an objective allows over its period; the chart shows how much of it was left at the end of each hour, counted from the period's start."),
@@ -131,7 +132,28 @@ export class SloView {
     }
     // Per service, then the objectives of all services.
     cards.sort((a, b) => (a.dataset.service || "\uffff").localeCompare(b.dataset.service || "\uffff"));
-    return h("div", { class: "slo-list" }, cards);
+    const services = [...new Set(cards.map((c) => c.dataset.service).filter(Boolean))];
+    const chosen = this.state.service;
+    const shown = chosen ? cards.filter((c) => !c.dataset.service || c.dataset.service === chosen) : cards;
+    const own = chosen && !shown.some((c) => c.dataset.service === chosen);
+    const list = h("div", { class: "slo-list" }, own ? note(`No SLO of service ${chosen} alone.`, "empty-note") : null, shown);
+    if (!services.length && !chosen) return list;
+    return h("div", {}, this.chooser(services, chosen), list);
+  }
+
+  /** Links to each service's page (its objectives, and those of every service), and to all. */
+  chooser(services, chosen) {
+    const link = (service, text) => {
+      const attrs = { href: href({ ...this.state, view: "slo", service }), "data-internal": "" };
+      if (service === chosen) attrs["aria-current"] = "page";
+      return h("li", {}, h("a", attrs, text));
+    };
+    const names = chosen && !services.includes(chosen) ? [...services, chosen] : services;
+    return h(
+      "nav",
+      { class: "slo-services", "aria-label": "SLOs of a service" },
+      h("ul", {}, link("", "All services"), ...names.map((s) => link(s, s))),
+    );
   }
 
   card(slo, series) {

@@ -2,7 +2,8 @@
 // and the browser's back button works. Query parameters of the dashboard's page:
 //
 //   view     overview (default) | endpoint | status | alerts | slo
-//   service  a service name: the overview's filter, or the endpoint's service
+//   service  a service name: the overview's filter, the endpoint's service, or the
+//            SLO page's (that service's objectives and those of every service)
 //   method, path   the endpoint (view=endpoint)
 //   range    15m | 1h (default) | 6h | 24h | 7d | 30d: the last ...
 //   from, to a fixed range instead (RFC 3339 UTC, or epoch ms); replaces range
@@ -74,15 +75,14 @@ export function readState(search) {
 export function toSearch(state) {
   const p = new URLSearchParams();
   if (state.view !== "overview") p.set("view", state.view);
-  // The status, alerts and SLO views are the tenant's, whatever the overview's filter.
+  // The status, alerts and SLO views are the tenant's, whatever the overview's filter;
+  // the SLO page keeps the service alone: its objectives (a page per service).
   const scoped = !["status", "alerts", "slo"].includes(state.view);
   if (state.view === "alerts" && state.rule) p.set("rule", state.rule);
-  if (scoped) {
-    if (state.service) p.set("service", state.service);
-    if (state.view === "endpoint") {
-      p.set("method", state.method);
-      p.set("path", state.path);
-    }
+  if ((scoped || state.view === "slo") && state.service) p.set("service", state.service);
+  if (scoped && state.view === "endpoint") {
+    p.set("method", state.method);
+    p.set("path", state.path);
   }
   if (state.from !== null && state.to !== null) {
     p.set("from", isoTime(state.from));
