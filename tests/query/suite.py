@@ -108,6 +108,10 @@ QUERIES: list[tuple[str, dict[str, Any], bool]] = [
     ("slow_ordered", {"metrics": ["slow_requests"], "dimensions": ["path"], "slow_ms": 0,
                       "order": [{"by": "slow_requests", "desc": True}], "limit": 2,
                       "from": START, "to": NOW, "grain": "all"}, False),
+    # Null envs: percentiles and slow requests joined on null keys too.
+    ("null_keys", {"metrics": ["requests", "p95", "slow_requests"],
+                   "dimensions": ["env", "version"], "from": START, "to": NOW + 2 * HOUR,
+                   "grain": "all", "slow_ms": 20.0}, True),
 
 ]  # fmt: skip
 

@@ -13,6 +13,7 @@ import pytest
 from gravix.errors import BadRequest
 from gravix.query.compile import level, segments
 from gravix.query.engine import DuckDBEngine
+from gravix.query.service import QueryService
 from gravix.query.spec import Query, decode_query, plan
 from gravix.rollup.job import RollupJob
 from gravix.schema import sketch
@@ -125,6 +126,26 @@ def test_slow_requests_are_the_latencies_past_the_bucket_of_slow_ms(
         over = sum(x > slow_ms for x in mine)
         clearly_over = sum(x > slow_ms * sketch.GAMMA for x in mine)
         assert clearly_over <= row["slow_requests"] <= over
+
+
+def test_a_series_without_env_or_version_has_its_percentiles(tmp_path: Path) -> None:
+    """Grouped by env and version, the series that sent neither (null) gets its p95 and
+    its slow requests like the others, pending and rolled up (the join on null keys)."""
+    store = LocalObjectStore(tmp_path / "store")
+    plain = [fact(i, env=None, version=None, latency_ms=10.0 + i) for i in range(20)]
+    tagged = [fact(100 + i, latency_ms=200.0 + i) for i in range(20)]
+    put_raw(store, "acme", plain + tagged)
+    body = {"metrics": ["requests", "p95", "slow_requests"], "from": T0, "to": T0 + HOUR,
+            "dimensions": ["env", "version"], "grain": "all", "slow_ms": 20.0}  # fmt: skip
+    service = QueryService(store)
+    for _ in ("pending", "rolled up"):
+        rows = service.run("acme", msgspec.convert(body, Query), T0 + HOUR)["rows"]
+        assert [r[:3] for r in rows] == [[None, None, 20], ["prod", "v42", 20]]
+        for row, facts in zip(rows, (plain, tagged), strict=True):
+            want = sketch.exact_quantile([f["latency_ms"] for f in facts], 0.95)
+            assert want is not None and row[3] == pytest.approx(want, rel=sketch.ALPHA)
+        assert [r[4] for r in rows] == [9, 20]  # 21-29 ms over 20 ms; all of 200-219 ms
+        RollupJob(store).run()
 
 
 def test_a_time_series_uses_the_cheapest_tiers(
@@ -282,6 +303,7 @@ def test_a_long_range_reads_hundreds_of_files_under_a_low_open_files_limit(
 import resource, msgspec
 resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 from gravix.query.engine import DuckDBEngine
+from gravix.query.service import QueryService
 from gravix.query.spec import Query, plan
 from gravix.storage.local import LocalObjectStore
 q = msgspec.convert({{"metrics": ["requests", "p50"], "from": {START - (days - 1) * DAY},

@@ -168,9 +168,9 @@ def compile_sql(plan: Plan, source: str = "metric_rows", dialect: Dialect = "duc
     select = ", ".join(f"{expr} AS {name}" for name, expr in columns)
     join = ""
     if percentiles:
-        join = "LEFT JOIN percentiles p USING (" + key_list + ")"
+        join = f"LEFT JOIN percentiles p ON {_same_keys(keys, 'p')}"
     if slow:
-        join += " LEFT JOIN slow s USING (" + key_list + ")"
+        join += f" LEFT JOIN slow s ON {_same_keys(keys, 's')}"
     natural = [name for name, _ in columns if name in ("time", *dims)]
     asked = [f"{o.by} {'DESC' if o.desc else 'ASC'} NULLS LAST" for o in plan.order]
     # Time and dimensions break ties, so equal values come back in a stable order.
@@ -189,6 +189,18 @@ def compile_sql(plan: Plan, source: str = "metric_rows", dialect: Dialect = "duc
         ORDER BY {order or "1"} {limit}"""
 
 
+def _same_keys(keys: list[str], alias: str) -> str:
+    """Each group key of ``totals`` equal to ``alias``'s, a null (a series without
+    env or version) equal to a null: ``USING`` would match no null, and leave
+    such a series without percentiles."""
+    return " AND ".join(f"{k} IS NOT DISTINCT FROM {alias}.{_JOINED}{k}" for k in keys)
+
+
+def _joined_keys(keys: list[str]) -> str:
+    """The group keys under the names :func:`_same_keys` joins on."""
+    return ", ".join(f"{k} AS {_JOINED}{k}" for k in keys)
+
+
 def _percentiles_sql(
     dialect: Dialect, keys: list[str], names: list[str], quantiles: list[float]
 ) -> str | None:
@@ -201,7 +213,7 @@ def _percentiles_sql(
         for name, q in zip(names, quantiles, strict=True)
     )
     return f"""percentiles AS (
-        SELECT {key_list}, {picks}
+        SELECT {_joined_keys(keys)}, {picks}
         FROM (
             SELECT {key_list}, k,
                    -- One partitioning and order for both sums: one sort, not two.
@@ -226,7 +238,7 @@ def _slow_sql(dialect: Dialect, keys: list[str], above: int) -> str:
     key_list = ", ".join(keys)
     exploded = _explode(dialect, key_list, "latency_sketch", ("k", "n"), "base", "TRUE")
     return f"""slow AS (
-        SELECT {key_list}, sum(n) AS n_slow
+        SELECT {_joined_keys(keys)}, sum(n) AS n_slow
         FROM ({exploded}) AS sketch_rows
         WHERE k > {above}
         GROUP BY {key_list}
@@ -267,6 +279,8 @@ def _explode(
     )
 
 
+# The prefix of the group keys of the percentiles and slow requests, joined to ``totals``.
+_JOINED: Final = "j_"
 # Key and value types of the metric rows' maps (docs/data-model.md).
 _MAP_TYPES: Final = {
     "status_counts": ("SMALLINT", "BIGINT"),
