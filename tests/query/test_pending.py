@@ -254,3 +254,22 @@ def test_queries_of_one_moment_read_the_pending_facts_once(tmp_path: Path) -> No
         put_raw(store, "acme", [fact(i) for i in range(5, 6)])
         assert requests() == 5
     assert requests() == 6
+
+
+def test_the_series_and_service_levels_share_one_scan(tmp_path: Path) -> None:
+    """Both levels' minute files count the same parts once a pass published them:
+    a scan of the same moment at the other level reads the same sources and
+    reuses the first's rows."""
+    store = LocalObjectStore(tmp_path / "store")
+    put_raw(store, "acme", [fact(i) for i in range(10)], received_ms=T0)
+    RollupJob(store).run()
+    put_raw(store, "acme", [fact(i) for i in range(5, 15)], received_ms=T0 + 5)  # 5 retries
+    facts = PendingFacts(store, None)
+    series = facts.scan("acme", "series")
+    assert _requests(series.rows) == 5
+    put_raw(store, "acme", [fact(i) for i in range(15, 17)], received_ms=T0 + 6)
+    # Of the same moment: the sources the series scan read, and its rows.
+    service = facts.scan("acme", "service", like=series)
+    assert service.rows is series.rows and service.level == "service"
+    assert service.minute_files != series.minute_files  # each level's own files to check
+    assert _requests(facts.scan("acme", "service").rows) == 7  # a new moment

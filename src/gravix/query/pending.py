@@ -72,6 +72,8 @@ HOUR_MS: Final = layout.HOUR_MS
 _SourceKey = tuple[str, str, str, int]  # (tenant, "store" | "spool", key or path, size)
 # The sources with facts, and each pending hour's minute file (its identity).
 _Key = tuple[frozenset[_SourceKey], tuple[tuple[int, Version], ...]]
+# The sources with facts, and the parts each pending hour's minute file counts.
+_PartsKey = tuple[frozenset[_SourceKey], tuple[tuple[int, Parts], ...]]
 
 # Pending facts are deduplicated together and checked against the archive up
 # to this many (about 100 MB as Arrow); a bigger backlog is summed per source
@@ -89,6 +91,8 @@ class PendingScan:
     newest: int | None  # the newest pending fact's time
     # (hour, the identity of its minute file) for each hour the archive check asked
     minute_files: tuple[tuple[int, Version], ...] = ()
+    # the spool's segments and the store's objects it read, in order, each with its size
+    sources: tuple[_SourceKey, ...] = ()
 
 
 class PendingFacts:
@@ -107,6 +111,11 @@ class PendingFacts:
         self._cache: dict[_SourceKey, _Source] = {}
         # tenant, level -> (the sources and their hours' minute files, minute rows, newest fact ms)
         self._minutes: dict[tuple[str, str], tuple[_Key, pa.Table, int]] = {}
+        # tenant -> (the sources and each pending hour's counted parts, minute rows):
+        # the rows depend on the parts, not on the level, so the series and the
+        # service level's minute files, which count the same parts once a pass
+        # has published both, share one scan.
+        self._by_parts: dict[str, tuple[_PartsKey, pa.Table]] = {}
         self._lock = threading.Lock()
 
     def sources(self, tenant: str) -> list[_SourceKey]:
@@ -151,26 +160,36 @@ class PendingFacts:
             for hour_ms, version in scan.minute_files
         )
 
-    def scan(self, tenant: str, lvl: layout.Level = "series") -> PendingScan:
+    def scan(
+        self, tenant: str, lvl: layout.Level = "series", like: PendingScan | None = None
+    ) -> PendingScan:
         """Minute rows of every pending fact of ``tenant`` the archive does not
         hold (each once), the newest pending time, and the minute files asked.
 
         ``lvl`` is the level the query reads: the archive parts its minute
         files count are those the pending facts are checked against.
+        ``like``: a scan of the same moment at another level, whose sources
+        (an open segment as large as it was then) are read again, not listed,
+        so both levels count the same facts, and share their rows when their
+        minute files count the same parts.
         """
-        # The spool first (module docstring).
-        spool = self._spool_sources(tenant)
-        read = [(source, self._rows(source)) for source in spool]
-        store = self._store_sources(tenant)
-        read += [(source, self._rows(source)) for source in store]
+        if like is not None and like.tenant == tenant:
+            read = [(source, self._rows(source)) for source in like.sources]
+        else:
+            # The spool first (module docstring).
+            spool = self._spool_sources(tenant)
+            read = [(source, self._rows(source)) for source in spool]
+            store = self._store_sources(tenant)
+            read += [(source, self._rows(source)) for source in store]
+            listed = {source for source, _ in read}
+            with self._lock:
+                for stale in [k for k in self._cache if k[0] == tenant and k not in listed]:
+                    del self._cache[stale]
         found = [r for _, r in read if r is not None]
-        listed = {source for source, _ in read}
-        with self._lock:
-            for stale in [k for k in self._cache if k[0] == tenant and k not in listed]:
-                del self._cache[stale]
+        sources = tuple(source for source, _ in read)
         if not found:
             self.archived.keep(tenant, set())
-            return PendingScan(tenant, lvl, None, None)
+            return PendingScan(tenant, lvl, None, None, sources=sources)
         newest = max(r.newest for r in found)
         together = sum(r.rows for r in found) <= DEDUP_MAX_FACTS
         # Each pending hour's minute file: a pass that folded some of these
@@ -181,8 +200,13 @@ class PendingFacts:
         with self._lock:
             cached = self._minutes.get((tenant, lvl))
         if cached is not None and cached[0] == key:
-            return PendingScan(tenant, lvl, cached[1], cached[2], key[1])
-        if together:
+            return PendingScan(tenant, lvl, cached[1], cached[2], key[1], sources)
+        with self._lock:
+            shared = self._by_parts.get(tenant)
+        if shared is not None and shared[0] == (key[0], _parts(counted)):
+            # The other level's minute file counts the same parts: the same rows.
+            rows = shared[1]
+        elif together:
             facts = pa.concat_tables([r.facts for r in found if r.facts is not None])
             held, counted = self._held(tenant, lvl, facts, counted)
             rows = _minutes(facts, held)
@@ -194,7 +218,8 @@ class PendingFacts:
             rows = pa.concat_tables([r.minute_rows() for r in found])
         with self._lock:
             self._minutes[(tenant, lvl)] = (key, rows, newest)
-        return PendingScan(tenant, lvl, rows, newest, key[1])
+            self._by_parts[tenant] = ((key[0], _parts(counted)), rows)
+        return PendingScan(tenant, lvl, rows, newest, key[1], sources)
 
     def _held(
         self,
@@ -302,6 +327,10 @@ def _segment(path: Path) -> tuple[str, int] | None:
 def _hours(facts: pa.Table) -> pa.ChunkedArray:
     """The event hour (epoch ms) of each fact (integer division: times are positive)."""
     return pc.multiply(pc.divide(facts["timestamp_ms"], HOUR_MS), HOUR_MS)
+
+
+def _parts(counted: dict[int, tuple[Version, Parts]]) -> tuple[tuple[int, Parts], ...]:
+    return tuple(sorted((hour, parts) for hour, (_, parts) in counted.items()))
 
 
 def _versions(counted: dict[int, tuple[Version, Parts]]) -> tuple[tuple[int, Version], ...]:

@@ -145,11 +145,16 @@ class QueryService:
             included = self.engine.includes_pending
             pinned: dict[tuple[str, str], PendingScan] | None = getattr(self._moment, "scans", None)
             held = pinned.get((tenant, lvl)) if pinned is not None else None
+            # The moment's scan at the other level: the same facts (PendingFacts.scan).
+            like = next(
+                (s for (t, _), s in (pinned or {}).items() if t == tenant and s is not None),
+                None,
+            )
             seen = (
                 held
                 if held is not None
                 else (
-                    self.pending.scan(tenant, lvl)
+                    self.pending.scan(tenant, lvl, like)
                     if included
                     else PendingScan(tenant, lvl, None, None)
                 )
