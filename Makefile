@@ -23,7 +23,7 @@ WEB_STAMP := web/node_modules/.installed
 APT_PACKAGES := strace wrk hey curl chromium prometheus prometheus-alertmanager openjdk-17-jre-headless postgresql
 
 .DEFAULT_GOAL := help
-.PHONY: help setup web apt-deps demo test test-fast test-latest lint lock format bench clean
+.PHONY: help setup web apt-deps demo test test-fast test-latest lint lock format bench clean dex
 
 help:
 	@echo "make demo   install, then start Gravix with demo traffic (prints URL and key)"
@@ -57,6 +57,11 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 
 web: $(WEB_STAMP)
 
+# Dex, the OpenID Connect provider of the SSO tests (tests/oidc_provider.py), built from
+# tools/dex (pinned by go.sum) through the Go module proxy; skipped while up to date.
+dex:
+	scripts/build_dex.sh
+
 apt-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -69,7 +74,7 @@ apt-deps:
 demo: setup web
 	MALLOC_ARENA_MAX=2 $(BIN)/gravix demo  # docs/deploy.md, "Memory"
 
-test: setup web apt-deps
+test: setup web apt-deps dex
 	$(BIN)/pytest
 
 test-fast: setup web
@@ -77,7 +82,7 @@ test-fast: setup web
 
 # The suite on the newest releases pyproject.toml allows, in a venv of its own,
 # so a library's change shows up here before `make lock` takes it in.
-test-latest: $(UV) web apt-deps
+test-latest: $(UV) web apt-deps dex
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(LATEST_VENV)
 	VIRTUAL_ENV=$(abspath $(LATEST_VENV)) $(UV) pip install --quiet --upgrade -e '.[dev,s3,spark,trino]'
 	$(LATEST_VENV)/bin/pytest

@@ -185,6 +185,62 @@ class Settings(BaseSettings):
         description="Failed logins allowed a minute per user name and per client address.",
     )
 
+    # --- single sign-on (OpenID Connect; docs/access.md) ---------------------
+    oidc_issuer: str = Field(
+        "",
+        description=(
+            "Issuer URL of the OpenID Connect provider (its discovery document is "
+            "`<issuer>/.well-known/openid-configuration`); empty: no single sign-on."
+        ),
+    )
+    oidc_client_id: str = Field("", description="Gravix's client id at the provider.")
+    oidc_scopes: str = Field(
+        "openid email profile",
+        description="Scopes asked for at sign-in, space-separated (`openid` is always sent).",
+    )
+    oidc_username_claim: str = Field(
+        "email",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="ID token claim that names the Gravix user (lower-cased): `email` or `sub`.",
+    )
+    oidc_role_claim: str = Field(
+        "groups",
+        pattern=r"^[A-Za-z0-9_.:/-]{0,128}$",
+        description="ID token claim (a string or a list) whose values `oidc_role_map` maps.",
+    )
+    oidc_role_map: dict[str, Literal["viewer", "editor", "admin"]] = Field(
+        default_factory=dict,
+        description='Claim value -> role, e.g. `{"gravix-admins": "admin"}`; the highest wins.',
+    )
+    oidc_default_role: Literal["none", "viewer", "editor", "admin"] = Field(
+        "viewer",
+        description="Role of a user whose claim maps to none; `none` refuses the sign-in.",
+    )
+    oidc_tenant_claim: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.:/-]{0,128}$",
+        description="ID token claim naming the user's tenant; empty: `oidc_default_tenant`.",
+    )
+    oidc_tenant_map: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'Claim value -> tenant, e.g. `{"team-shop": "acme"}`; empty: the value is the tenant.'
+        ),
+    )
+    oidc_default_tenant: str = Field(
+        "",
+        pattern=r"^([a-z0-9][a-z0-9-]{0,62})?$",
+        description="Tenant of a user whose claim names none; empty: such a sign-in is refused.",
+    )
+    oidc_required_tenants: list[str] = Field(
+        default_factory=list,
+        description="Tenants whose users must sign in with SSO (password logins refused).",
+    )
+    oidc_break_glass_users: list[str] = Field(
+        default_factory=list,
+        description="Local users who may still sign in with a password in those tenants.",
+    )
+
     # --- spool --------------------------------------------------------------
     segment_max_age_seconds: float = Field(
         5.0,
@@ -442,6 +498,9 @@ class Settings(BaseSettings):
         None, description="Secret. S3 secret key; unset uses AWS_SECRET_ACCESS_KEY and the chain."
     )
     smtp_password: SecretStr | None = Field(None, description="Secret. SMTP password.")
+    oidc_client_secret: SecretStr | None = Field(
+        None, description="Secret. Gravix's client secret at the OpenID Connect provider."
+    )
     alert_secrets: SecretStr | None = Field(
         None,
         description=(
@@ -484,6 +543,7 @@ class Settings(BaseSettings):
         "smtp_password",
         "alert_secrets",
         "database_url",
+        "oidc_client_secret",
     )
     @classmethod
     def _not_a_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
@@ -491,6 +551,32 @@ class Settings(BaseSettings):
             raise ValueError(
                 "holds a placeholder from .env.example; set a real secret or leave it unset"
             )
+        return value
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _oidc_issuer(cls, value: str) -> str:
+        # Compared byte for byte with the ID token's `iss`: kept exactly as given.
+        if value and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("must be the provider's issuer URL, e.g. https://accounts.google.com")
+        return value
+
+    @field_validator("oidc_client_id")
+    @classmethod
+    def _oidc_client_id(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("oidc_issuer") and not value:
+            raise ValueError(
+                "set oidc_client_id with oidc_issuer (Gravix's client at the provider)"
+            )
+        return value
+
+    @field_validator("oidc_tenant_map", "oidc_required_tenants")
+    @classmethod
+    def _oidc_tenants(cls, value: dict[str, str] | list[str]) -> dict[str, str] | list[str]:
+        tenants = value.values() if isinstance(value, dict) else value
+        for tenant in tenants:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", tenant):
+                raise ValueError(f"{tenant!r} is not a tenant name")
         return value
 
     @field_validator("database_url")

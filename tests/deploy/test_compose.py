@@ -221,8 +221,10 @@ def test_compose_secret_placeholders_reach_gravix_and_are_refused(
             env[key] = example[_REFERENCE.fullmatch(value).group(1)]  # type: ignore[union-attr]
     # The Compose Trino (profile "trino") has no password: trino_password is unused there;
     # e-mail and alert channel secrets are optional, set by whoever adds such a channel;
-    # the Compose gravix keeps its metadata in SQLite (database_url: several nodes).
-    optional = {"trino_password", "smtp_password", "alert_secrets", "database_url"}
+    # the Compose gravix keeps its metadata in SQLite (database_url: several nodes);
+    # single sign-on is opt-in (oidc_client_secret: docs/access.md).
+    optional = {"trino_password", "smtp_password", "alert_secrets", "database_url",
+                "oidc_client_secret"}  # fmt: skip
     assert set(env) == {f"GRAVIX_{f.upper()}" for f in SECRET_FIELDS - optional}
     out = _serve(tmp_path, env)
     assert out.returncode == 2 and "placeholder" in out.stderr, out.stderr

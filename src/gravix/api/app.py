@@ -36,6 +36,7 @@ from gravix.api.admin import admin_routes
 from gravix.api.alerts import alert_routes
 from gravix.api.auth import Caller, TokenAuth
 from gravix.api.export import check_format, render
+from gravix.api.oidc import oidc_provider, oidc_routes
 from gravix.api.openapi import openapi_routes
 from gravix.api.pipeline import IntakeRate, rejected_last_hour, spool_backlog, spool_quarantine
 from gravix.api.sessions import SessionStore, refuse_query_params, session_routes
@@ -301,6 +302,7 @@ def create_api(
             Route("/api/v1/events", events, methods=["GET"]),
             Route("/api/v1/explain", explain, methods=["POST"]),
             *session_routes(),
+            *oidc_routes(),
             *admin_routes(),
             *alert_routes(),
             *slo_routes(),
@@ -325,5 +327,6 @@ def create_api(
         ),
     )
     app.state.sessions = SessionStore.from_settings(settings)
+    app.state.oidc = oidc_provider(settings)
     app.state.alerts = AlertStore(settings)
     return RequestIdMiddleware(app)

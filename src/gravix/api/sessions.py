@@ -104,8 +104,14 @@ class SessionStore:
         failures_per_minute: int = 5,
         clock: Callable[[], float] = time.time,
         database_url: str | None = None,
+        sso_tenants: Collection[str] = (),
+        break_glass: Collection[str] = (),
     ) -> None:
         self.users = UserStore(path, database_url)
+        # Tenants whose users sign in with SSO only (gravix.api.oidc), and the local
+        # users who may still use a password there when the provider is down.
+        self.sso_tenants = frozenset(sso_tenants)
+        self.break_glass = frozenset(break_glass)
         self.path = path
         self.lifetime_ms = int(session_hours * 3_600_000)
         self.failures_per_minute = failures_per_minute
@@ -121,6 +127,8 @@ class SessionStore:
             settings.session_hours,
             settings.login_failures_per_minute,
             database_url=settings.metadata_url,
+            sso_tenants=settings.oidc_required_tenants,
+            break_glass=settings.oidc_break_glass_users,
         )
 
     def _now_ms(self) -> int:
@@ -314,6 +322,12 @@ def _over_tls(request: Request) -> bool:
     return request.scope.get("scheme") == "https"
 
 
+def set_session_cookie(response: Response, request: Request, session_id: str) -> None:
+    """Set the session cookie of a new session (password login or SSO)."""
+    max_age = sessions_of(request).lifetime_ms // 1000
+    response.headers.append("set-cookie", _cookie(session_id, max_age, _over_tls(request)))
+
+
 async def login(request: Request) -> Response:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
@@ -330,6 +344,11 @@ async def login(request: Request) -> Response:
     if user is None:
         raise Unauthorized("wrong name or password")
     await asyncio.to_thread(sessions.login_succeeded, name, attempt)
+    if user.tenant in sessions.sso_tenants and user.name not in sessions.break_glass:
+        raise Unauthorized(
+            f"tenant {user.tenant!r} signs in with single sign-on only: use 'Sign in with SSO'",
+            code="sso_required",
+        )
     old = request.cookies.get(COOKIE)
     session_id, expires_ms = await asyncio.to_thread(sessions.start, user, old)
     response = json_response(
@@ -341,8 +360,7 @@ async def login(request: Request) -> Response:
             "expires_ms": expires_ms,
         }
     )
-    max_age = sessions.lifetime_ms // 1000
-    response.headers.append("set-cookie", _cookie(session_id, max_age, _over_tls(request)))
+    set_session_cookie(response, request, session_id)
     return response
 
 

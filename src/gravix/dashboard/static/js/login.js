@@ -1,4 +1,5 @@
-// The sign-in page: POST /api/v1/login, then back to the page that sent us here.
+// The sign-in page: POST /api/v1/login (or the SSO link to /auth/oidc/login), then back to
+// the page that sent us here.
 
 import * as api from "./api.js";
 import { byId } from "./dom.js";
@@ -44,8 +45,24 @@ async function submit(event) {
   }
 }
 
+/** Offer "Sign in with SSO" when the server has an identity provider (GET /auth/oidc/config). */
+async function offerSso() {
+  try {
+    const response = await fetch(`${api.apiBase}/auth/oidc/config`, { cache: "no-store", credentials: "same-origin" });
+    if (!response.ok || !(await response.json()).sso) return;
+  } catch (e) {
+    return; // no answer: the password form stays, and submitting says what is wrong
+  }
+  // Back here after the provider: the same page a password sign-in would go to.
+  const next = new URL(nextUrl(), location.href);
+  const link = byId("sso-link");
+  link.href = `${api.apiBase}/auth/oidc/login?next=${encodeURIComponent(next.pathname + next.search)}`;
+  byId("sso").hidden = false;
+}
+
 async function start() {
   byId("login-form").addEventListener("submit", submit);
+  offerSso();
   try {
     await api.me(); // already signed in: straight on
     location.replace(nextUrl());
