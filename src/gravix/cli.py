@@ -47,6 +47,11 @@ alerts_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(alerts_app, name="alerts")
+db_app = typer.Typer(
+    help="The metadata store's schema: upgrade it, copy it to PostgreSQL (docs/scale.md).",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -274,6 +279,36 @@ def users_list(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
         created = datetime.fromtimestamp(user.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
         table.add_row(user.name, user.tenant, user.role, created)
     Console().print(table)
+
+
+@db_app.command("upgrade")
+@friendly
+def db_upgrade(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
+    """Run the metadata store's migrations to head (GRAVIX_DATABASE_URL, else the data dir)."""
+    from gravix.migrations.commands import upgrade
+
+    settings = _settings(config, data_dir=data_dir)
+    for line in upgrade(settings):
+        print(line, flush=True)
+
+
+@db_app.command("copy")
+@friendly
+def db_copy(
+    to: Annotated[
+        str, typer.Option("--to", metavar="postgresql://...", help="The PostgreSQL to fill.")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete the rows the target holds first.")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Copy the SQLite store of the data dir (keys, tokens, users, sessions) into PostgreSQL."""
+    from gravix.migrations.commands import copy_to_postgresql
+
+    settings = _settings(config, data_dir=data_dir)
+    print(copy_to_postgresql(settings, to, force=force), flush=True)
 
 
 @app.command()

@@ -9,12 +9,17 @@ Keys, API tokens, users and login sessions (the tables of
   SQLAlchemy engines of a store take their connections from it, so the
   full-disk rules below hold for them too.
 - ``GRAVIX_DATABASE_URL=postgresql://user:password@host/db``: every node
-  reads and writes one PostgreSQL database (psycopg 3). The tables are made on
-  first use (``create_all``; several nodes starting at once may race on it,
-  the loser tries again). While PostgreSQL cannot be reached, reads and writes
-  raise 503 ``metadata_unavailable`` with Retry-After, and the next use after
-  it is back works again (connections are checked before use). The URL's
-  password never appears in a message.
+  reads and writes one PostgreSQL database (psycopg 3). While PostgreSQL
+  cannot be reached, reads and writes raise 503 ``metadata_unavailable``
+  with Retry-After, and the next use after it is back works again
+  (connections are checked before use). The URL's password never appears in
+  a message.
+
+The schema is Alembic's (:mod:`gravix.migrations`): on first use a database is
+made at head, one made before migrations is stamped, and one at another
+revision is refused (``gravix db upgrade``, or a newer release's store). In
+PostgreSQL the nodes take an advisory lock for it, in SQLite ``BEGIN
+IMMEDIATE``: several starting at once do it once.
 
 The SQLite files (``keys.db``, ``tokens.db``, ``users.db``, and the alert
 store's ``alerts.db``, which uses :class:`MetadataDB` directly) are in WAL
@@ -31,9 +36,9 @@ the moment of the read; other processes wait on the busy timeout. So keys,
 tokens, users, sessions and the series catalog stay readable on a full disk.
 
 Writes (:meth:`MetadataDB.writing`) fail on a full disk with :class:`DiskFull`
-(503 ``disk_full`` with Retry-After). The schema is made on first use, and
-tried again at every use until it is, so a server started on a full disk
-makes it once there is room.
+(503 ``disk_full`` with Retry-After). The schema is made (or stamped) on first
+use, and tried again at every use until it is, so a server started on a full
+disk makes it once there is room; reads go on meanwhile.
 
 "Full" means fewer than :data:`FULL_BELOW_BYTES` free: SQLite reports ENOSPC
 on its ``-shm`` file as a plain I/O error, so the free space tells a full
@@ -55,12 +60,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, exc
+from sqlalchemy import Connection, Engine, Table, create_engine, event, exc, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from gravix import migrations
 from gravix.errors import DiskFull, ServiceUnavailable
-from gravix.schema.metadata_tables import METADATA, sqlite_schema
+from gravix.schema.metadata_tables import SQLITE_TOKENS
 
 log = logging.getLogger("gravix.metadata")
 
@@ -110,13 +116,18 @@ def disk_full_error(what: str, path: Path, error: BaseException) -> DiskFull:
     )
 
 
+# A script of ``CREATE ... IF NOT EXISTS`` statements, or a function that makes
+# the schema on a connection (autocommit; it begins its own transaction).
+Schema = str | Callable[[sqlite3.Connection], object]
+
+
 class MetadataDB:
     """One SQLite database of the data dir; connections are opened per use and closed.
 
-    ``schema`` is a script of ``CREATE ... IF NOT EXISTS`` statements.
+    ``schema`` is made on first use (:data:`Schema`).
     """
 
-    def __init__(self, path: Path, schema: str, what: str) -> None:
+    def __init__(self, path: Path, schema: Schema, what: str) -> None:
         self.path = Path(path)
         self.schema = schema
         self.what = what  # for messages: "the key store"
@@ -136,14 +147,21 @@ class MetadataDB:
     def _make_schema(self) -> None:
         if self._schema_made:
             return
+        self.run_schema(self.schema)
+        self._schema_made = True
+
+    def run_schema(self, schema: Schema) -> None:
+        """Run ``schema`` on the file (made if missing, in WAL mode)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(self.schema)
+            if isinstance(schema, str):
+                conn.executescript(schema)
+            else:
+                schema(conn)
         finally:
             conn.close()
-        self._schema_made = True
 
     def _full(self, error: BaseException) -> DiskFull:
         return disk_full_error(self.what, self.path, error)
@@ -232,7 +250,8 @@ class MetadataDB:
 
 # PostgreSQL: how long a connection attempt may take before the use answers 503.
 CONNECT_TIMEOUT_SECONDS: Final = 3
-_SCHEMA_ATTEMPTS: Final = 5
+# pg_advisory_xact_lock key taken while a node migrates ("gravix" in ASCII).
+_MIGRATION_LOCK: Final = 0x677261766978
 # PostgreSQL: a write that conflicts with another node's is run again this often.
 _WRITE_ATTEMPTS: Final = 8
 # serialization_failure, deadlock_detected: the transaction can simply be run again.
@@ -292,18 +311,20 @@ def _postgresql_engine(url: str) -> Engine:
         return engine
 
 
-def _make_postgresql_schema(url: str, engine: Engine) -> None:
-    if url in _schema_made:
-        return
-    for attempt in range(_SCHEMA_ATTEMPTS):
-        try:
-            METADATA.create_all(engine, checkfirst=True)
-            break
-        except (exc.IntegrityError, exc.ProgrammingError):
-            # Another node made a table between the check and the CREATE: check again.
-            if attempt == _SCHEMA_ATTEMPTS - 1:
-                raise
+def _migrate_postgresql(url: str, engine: Engine, upgrade: bool) -> str:
+    """:func:`gravix.migrations.prepare` on PostgreSQL, one node at a time."""
+    with engine.begin() as conn:
+        conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+        done = migrations.prepare(
+            conn, migrations.POSTGRESQL_HOLDS, upgrade=upgrade, where=masked(url)
+        )
     _schema_made.add(url)
+    return done
+
+
+def _holds(tables: Sequence[Table]) -> migrations.Holds:
+    """The tables of an SQLite file, by logical name (tokens.db's is named ``keys``)."""
+    return {("tokens" if table is SQLITE_TOKENS else table.name): table.name for table in tables}
 
 
 def _begin_immediate(conn: Connection) -> None:
@@ -328,8 +349,9 @@ class MetadataStore:
         self.path = Path(path)
         self.database_url = database_url
         self.file: MetadataDB | None = None
+        self.holds = _holds(tables)
         if database_url is None:
-            self.file = MetadataDB(self.path, sqlite_schema(tables), what)
+            self.file = MetadataDB(self.path, self._prepare_file, what)
             # NullPool: every use opens its connection through MetadataDB and closes it.
             self._reader = create_engine(
                 "sqlite://", creator=self.file.connect_for_reading, poolclass=NullPool
@@ -350,8 +372,51 @@ class MetadataStore:
         return str(self.path) if self.database_url is None else masked(self.database_url)
 
     def _ready(self) -> None:
-        if self.database_url is not None:
-            _make_postgresql_schema(self.database_url, self._reader)
+        if self.database_url is not None and self.database_url not in _schema_made:
+            _migrate_postgresql(self.database_url, self._reader, upgrade=False)
+
+    def _prepare_file(self, raw: sqlite3.Connection) -> None:
+        self._migrate_file(raw, upgrade=False)
+
+    def _migrate_file(self, raw: sqlite3.Connection, upgrade: bool) -> str:
+        """:func:`gravix.migrations.prepare` on the SQLite file of ``raw``, in BEGIN IMMEDIATE."""
+        engine = create_engine("sqlite://", creator=lambda: raw, poolclass=NullPool)
+        event.listen(engine, "begin", _begin_immediate)
+        try:
+            with engine.begin() as conn:
+                return migrations.prepare(conn, self.holds, upgrade=upgrade, where=self.where)
+        except exc.DBAPIError as e:
+            # MetadataDB tells a full disk by the sqlite3 error.
+            if isinstance(e.orig, sqlite3.Error):
+                raise e.orig from e
+            raise
+        finally:
+            engine.dispose()
+
+    def upgrade(self) -> str:
+        """Run the migrations to head (``gravix db upgrade``); what was done, for people."""
+        try:
+            if self.file is None:
+                assert self.database_url is not None
+                return _migrate_postgresql(self.database_url, self._reader, upgrade=True)
+            done: list[str] = []
+            try:
+                self.file.run_schema(lambda raw: done.append(self._migrate_file(raw, True)))
+            except sqlite3.OperationalError as e:
+                if out_of_space(e, self.path):
+                    raise disk_full_error(self.what, self.path, e) from e
+                raise
+            return done[0]
+        except exc.DBAPIError as e:
+            failure = self._failed(e)
+            if failure is e:
+                raise
+            raise failure from e
+
+    def check(self) -> None:
+        """Make or stamp the schema if need be; :class:`ConfigError` if it is not at head."""
+        with self.reading():
+            pass
 
     def _failed(self, error: exc.DBAPIError) -> BaseException:
         """The error to raise for ``error``: DiskFull, 503, or ``error`` itself."""

@@ -42,6 +42,7 @@ from gravix.ingest.http_protocol import bounded_http_protocol
 from gravix.ingest.spool import SpoolWriter
 from gravix.ingest.uploader import Uploader
 from gravix.logs import configure_logging
+from gravix.migrations.commands import check as check_metadata
 from gravix.rollup.service import RollupService
 from gravix.storage.base import ObjectStore
 from gravix.storage.factory import open_store
@@ -210,6 +211,7 @@ def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
     object_store(settings)  # a bad store URL or a missing extra: one line now, not per worker
     _check_tls(settings)
+    check_metadata(settings)  # a schema behind or ahead of this release: one line
     configure_logging(settings.log_level, settings.log_format)
     try:
         sock = bind(settings.host, settings.port)

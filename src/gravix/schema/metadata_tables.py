@@ -28,8 +28,9 @@ in PostgreSQL, ``BIGINT`` is ``INTEGER`` affinity in SQLite)::
                        key BLOB,                     -- sha256("name" NUL name | "addr" NUL address)
                        at_ms BIGINT)                 index on (key, at_ms)
 
-Changing a column means a migration for stores made by earlier releases
-(``gravix db upgrade`` is not there yet): add tables or nullable columns only.
+A change here needs a migration beside it (``src/gravix/migrations/versions/``,
+run by ``gravix db upgrade``): stores made by earlier releases have the old
+tables, and ``gravix serve`` refuses a store behind the newest migration.
 ``login_attempts`` replaced the ``login_failures`` table of earlier
 ``users.db`` files, which had no key of its own; the old table is left as it
 is (it only ever held the last minute).
