@@ -99,8 +99,11 @@ def serve(
     role: Annotated[
         str | None,
         typer.Option(
-            metavar="all|ingest",
-            help="all: the whole pipeline; ingest: no rollup or retention (docs/scale.md).",
+            metavar="all|ingest|api",
+            help=(
+                "all: the whole pipeline; ingest: no rollup or retention; api: no intake "
+                "(docs/scale.md)."
+            ),
         ),
     ] = None,
 ) -> None:

@@ -340,12 +340,13 @@ class Settings(BaseSettings):
     )
 
     # --- engines (docs/scale.md) --------------------------------------------------
-    role: Literal["all", "ingest"] = Field(
+    role: Literal["all", "ingest", "api"] = Field(
         "all",
         description=(
             "What `gravix serve` runs: `all` (intake, uploader, rollup, retention, API, "
-            "dashboard) or `ingest` (the same without rollup and retention, for extra "
-            "ingest nodes that share one object store)."
+            "dashboard), `ingest` (the same without rollup and retention, for extra "
+            "ingest nodes that share one object store) or `api` (all but intake: the API, "
+            "dashboard, alerts, and the rollup and retention, beside ingest nodes)."
         ),
     )
     rollup_engine: Literal["duckdb", "spark"] = Field(

@@ -127,6 +127,13 @@ class RequestTimeout(GravixError):
     code = "request_timeout"
 
 
+class Misdirected(GravixError):
+    """A request this node does not take (facts sent to a ``role=api`` node)."""
+
+    status = 421
+    code = "misdirected"
+
+
 class TooManyRequests(GravixError):
     status = 429
     code = "rate_limited"

@@ -8,8 +8,9 @@ the rollup (every minute) and retention (every day).
 ``ingest``: intake, spool, uploader, API and dashboard, never the rollup or
 retention, whatever ``rollup_enabled``/``retention_enabled`` say; several
 ingest nodes with distinct ``node_id`` share one object store, and one other
-node (``all``, or ``gravix rollup`` from cron) rolls up for all of them
-(docs/scale.md).
+node (``all``, ``api``, or ``gravix rollup`` from cron) rolls up for all of
+them (docs/scale.md). ``api``: everything but intake (facts sent to it get
+421 ``misdirected``): the API, dashboard, alerts, rollup and retention.
 
 With ``workers > 1`` the parent binds the socket, forks the workers (each runs
 its own uvicorn server on the shared socket and claims its own spool

@@ -7,12 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from gravix.api.auth import token_store
 from gravix.config import load_settings
 from gravix.ingest.uploader import Uploader
 from gravix.rollup.service import RollupService
 from gravix.server import NodeRole, runs_rollup, worker_services
+from tests.procs import ServerProcess
 
 
 class _Spool:
@@ -67,3 +70,37 @@ def test_a_bad_role_is_one_line(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "role" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_role_api_runs_all_but_intake(tmp_path: Path) -> None:
+    services = _services(tmp_path, role="api")
+    assert any(isinstance(s, RollupService) for s in services)
+    assert [s.status() for s in services if isinstance(s, NodeRole)] == [
+        {"role": "api", "node_id": "node-a"}
+    ]
+
+
+def test_an_api_node_refuses_facts_and_answers_queries(
+    tmp_path: Path, tenant_key_factory: Any
+) -> None:
+    """A real `gravix serve --role api` (GRAVIX_ROLE=api): facts get 421 `misdirected` in
+    the one error shape, with a request id, and nothing is spooled; queries work."""
+    data = tmp_path / "api-node"
+    key = tenant_key_factory(data)
+    auth = {"Authorization": f"Bearer {key}"}
+    _, token = token_store(data / "tokens.db").create("acme")
+    with ServerProcess(data, env={"GRAVIX_ROLE": "api"}) as node:
+        ready = httpx.get(f"{node.url}/ready", timeout=10).json()
+        assert ready["role"] == "api"
+        reply = httpx.post(
+            f"{node.url}/api/v1/facts", json=[{"event_id": "e1"}], headers=auth, timeout=10
+        )
+        assert reply.status_code == 421, reply.text
+        body = reply.json()
+        assert body["error"]["code"] == "misdirected" and "--role api" in body["error"]["message"]
+        assert body["error"]["request_id"] == reply.headers["x-request-id"]
+        query = {"metrics": ["requests"], "from": "now-1h", "grain": "all"}
+        bearer = {"Authorization": f"Bearer {token}"}
+        answer = httpx.post(f"{node.url}/api/v1/query", json=query, headers=bearer, timeout=30)
+        assert answer.status_code == 200, answer.text
+    assert not list((data / "spool").rglob("*.gvx*"))

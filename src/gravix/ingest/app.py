@@ -31,6 +31,7 @@ from gravix.errors import (
     GravixError,
     InvalidFacts,
     MethodNotAllowed,
+    Misdirected,
     NotFound,
     ServiceUnavailable,
     error_body,
@@ -158,6 +159,7 @@ class IngestApp:
             s.max_series_per_service,
             max_services=s.max_services_per_tenant,
             max_series=s.max_series_per_tenant,
+            database_url=s.metadata_url,
         )
         self.services = [factory(self.spool) for factory in self._service_factories]
         for service in self.services:
@@ -301,6 +303,11 @@ class IngestApp:
         self, path: str, receive: Receive, headers: dict[str, str], request_id: str
     ) -> tuple[int, bytes, bytes | None, dict[str, str]]:
         s = self.settings
+        if s.role == "api":
+            raise Misdirected(
+                f"this node runs --role api and takes no facts: send {path} to an ingest "
+                "node (docs/scale.md)"
+            )
         principal = self.auth.authenticate(
             presented_key(headers.get("authorization"), headers.get("x-api-key"))
         )
