@@ -23,7 +23,7 @@ WEB_STAMP := web/node_modules/.installed
 APT_PACKAGES := strace wrk hey curl chromium prometheus prometheus-alertmanager openjdk-17-jre-headless postgresql
 
 .DEFAULT_GOAL := help
-.PHONY: help setup web apt-deps demo test test-fast test-latest lint lock format bench clean dex
+.PHONY: help setup web apt-deps demo test test-fast test-latest lint lock format bench clean dex trino
 
 help:
 	@echo "make demo   install, then start Gravix with demo traffic (prints URL and key)"
@@ -62,6 +62,12 @@ web: $(WEB_STAMP)
 dex:
 	scripts/build_dex.sh
 
+# Trino 476 for tests/query/test_trino_engine.py: the trino-server-core tarball and the
+# trino-hive plugin from Maven Central (kept in ~/.m2), unpacked into .tools/trino-476;
+# it runs on the machine's Temurin 25 JDK (tests/trino_server.py).
+trino:
+	scripts/fetch_trino.sh
+
 apt-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -74,7 +80,7 @@ apt-deps:
 demo: setup web
 	MALLOC_ARENA_MAX=2 $(BIN)/gravix demo  # docs/deploy.md, "Memory"
 
-test: setup web apt-deps dex
+test: setup web apt-deps dex trino
 	$(BIN)/pytest
 
 test-fast: setup web
@@ -82,7 +88,7 @@ test-fast: setup web
 
 # The suite on the newest releases pyproject.toml allows, in a venv of its own,
 # so a library's change shows up here before `make lock` takes it in.
-test-latest: $(UV) web apt-deps dex
+test-latest: $(UV) web apt-deps dex trino
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(LATEST_VENV)
 	VIRTUAL_ENV=$(abspath $(LATEST_VENV)) $(UV) pip install --quiet --upgrade -e '.[dev,s3,spark,trino]'
 	$(LATEST_VENV)/bin/pytest

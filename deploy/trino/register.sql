@@ -8,15 +8,23 @@
 -- together if yours differ: the query engine reads `<trino_catalog>.<trino_schema>`
 -- (settings `trino_catalog`, `trino_schema`), src/gravix/query/trino.py.
 --
--- The tables are external: Trino only reads the Parquet files the rollup
--- writes (DROP TABLE leaves the files). Run this file once, then
--- `CALL system.sync_partition_metadata(...)` (at the end) after new
--- partitions appear, e.g. every minute from cron. A partition Trino does not
--- know yet is simply not read: the newest minutes show up after the next sync.
+-- The tables are external: Trino only reads the Parquet files Gravix writes
+-- (DROP TABLE leaves the files). Run this file once. No partition is ever
+-- registered: the tables use the Hive connector's partition projection, so
+-- Trino computes a query's partitions (tenant, date, hour folders) from its
+-- WHERE clause and the table's template, and a new tenant, day or hour is
+-- read as soon as its file is published, with no `sync_partition_metadata`.
+--   tenant  INJECTED: a query must say `tenant = '<t>'` (Gravix's always do);
+--   date    DATE 'yyyy-MM-dd' from 2020-01-01 to tomorrow (a node's clock a
+--           little ahead): a fact dated outside that range is not read;
+--   hour    INTEGER 00..23.
+-- A folder a query names that does not exist is read as empty (the catalog's
+-- hive.ignore-absent-partitions=true; S3 has no folders to miss).
 --
 -- Catalog properties this file assumes (etc/catalog/gravix.properties):
 --   connector.name=hive
 --   hive.metastore=file (or thrift), hive.non-managed-table-writes-enabled=false
+--   hive.partition-projection-enabled=true, hive.ignore-absent-partitions=true
 --   hive.parquet.time-zone=UTC      -- the files' times are UTC instants
 --   hive.timestamp-precision=MILLISECONDS
 --   fs.native-s3.enabled=true, s3.endpoint=..., s3.path-style-access=true, ...
@@ -30,7 +38,8 @@
 -- `status` keys are Parquet INT(16) -> smallint; sketch keys INT32 -> integer.
 -- Partition columns come last, in folder order, and are varchar:
 -- tenant (`tenant=<t>`), date ('YYYY-MM-DD', UTC) and, for hourly folders,
--- hour ('HH', UTC).
+-- hour ('HH', UTC). Tested against a real Trino 476 over a local store
+-- (tests/query/test_trino_engine.py; `s3://gravix/raw/` read as `local:///`).
 --
 -- Do not read both `metrics_*` and `service_metrics_*` in one query: the
 -- service level holds the same requests merged by (bucket, service, env).
@@ -60,14 +69,24 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.metrics_1m (
     latency_sum_us bigint,
     latency_max_us bigint,
     latency_sketch map(integer, bigint),
-    tenant varchar,
-    "date" varchar,
-    "hour" varchar
+    tenant varchar WITH (partition_projection_type = 'INJECTED'),
+    "date" varchar WITH (
+        partition_projection_type = 'DATE',
+        partition_projection_format = 'yyyy-MM-dd',
+        partition_projection_range = ARRAY['2020-01-01', 'NOW+1DAYS']
+    ),
+    "hour" varchar WITH (
+        partition_projection_type = 'INTEGER',
+        partition_projection_range = ARRAY['0', '23'],
+        partition_projection_digits = 2
+    )
 )
 WITH (
     external_location = 's3://gravix/raw/metrics_1m/',
     format = 'PARQUET',
-    partitioned_by = ARRAY['tenant', 'date', 'hour']
+    partitioned_by = ARRAY['tenant', 'date', 'hour'],
+    partition_projection_enabled = true,
+    partition_projection_location_template = 's3://gravix/raw/metrics_1m/tenant=${tenant}/date=${date}/hour=${hour}/'
 );
 
 -- Hourly metrics: one file per tenant and UTC day.
@@ -86,13 +105,19 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.metrics_1h (
     latency_sum_us bigint,
     latency_max_us bigint,
     latency_sketch map(integer, bigint),
-    tenant varchar,
-    "date" varchar
+    tenant varchar WITH (partition_projection_type = 'INJECTED'),
+    "date" varchar WITH (
+        partition_projection_type = 'DATE',
+        partition_projection_format = 'yyyy-MM-dd',
+        partition_projection_range = ARRAY['2020-01-01', 'NOW+1DAYS']
+    )
 )
 WITH (
     external_location = 's3://gravix/raw/metrics_1h/',
     format = 'PARQUET',
-    partitioned_by = ARRAY['tenant', 'date']
+    partitioned_by = ARRAY['tenant', 'date'],
+    partition_projection_enabled = true,
+    partition_projection_location_template = 's3://gravix/raw/metrics_1h/tenant=${tenant}/date=${date}/'
 );
 
 -- Daily metrics: one file (one bucket) per tenant and UTC day.
@@ -111,13 +136,19 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.metrics_1d (
     latency_sum_us bigint,
     latency_max_us bigint,
     latency_sketch map(integer, bigint),
-    tenant varchar,
-    "date" varchar
+    tenant varchar WITH (partition_projection_type = 'INJECTED'),
+    "date" varchar WITH (
+        partition_projection_type = 'DATE',
+        partition_projection_format = 'yyyy-MM-dd',
+        partition_projection_range = ARRAY['2020-01-01', 'NOW+1DAYS']
+    )
 )
 WITH (
     external_location = 's3://gravix/raw/metrics_1d/',
     format = 'PARQUET',
-    partitioned_by = ARRAY['tenant', 'date']
+    partitioned_by = ARRAY['tenant', 'date'],
+    partition_projection_enabled = true,
+    partition_projection_location_template = 's3://gravix/raw/metrics_1d/tenant=${tenant}/date=${date}/'
 );
 
 -- The service level: the same three tiers merged by (bucket, service, env);
@@ -137,14 +168,24 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.service_metrics_1m (
     latency_sum_us bigint,
     latency_max_us bigint,
     latency_sketch map(integer, bigint),
-    tenant varchar,
-    "date" varchar,
-    "hour" varchar
+    tenant varchar WITH (partition_projection_type = 'INJECTED'),
+    "date" varchar WITH (
+        partition_projection_type = 'DATE',
+        partition_projection_format = 'yyyy-MM-dd',
+        partition_projection_range = ARRAY['2020-01-01', 'NOW+1DAYS']
+    ),
+    "hour" varchar WITH (
+        partition_projection_type = 'INTEGER',
+        partition_projection_range = ARRAY['0', '23'],
+        partition_projection_digits = 2
+    )
 )
 WITH (
     external_location = 's3://gravix/raw/service_metrics_1m/',
     format = 'PARQUET',
-    partitioned_by = ARRAY['tenant', 'date', 'hour']
+    partitioned_by = ARRAY['tenant', 'date', 'hour'],
+    partition_projection_enabled = true,
+    partition_projection_location_template = 's3://gravix/raw/service_metrics_1m/tenant=${tenant}/date=${date}/hour=${hour}/'
 );
 
 CREATE TABLE IF NOT EXISTS gravix.gravix.service_metrics_1h (
@@ -162,13 +203,19 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.service_metrics_1h (
     latency_sum_us bigint,
     latency_max_us bigint,
     latency_sketch map(integer, bigint),
-    tenant varchar,
-    "date" varchar
+    tenant varchar WITH (partition_projection_type = 'INJECTED'),
+    "date" varchar WITH (
+        partition_projection_type = 'DATE',
+        partition_projection_format = 'yyyy-MM-dd',
+        partition_projection_range = ARRAY['2020-01-01', 'NOW+1DAYS']
+    )
 )
 WITH (
     external_location = 's3://gravix/raw/service_metrics_1h/',
     format = 'PARQUET',
-    partitioned_by = ARRAY['tenant', 'date']
+    partitioned_by = ARRAY['tenant', 'date'],
+    partition_projection_enabled = true,
+    partition_projection_location_template = 's3://gravix/raw/service_metrics_1h/tenant=${tenant}/date=${date}/'
 );
 
 CREATE TABLE IF NOT EXISTS gravix.gravix.service_metrics_1d (
@@ -186,13 +233,19 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.service_metrics_1d (
     latency_sum_us bigint,
     latency_max_us bigint,
     latency_sketch map(integer, bigint),
-    tenant varchar,
-    "date" varchar
+    tenant varchar WITH (partition_projection_type = 'INJECTED'),
+    "date" varchar WITH (
+        partition_projection_type = 'DATE',
+        partition_projection_format = 'yyyy-MM-dd',
+        partition_projection_range = ARRAY['2020-01-01', 'NOW+1DAYS']
+    )
 )
 WITH (
     external_location = 's3://gravix/raw/service_metrics_1d/',
     format = 'PARQUET',
-    partitioned_by = ARRAY['tenant', 'date']
+    partitioned_by = ARRAY['tenant', 'date'],
+    partition_projection_enabled = true,
+    partition_projection_location_template = 's3://gravix/raw/service_metrics_1d/tenant=${tenant}/date=${date}/'
 );
 
 -- The raw archive: every deduplicated fact, in the files of each tenant and UTC
@@ -209,14 +262,24 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.archive (
     env varchar,
     version varchar,
     received timestamp(3),
-    tenant varchar,
-    "date" varchar,
-    "hour" varchar
+    tenant varchar WITH (partition_projection_type = 'INJECTED'),
+    "date" varchar WITH (
+        partition_projection_type = 'DATE',
+        partition_projection_format = 'yyyy-MM-dd',
+        partition_projection_range = ARRAY['2020-01-01', 'NOW+1DAYS']
+    ),
+    "hour" varchar WITH (
+        partition_projection_type = 'INTEGER',
+        partition_projection_range = ARRAY['0', '23'],
+        partition_projection_digits = 2
+    )
 )
 WITH (
     external_location = 's3://gravix/raw/archive/',
     format = 'PARQUET',
-    partitioned_by = ARRAY['tenant', 'date', 'hour']
+    partitioned_by = ARRAY['tenant', 'date', 'hour'],
+    partition_projection_enabled = true,
+    partition_projection_location_template = 's3://gravix/raw/archive/tenant=${tenant}/date=${date}/hour=${hour}/'
 );
 
 -- Service events (deploys, config changes, incidents, notes), one file per tenant and UTC day.
@@ -240,14 +303,24 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.raw (
     received timestamp(3),
     node varchar,
     segment varchar,
-    tenant varchar,
-    "date" varchar,
-    "hour" varchar
+    tenant varchar WITH (partition_projection_type = 'INJECTED'),
+    "date" varchar WITH (
+        partition_projection_type = 'DATE',
+        partition_projection_format = 'yyyy-MM-dd',
+        partition_projection_range = ARRAY['2020-01-01', 'NOW+1DAYS']
+    ),
+    "hour" varchar WITH (
+        partition_projection_type = 'INTEGER',
+        partition_projection_range = ARRAY['0', '23'],
+        partition_projection_digits = 2
+    )
 )
 WITH (
     external_location = 's3://gravix/raw/raw/',
     format = 'PARQUET',
-    partitioned_by = ARRAY['tenant', 'date', 'hour']
+    partitioned_by = ARRAY['tenant', 'date', 'hour'],
+    partition_projection_enabled = true,
+    partition_projection_location_template = 's3://gravix/raw/raw/tenant=${tenant}/date=${date}/hour=${hour}/'
 );
 
 CREATE TABLE IF NOT EXISTS gravix.gravix.events (
@@ -258,24 +331,17 @@ CREATE TABLE IF NOT EXISTS gravix.gravix.events (
     message varchar,
     version varchar,
     received timestamp(3),
-    tenant varchar,
-    "date" varchar
+    tenant varchar WITH (partition_projection_type = 'INJECTED'),
+    "date" varchar WITH (
+        partition_projection_type = 'DATE',
+        partition_projection_format = 'yyyy-MM-dd',
+        partition_projection_range = ARRAY['2020-01-01', 'NOW+1DAYS']
+    )
 )
 WITH (
     external_location = 's3://gravix/raw/events/',
     format = 'PARQUET',
-    partitioned_by = ARRAY['tenant', 'date']
+    partitioned_by = ARRAY['tenant', 'date'],
+    partition_projection_enabled = true,
+    partition_projection_location_template = 's3://gravix/raw/events/tenant=${tenant}/date=${date}/'
 );
-
--- Pick up partitions (new tenants, days and hours) written since the last
--- call; 'FULL' also drops those that retention deleted. Run after this
--- file, then periodically.
-CALL gravix.system.sync_partition_metadata('gravix', 'metrics_1m', 'FULL');
-CALL gravix.system.sync_partition_metadata('gravix', 'metrics_1h', 'FULL');
-CALL gravix.system.sync_partition_metadata('gravix', 'metrics_1d', 'FULL');
-CALL gravix.system.sync_partition_metadata('gravix', 'service_metrics_1m', 'FULL');
-CALL gravix.system.sync_partition_metadata('gravix', 'service_metrics_1h', 'FULL');
-CALL gravix.system.sync_partition_metadata('gravix', 'service_metrics_1d', 'FULL');
-CALL gravix.system.sync_partition_metadata('gravix', 'archive', 'FULL');
-CALL gravix.system.sync_partition_metadata('gravix', 'raw', 'FULL');
-CALL gravix.system.sync_partition_metadata('gravix', 'events', 'FULL');

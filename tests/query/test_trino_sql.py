@@ -1,4 +1,5 @@
-"""The Trino engine's SQL, checked without a Trino server (none runs here).
+"""The Trino engine's SQL, checked without a Trino server (fast; a real Trino
+runs the same suite in tests/query/test_trino_engine.py).
 
 Every query of the suite (tests/query/suite.py) must parse as Trino SQL and
 type-check against the tables deploy/trino/register.sql declares: unknown
@@ -90,9 +91,11 @@ def test_register_sql_declares_every_table_with_partitions_last(
         assert columns["status_counts"] == "MAP(SMALLINT, BIGINT)"
         assert columns["latency_sketch"] == "MAP(INTEGER, BIGINT)"
     text = REGISTER.read_text()
-    for name in declared:  # each table is synced, and stored where the rollup writes it
+    for name in declared:  # each table is projected, and stored where the rollup writes it
         assert f"external_location = 's3://gravix/raw/{name}/'" in text
-        assert f"sync_partition_metadata('gravix', '{name}', 'FULL')" in text
+        assert f"location_template = 's3://gravix/raw/{name}/tenant=${{tenant}}/date=" in text
+    assert text.count("partition_projection_enabled = true") == len(declared)
+    assert "CALL " not in text  # nothing to register, ever
 
 
 @pytest.mark.parametrize(("name", "p"), all_plans(), ids=[n for n, _ in all_plans()])

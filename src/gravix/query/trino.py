@@ -19,19 +19,27 @@ Pending facts are read from the ``raw`` table (the raw objects the uploader
 stored and the rollup has not folded yet), as the rollup will count them:
 one row per (event_id, event hour), the copy accepted first, and none for an
 (event_id, event hour) the ``archive`` table already holds (a retry after its
-first copy was folded, or a raw object folded and not deleted yet). Only the
-raw facts of the plan's hours are read, and only the archive partitions of
-hours holding some of them (a join on the partition columns, which Trino's
-dynamic filtering prunes). Unlike the embedded engines, which ask only the
-archive parts the minute file counts, every file of the hour's folder is
-asked: after a rollup pass stopped between writing a part and publishing the
-minutes, that part's facts are missing until the next pass. The facts still
-in a node's spool are not in the store and not in the answer:
-``includes_pending`` is False (this node's pending rows are not handed to
-the engine), and answers say so in ``meta.freshness.pending_facts_included``.
-A new hour's partitions (``raw``, ``archive``, ``metrics_1m``) are read once
-the partitions are synced (deploy/trino/register.sql). The ``trino`` client
-is the ``trino`` extra.
+first copy was folded, or a raw object folded and not deleted yet). A raw
+object's folder is the hour its segment was *created*, unrelated to its
+facts' times, so the store is listed (``raw/tenant=<t>/``: the few objects
+not folded yet) and only the folders holding some are read; none, and the
+pending part reads nothing. Only the raw facts of the plan's hours count,
+and only the archive partitions of hours holding some of them are read (a
+join on the partition columns, which Trino's dynamic filtering prunes).
+Unlike the embedded engines, which ask only the archive parts the minute
+file counts, every file of the hour's folder is asked: after a rollup pass
+stopped between writing a part and publishing the minutes, that part's facts
+are missing until the next pass. The facts still in a node's spool are not
+in the store and not in the answer: ``includes_pending`` is False (this
+node's pending rows are not handed to the engine), and answers say so in
+``meta.freshness.pending_facts_included``. Legacy ``.gvx`` raw objects are
+not Parquet: Trino fails on a folder holding one (``gravix rollup`` folds
+them).
+
+No partition is registered: the tables project theirs from each query's
+``tenant``, ``date`` and ``hour`` cuts (deploy/trino/register.sql), so a
+new hour is read as soon as its file is published. The ``trino`` client is
+the ``trino`` extra.
 """
 
 from __future__ import annotations
@@ -75,7 +83,8 @@ class TrinoEngine:
 
     ``store`` is only asked whether service-level objects exist, to read
     the series level where they do not (objects written before that level
-    existed), as the other engines do.
+    existed), as the other engines do, and which folders hold the tenant's
+    raw objects (:meth:`raw_folders`).
     """
 
     name = "trino"
@@ -140,7 +149,7 @@ class TrinoEngine:
             'SELECT event_id, "timestamp", service, method, path, status, latency_us, env, '
             "version, received, date_format(\"timestamp\", '%Y-%m-%d') AS event_date, "
             "date_format(\"timestamp\", '%H') AS event_hour "
-            f"FROM {self.table_of('raw')} WHERE {who} "
+            f"FROM {self.table_of('raw')} WHERE {who} AND {self.raw_folders(tenant)} "
             f'AND "timestamp" >= {_timestamp(start)} AND "timestamp" < {_timestamp(end)}'
         )
         same = 'h.event_id = p.event_id AND h."date" = p.event_date AND h."hour" = p.event_hour'
@@ -179,6 +188,25 @@ class TrinoEngine:
             f"ELSE MAP(ARRAY[{key}], ARRAY[CAST(1 AS BIGINT)]) END AS latency_sketch "
             f"FROM ({once}) q WHERE copy_rank = 1"
         )
+
+    def raw_folders(self, tenant: str) -> str:
+        """The ``raw`` table's cut to the folders (segment hours) holding the tenant's
+        raw objects now, ``false`` when none: its partitions, projected from this cut,
+        are not known otherwise (module docstring)."""
+        found = set()
+        for info in self.store.list(layout.tenant_prefix(layout.RAW, tenant)):
+            part = layout.parse_key(info.key)
+            if (
+                part is not None
+                and part.hour is not None
+                and part.name.endswith(layout.OBJECT_SUFFIX)
+            ):
+                found.add((part.day.isoformat(), f"{part.hour:02d}"))
+        if not found:
+            return "false"
+        dates = ", ".join(sorted({f"'{d}'" for d, _ in found}))
+        hours = ", ".join(sorted({f"'{h}'" for _, h in found}))
+        return f'"date" IN ({dates}) AND "hour" IN ({hours})'
 
     def table_of(self, area: str) -> str:
         """The table of a layout area (``raw``, ``archive``)."""
