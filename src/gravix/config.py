@@ -484,9 +484,10 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         None,
         description=(
-            "Secret. `postgresql://user:password@host:5432/db`: keys, API tokens, users and "
-            "login sessions live in that PostgreSQL database, shared by every node. Unset: "
-            "SQLite files in `data_dir` (keys.db, tokens.db, users.db)."
+            "Secret. `postgresql://user:password@host:5432/db`: keys, API tokens, users, "
+            "login sessions and the series catalog live in that PostgreSQL database, shared "
+            "by every node. Unset: SQLite files in `data_dir` (keys.db, tokens.db, users.db, "
+            "catalog.db)."
         ),
     )
     trino_password: SecretStr | None = Field(

@@ -1,7 +1,7 @@
 """The metadata store: SQLite files in the data dir, or one PostgreSQL database.
 
-Keys, API tokens, users and login sessions (the tables of
-:mod:`gravix.schema.metadata_tables`) are read and written through
+Keys, API tokens, users, login sessions and the series catalog (the tables
+of :mod:`gravix.schema.metadata_tables`) are read and written through
 :class:`MetadataStore`, with SQLAlchemy Core, wherever they live:
 
 - ``database_url`` unset (the default): SQLite files in the data dir, one
@@ -21,8 +21,8 @@ revision is refused (``gravix db upgrade``, or a newer release's store). In
 PostgreSQL the nodes take an advisory lock for it, in SQLite ``BEGIN
 IMMEDIATE``: several starting at once do it once.
 
-The SQLite files (``keys.db``, ``tokens.db``, ``users.db``, and the alert
-store's ``alerts.db``, which uses :class:`MetadataDB` directly) are in WAL
+The SQLite files (``keys.db``, ``tokens.db``, ``users.db``, ``catalog.db``,
+and the alert store's ``alerts.db``, which uses :class:`MetadataDB` directly) are in WAL
 mode. A full disk breaks the usual open:
 a connection's first read maps the WAL index (``<db>-shm``), which SQLite
 grows by writing to it, so at 0 bytes free even a SELECT fails with "disk

@@ -28,6 +28,7 @@ from gravix.metadata import postgresql_url
 from gravix.schema.metadata_tables import (
     KEYS,
     METADATA,
+    SERIES,
     SQLITE_TOKENS,
     USER_TABLES,
     sqlite_schema,
@@ -38,7 +39,14 @@ from tests.procs import ServerProcess
 
 __all__ = ["pg_url", "postgres"]  # fixtures
 HEAD = migrations.head()
-FILES = {"keys.db": [KEYS], "tokens.db": [SQLITE_TOKENS], "users.db": list(USER_TABLES)}
+FILES = {
+    "keys.db": [KEYS],
+    "tokens.db": [SQLITE_TOKENS],
+    "users.db": list(USER_TABLES),
+    "catalog.db": [SERIES],
+}
+# The series of tests.factories.fact(), as a catalog.db row.
+SERIES_ROW = ("acme", "checkout", "POST", "/cart/{id}/pay", "prod", "v42")
 
 
 def gravix(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -55,7 +63,10 @@ def recorded(path: Path) -> list[tuple[str]]:
 
 
 def made_before_migrations(data_dir: Path) -> str:
-    """A data dir as the releases before migrations left it (CREATE IF NOT EXISTS); a key."""
+    """A data dir as the releases before migrations left it (CREATE IF NOT EXISTS); a key.
+
+    Its catalog.db holds one series of tenant acme (:data:`SERIES_ROW`).
+    """
     data_dir.mkdir()
     for name, tables in FILES.items():
         with sqlite3.connect(data_dir / name) as conn:
@@ -71,7 +82,14 @@ def made_before_migrations(data_dir: Path) -> str:
     with sqlite3.connect(data_dir / "keys.db") as conn:
         conn.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?)", row)
     (data_dir / "elsewhere.db").unlink()
+    with sqlite3.connect(data_dir / "catalog.db") as conn:
+        conn.execute("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?)", SERIES_ROW)
     return secret
+
+
+def series_rows(data_dir: Path) -> list[tuple[str, ...]]:
+    with sqlite3.connect(data_dir / "catalog.db") as conn:
+        return conn.execute("SELECT * FROM series").fetchall()
 
 
 def test_a_fresh_store_is_made_at_head_on_first_use(tmp_path: Path) -> None:
@@ -97,6 +115,7 @@ def test_db_upgrade_takes_a_store_made_before_migrations_as_the_baseline(tmp_pat
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"login_attempts", "login_failures", "users", "sessions"} <= tables
     assert [k.label for k in KeyStore(data_dir / "keys.db").list()] == ["old"]  # rows kept
+    assert series_rows(data_dir) == [SERIES_ROW]
 
     again = gravix(data_dir, "db", "upgrade")
     assert again.returncode == 0, again.stderr
@@ -105,7 +124,7 @@ def test_db_upgrade_takes_a_store_made_before_migrations_as_the_baseline(tmp_pat
     ]
 
 
-def test_the_baseline_makes_the_tables_of_metadata_tables(tmp_path: Path) -> None:
+def test_the_migrations_make_the_tables_of_metadata_tables(tmp_path: Path) -> None:
     for name, tables in FILES.items():
         metadata = MetaData()
         for table in tables:
@@ -115,7 +134,7 @@ def test_the_baseline_makes_the_tables_of_metadata_tables(tmp_path: Path) -> Non
             migrations.prepare(conn, _holds(tables), upgrade=False, where=name)
         with engine.connect() as conn:
             assert _differences(conn, metadata) == [], name
-            assert name == "users.db" or _label_default(conn) == "''"
+            assert name not in ("keys.db", "tokens.db") or _label_default(conn) == "''"
         engine.dispose()
 
 
@@ -139,7 +158,7 @@ def _label_default(conn: Any, table: str = "keys") -> str:
 
 
 @pytest.mark.slow
-def test_the_baseline_makes_the_tables_of_metadata_tables_in_postgresql(pg_url: str) -> None:
+def test_the_migrations_make_the_tables_of_metadata_tables_in_postgresql(pg_url: str) -> None:
     KeyStore(Path("unused"), database_url=pg_url).list()  # first use
     engine = create_engine(postgresql_url(pg_url))
     with engine.connect() as conn:
@@ -197,12 +216,12 @@ def _scripts_with_a_later_revision(tmp_path: Path) -> Path:
     """The release's migrations plus one more (a column added to keys), as a later release's."""
     scripts = tmp_path / "scripts"
     shutil.copytree(migrations.SCRIPTS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_keys_note.py").write_text(
+    (scripts / "versions" / "0003_keys_note.py").write_text(
         f'"""A later revision."""\n'
         "import sqlalchemy as sa\n"
         "from alembic import op\n"
         "from gravix.migrations import held\n"
-        f"revision = '0002'\ndown_revision = '{HEAD}'\n"
+        f"revision = '0003'\ndown_revision = '{HEAD}'\n"
         "def upgrade():\n"
         "    if name := held('keys'):\n"
         "        op.add_column(name, sa.Column('note', sa.Text()))\n"
@@ -220,33 +239,93 @@ def test_a_store_behind_head_is_refused_until_upgraded(tmp_path: Path) -> None:
         migrations.prepare(conn, holds, upgrade=False, where="keys.db", scripts=later)
     assert behind.value.message == (
         f"the metadata store keys.db is at schema revision {HEAD}, older than this release's "
-        "0002: run `gravix db upgrade`"
+        "0003: run `gravix db upgrade`"
     )
     with engine.begin() as conn:
         done = migrations.prepare(conn, holds, upgrade=True, where="keys.db", scripts=later)
-    assert done == f"upgraded from {HEAD} to head 0002"
+    assert done == f"upgraded from {HEAD} to head 0003"
     with engine.connect() as conn:
         assert "note" in {c["name"] for c in inspect(conn).get_columns("keys")}
     with engine.begin() as conn, pytest.raises(ConfigError) as ahead:  # this release again
         migrations.prepare(conn, holds, upgrade=False, where="keys.db")
-    assert "revision 0002, newer than this release of Gravix knows" in ahead.value.message
+    assert "revision 0003, newer than this release of Gravix knows" in ahead.value.message
     engine.dispose()
 
 
-def test_serve_stamps_a_store_made_before_migrations_and_uses_it(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def _scripts_up_to_the_baseline(tmp_path: Path) -> Path:
+    """The migrations of the release that had the baseline only (before the series catalog)."""
+    scripts = tmp_path / "release-0001"
+    shutil.copytree(migrations.SCRIPTS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    for later in (scripts / "versions").glob("*.py"):
+        if not later.name.startswith(migrations.BASELINE):
+            later.unlink()
+    return scripts
+
+
+def made_by_the_baseline_release(data_dir: Path, tmp_path: Path) -> str:
+    """A data dir as the release with only 0001 left it; a key.
+
+    keys.db, tokens.db and users.db record 0001; catalog.db, made by the
+    catalog itself then, has its series and no recorded revision.
+    """
     secret = made_before_migrations(data_dir)
-    with ServerProcess(data_dir) as server:
-        reply = httpx.post(
-            f"{server.url}/api/v1/facts",
-            json=[fact(event_id="old-key", timestamp=int(time.time() * 1000))],
-            headers={"Authorization": f"Bearer {secret}"},
-            timeout=10,
-        )
-        assert reply.status_code == 202, reply.text
+    release = _scripts_up_to_the_baseline(tmp_path)
+    for name, tables in FILES.items():
+        if name == "catalog.db":
+            continue
+        engine = create_engine(f"sqlite:///{data_dir / name}")
+        with engine.begin() as conn:
+            migrations.prepare(conn, _holds(tables), upgrade=False, where=name, scripts=release)
+        engine.dispose()
+        assert recorded(data_dir / name) == [(migrations.BASELINE,)]
+    return secret
+
+
+def test_serve_refuses_a_store_at_0001_until_db_upgrade_then_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    secret = made_by_the_baseline_release(data_dir, tmp_path)
+    refused = gravix(data_dir, "serve", "--port", "0")
+    assert refused.returncode == 2
+    assert "Gravix listening" not in refused.stdout
+    assert refused.stderr.strip().splitlines() == [
+        f"error: the metadata store {data_dir / 'keys.db'} is at schema revision "
+        f"{migrations.BASELINE}, older than this release's {HEAD}: run `gravix db upgrade`"
+    ]
+
+    upgraded = gravix(data_dir, "db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.splitlines() == [
+        *(
+            f"{data_dir / name}: upgraded from {migrations.BASELINE} to head {HEAD}"
+            for name in ("keys.db", "tokens.db", "users.db")
+        ),
+        f"{data_dir / 'catalog.db'}: made before migrations: taken as {migrations.BASELINE} "
+        f"(baseline), now at head {HEAD}",
+    ]
+    assert series_rows(data_dir) == [SERIES_ROW]
+
+    # One series per service: the kept row is the one, so another path is refused.
+    with ServerProcess(data_dir, env={"GRAVIX_MAX_SERIES_PER_SERVICE": "1"}) as server:
+
+        def send(**overrides: str) -> httpx.Response:
+            return httpx.post(
+                f"{server.url}/api/v1/facts",
+                json=[fact(timestamp=int(time.time() * 1000), **overrides)],
+                headers={"Authorization": f"Bearer {secret}"},
+                timeout=10,
+            )
+
+        known = send()
+        assert known.status_code == 202, known.text
+        other = send(path="/other")
+        assert other.status_code == 400, other.text
+        assert other.json()["error"]["code"] == "series_limit"
         assert server.terminate() == 0
     for name in FILES:
         assert recorded(data_dir / name) == [(HEAD,)]
+    assert series_rows(data_dir) == [SERIES_ROW]
 
 
 def test_serve_refuses_a_store_newer_than_this_release(tmp_path: Path) -> None:

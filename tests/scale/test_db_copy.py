@@ -1,7 +1,7 @@
 """`gravix db copy --to postgresql://...`: an SQLite store moved into a real PostgreSQL.
 
 The store is made as people make it (CLI and a real `gravix serve`: a key, a
-user, a session, a failed login, an API token), its ``alembic_version``
+user, a session, a failed login, an API token, a series), its ``alembic_version``
 tables then dropped so that the files are as the releases before migrations
 left them. After the copy a `gravix serve` on PostgreSQL
 (``GRAVIX_DATABASE_URL``, a fresh data dir) accepts that key, that session
@@ -62,8 +62,11 @@ def test_copy_moves_every_table_and_a_postgresql_node_accepts_them(
                                 headers={"X-CSRF-Token": csrf}, timeout=10)  # fmt: skip
         assert made_token.status_code == 201, made_token.text
         token = made_token.json()["secret"]
+        sent = httpx.post(f"{node.url}/api/v1/facts", json=[fact(event_id="sqlite-node")],
+                          headers={"Authorization": f"Bearer {key}"}, timeout=10)  # fmt: skip
+        assert sent.status_code == 202, sent.text
         assert node.terminate() == 0
-    for name in ("keys.db", "tokens.db", "users.db"):  # as the release before migrations
+    for name in ("keys.db", "tokens.db", "users.db", "catalog.db"):  # before migrations
         with sqlite3.connect(data_dir / name) as conn:
             conn.execute("DROP TABLE alembic_version")
 
@@ -71,11 +74,11 @@ def test_copy_moves_every_table_and_a_postgresql_node_accepts_them(
     copied = gravix(data_dir, "db", "copy", "--to", url)
     assert copied.returncode == 0, copied.stderr
     assert copied.stdout.strip().startswith(
-        "copied 1 keys, 1 tokens, 1 users, 1 sessions, 2 login attempts from "
+        "copied 1 keys, 1 tokens, 1 users, 1 sessions, 2 login attempts, 1 series from "
     )
     again = gravix(data_dir, "db", "copy", "--to", url)
     assert again.returncode == 2
-    assert "is not empty (1 keys, 1 tokens, 1 users, 1 sessions, 2 login attempts)" in (
+    assert "is not empty (1 keys, 1 tokens, 1 users, 1 sessions, 2 login attempts, 1 series)" in (
         again.stderr
     )
     forced = gravix(data_dir, "db", "copy", "--to", url, "--force")
@@ -85,7 +88,9 @@ def test_copy_moves_every_table_and_a_postgresql_node_accepts_them(
         assert SECRET not in done.stdout + done.stderr
         assert "***" in done.stdout + done.stderr
 
-    with ServerProcess(tmp_path / "postgresql-node", env={"GRAVIX_DATABASE_URL": url}) as node:
+    # One series per service: the copied series is the one, so another path is refused.
+    env = {"GRAVIX_DATABASE_URL": url, "GRAVIX_MAX_SERIES_PER_SERVICE": "1"}
+    with ServerProcess(tmp_path / "postgresql-node", env=env) as node:
         sent = httpx.post(
             f"{node.url}/api/v1/facts",
             json=[fact(event_id="copied-key", timestamp=int(time.time() * 1000))],
@@ -93,6 +98,13 @@ def test_copy_moves_every_table_and_a_postgresql_node_accepts_them(
             timeout=10,
         )
         assert sent.status_code == 202, sent.text
+        other = httpx.post(
+            f"{node.url}/api/v1/facts",
+            json=[fact(event_id="other-series", path="/other")],
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        assert other.status_code == 400 and other.json()["error"]["code"] == "series_limit"
         me = httpx.get(f"{node.url}/api/v1/me", cookies={"gravix_session": cookie}, timeout=10)
         assert me.status_code == 200 and me.json()["name"] == "ana", me.text
         query = httpx.post(f"{node.url}/api/v1/query", json=QUERY,

@@ -1,4 +1,5 @@
-"""Three nodes on one PostgreSQL: keys, revocation and sessions across nodes, and PostgreSQL down.
+"""Three nodes on one PostgreSQL: keys, revocation, sessions and series caps across nodes, and
+PostgreSQL down.
 
 Two `gravix serve --role ingest` nodes and one `--role all` node (the API and
 rollup node) share one local object store and one PostgreSQL
@@ -50,14 +51,21 @@ def gravix(url: str, data_dir: Path, *args: str, stdin: str | None = None) -> st
     return done.stdout.strip()
 
 
-def post_fact(node: ServerProcess, key: str, event_id: str) -> int:
-    reply = httpx.post(
+def send_fact(
+    node: ServerProcess, key: str, event_id: str, path: str | None = None
+) -> httpx.Response:
+    """One fact of the series of tests.factories.fact(), or of ``path``."""
+    overrides = {} if path is None else {"path": path}
+    return httpx.post(
         f"{node.url}/api/v1/facts",
-        json=[fact(event_id=event_id, timestamp=int(time.time() * 1000))],
+        json=[fact(event_id=event_id, timestamp=int(time.time() * 1000), **overrides)],
         headers={"Authorization": f"Bearer {key}"},
         timeout=10,
     )
-    return reply.status_code
+
+
+def post_fact(node: ServerProcess, key: str, event_id: str) -> int:
+    return send_fact(node, key, event_id).status_code
 
 
 def poll(check: Callable[[], bool], what: str) -> float:
@@ -83,6 +91,7 @@ def test_keys_sessions_and_postgresql_down_across_nodes(
         "GRAVIX_DATABASE_URL": url,
         "GRAVIX_OBJECT_STORE_URL": (tmp_path / "shared-store").as_uri(),
         "GRAVIX_KEY_REFRESH_SECONDS": "1",
+        "GRAVIX_MAX_SERIES_PER_SERVICE": "2",
     }
     nodes: dict[str, ServerProcess] = {}
     try:
@@ -97,6 +106,14 @@ def test_keys_sessions_and_postgresql_down_across_nodes(
         spare = gravix(url, a.data_dir, "keys", "create", "--tenant", "acme", "--label", "kept")
         for node in (a, b):
             poll(lambda n=node: post_fact(n, key, f"k-{n.url[-5:]}") == 202, "key accepted")
+
+        # The series cap holds across nodes: fact()'s series and /second make 2 for
+        # checkout, so /third is refused on the node that has not seen /second.
+        second = send_fact(a, spare, "second", path="/second")
+        assert second.status_code == 202, second.text
+        third = send_fact(b, spare, "third", path="/third")
+        assert third.status_code == 400, third.text
+        assert third.json()["error"]["code"] == "series_limit"
 
         # Revoked (CLI on node-b's data dir): refused by both ingest nodes.
         key_id = key.split("_")[1]
@@ -114,10 +131,15 @@ def test_keys_sessions_and_postgresql_down_across_nodes(
         me = httpx.get(f"{c.url}/api/v1/me", cookies={"gravix_session": cookie}, timeout=10)
         assert me.status_code == 200 and me.json()["name"] == "ana", me.text
 
-        # PostgreSQL stopped: intake with a known key goes on; login is 503 with Retry-After.
+        # PostgreSQL stopped: intake with a known key and known series goes on; a new
+        # series and login are 503 with Retry-After.
         cluster.stop()
         for i, node in enumerate((a, b)):
             assert post_fact(node, spare, f"down-{i}") == 202
+        new_series = send_fact(b, spare, "new-while-down", path="/second")
+        assert new_series.status_code == 503, new_series.text
+        assert new_series.json()["error"]["code"] == "metadata_unavailable"
+        assert int(new_series.headers["retry-after"]) >= 1
         down = login(c)
         assert down.status_code == 503, down.text
         assert down.json()["error"]["code"] == "metadata_unavailable"
@@ -128,6 +150,8 @@ def test_keys_sessions_and_postgresql_down_across_nodes(
         cluster.start()
         poll(lambda: login(c).status_code == 200, "login after PostgreSQL restarted")
         assert post_fact(b, spare, "up-again") == 202
+        again = send_fact(b, spare, "new-after-down", path="/second")
+        assert again.status_code == 202, again.text
         for node in nodes.values():
             assert "Traceback" not in node.log_tail(200), node.log_tail(200)
     finally:

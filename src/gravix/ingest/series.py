@@ -3,38 +3,42 @@
 It enforces the caps that keep cardinality (and so storage and query cost)
 bounded, all per tenant: distinct series per service (``max_series_per_service``),
 services (``max_services_per_tenant``) and series in all (``max_series_per_tenant``).
-SQLite in WAL mode at
-``<data_dir>/catalog.db`` so several worker processes share one view::
+Table ``series`` (columns in :mod:`gravix.schema.metadata_tables`) of the
+metadata store (:mod:`gravix.metadata`)::
 
     series(tenant, service, method, path, env, version) PRIMARY KEY all six
 
-Each process remembers the series it has seen, so the database is touched only
-when a batch brings a series this process has not seen before. The database is
-opened at that first use, and again after a failure: a server started on a full
-disk starts, a batch with a new series answers 503 ``disk_full`` meanwhile,
-and the catalog opens once there is room.
+- SQLite by default, ``<data_dir>/catalog.db`` in WAL mode, so the worker
+  processes of a node share one view.
+- The PostgreSQL database of ``database_url``, shared by every node, so the
+  caps hold across nodes: a batch's new series are admitted in one
+  SERIALIZABLE transaction (count, check the caps, insert), and one that
+  conflicts with another node's is run again.
+
+Each process remembers the series it has seen, so the store is touched only
+when a batch brings a series this process has not seen before: batches of
+known series are accepted while the store cannot be written. A batch with a
+new series meanwhile answers 503 ``disk_full`` (SQLite on a full disk) or
+``metadata_unavailable`` (PostgreSQL down), with Retry-After. The store is
+opened at that first use, and again after a failure: a server started on a
+full disk starts, and the catalog opens once there is room.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from sqlalchemy import Connection, exc, func, select
+
 from gravix.errors import InvalidFacts, ItemError, ServiceUnavailable
-from gravix.metadata import disk_full_error, out_of_space
+from gravix.metadata import MetadataStore
 from gravix.schema import RequestFact
+from gravix.schema.metadata_tables import SERIES, SERIES_COLUMNS
 
 SeriesKey = tuple[str, str, str, str, str]  # service, method, path, env, version
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS series (
-    tenant TEXT NOT NULL, service TEXT NOT NULL, method TEXT NOT NULL,
-    path TEXT NOT NULL, env TEXT NOT NULL, version TEXT NOT NULL,
-    PRIMARY KEY (tenant, service, method, path, env, version)
-) WITHOUT ROWID
-"""
+_KEY_COLUMNS = SERIES_COLUMNS[1:]  # a SeriesKey's, in its order
 
 
 def series_key(fact: RequestFact) -> SeriesKey:
@@ -50,40 +54,24 @@ class SeriesCatalog:
         max_per_service: int,
         max_services: int | None = None,
         max_series: int | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.max_per_service = max_per_service
         self.max_services = max_services  # per tenant; None: no cap
         self.max_series = max_series  # per tenant, all services; None: no cap
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn: sqlite3.Connection | None = None  # opened at first use
+        self.db = MetadataStore("the series catalog", [SERIES], path, database_url)
+        # One admission at a time per process: the store serializes across processes.
         self._lock = threading.Lock()
-        self._known: dict[str, set[SeriesKey]] = {}
-
-    def _connection(self) -> sqlite3.Connection:
-        """The open connection; caller holds the lock."""
-        if self._conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=10, isolation_level=None, check_same_thread=False
-            )
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(_SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
+        self._known: dict[str, frozenset[SeriesKey]] = {}
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        """Nothing is held open between uses (kept for the ingest app's stop)."""
 
     def admit(self, tenant: str, facts: Sequence[RequestFact]) -> None:
         """Record new series; raise InvalidFacts naming the facts over the cap."""
-        known = self._known.setdefault(tenant, set())
+        known = self._known.get(tenant, frozenset())
         # The hot path: a set difference, no per-fact Python branching.
         fresh = {(f.service, f.method, f.path, f.env or "", f.version or "") for f in facts} - known
         if not fresh:
@@ -95,67 +83,71 @@ class SeriesCatalog:
                 new[key] = index
         with self._lock:
             try:
-                self._admit_new(tenant, new)
-            except sqlite3.OperationalError as e:
-                # A full disk or a locked database: the batch is not accepted,
-                # and the client is told to come back, like a spool failure.
-                if out_of_space(e, self.path):
-                    raise disk_full_error("the series catalog", self.path, e) from e
+                self.db.write(lambda conn: self._admit_new(conn, tenant, new))
+            except exc.DBAPIError as e:
+                # A locked SQLite file, say (a full disk and PostgreSQL down are
+                # 503s already): the client is told to come back, like a spool failure.
                 raise ServiceUnavailable(
-                    f"series catalog unavailable: {e}", code="catalog_unavailable", retry_after=2
+                    f"series catalog unavailable: {e.orig}",
+                    code="catalog_unavailable",
+                    retry_after=2,
                 ) from e
+            # A new set, not an update: other threads read the old one unlocked.
+            self._known[tenant] = self._known.get(tenant, frozenset()).union(new)
 
-    def _admit_new(self, tenant: str, new: dict[SeriesKey, int]) -> None:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            missing = [
-                key
-                for key in new
-                if conn.execute(
-                    "SELECT 1 FROM series WHERE tenant=? AND service=? AND method=? AND path=?"
-                    " AND env=? AND version=?",
-                    (tenant, *key),
-                ).fetchone()
-                is None
-            ]
-            errors = self._over_caps(conn, tenant, missing, new)
-            if errors:
-                conn.execute("ROLLBACK")
-                raise InvalidFacts(
-                    f"{len(errors)} facts would exceed the series limits; the batch was "
-                    f"rejected ({errors[0].message})",
-                    field=errors[0].field,
-                    code="series_limit",
-                    items=sorted(errors, key=lambda e: e.index),
-                )
-            conn.executemany(
-                "INSERT OR IGNORE INTO series VALUES (?, ?, ?, ?, ?, ?)",
-                [(tenant, *key) for key in missing],
+    def _admit_new(self, conn: Connection, tenant: str, new: dict[SeriesKey, int]) -> None:
+        """In the store's write transaction: insert the new series, or raise for the caps."""
+        services = sorted({key[0] for key in new})
+        rows = conn.execute(
+            select(*(SERIES.c[name] for name in _KEY_COLUMNS)).where(
+                SERIES.c.tenant == tenant, SERIES.c.service.in_(services)
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._known.setdefault(tenant, set()).update(new)
+        ).all()
+        stored: set[SeriesKey] = {(r.service, r.method, r.path, r.env, r.version) for r in rows}
+        per_service = dict.fromkeys(services, 0)
+        for key in stored:
+            per_service[key[0]] += 1
+        missing = [key for key in new if key not in stored]
+        errors = self._over_caps(conn, tenant, missing, new, per_service)
+        if errors:
+            raise InvalidFacts(
+                f"{len(errors)} facts would exceed the series limits; the batch was "
+                f"rejected ({errors[0].message})",
+                field=errors[0].field,
+                code="series_limit",
+                items=sorted(errors, key=lambda e: e.index),
+            )
+        if missing:
+            conn.execute(
+                SERIES.insert(),
+                [
+                    {"tenant": tenant, **dict(zip(_KEY_COLUMNS, key, strict=True))}
+                    for key in missing
+                ],
+            )
 
     def _over_caps(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         tenant: str,
         missing: list[SeriesKey],
         new: dict[SeriesKey, int],
+        per_service: dict[str, int],
     ) -> list[ItemError]:
         """The facts whose new series would take the tenant past a cap, in batch order."""
-        per_service: dict[str, int] = {}
-        services = set() if self.max_services is None else _services(conn, tenant)
-        total = 0 if self.max_series is None else _count(conn, tenant)
+        services: set[str] = set()
+        if self.max_services is not None:
+            found = conn.execute(
+                select(SERIES.c.service).where(SERIES.c.tenant == tenant).distinct()
+            )
+            services = set(found.scalars())
+        total = 0
+        if self.max_series is not None:
+            counted = select(func.count()).select_from(SERIES).where(SERIES.c.tenant == tenant)
+            total = conn.execute(counted).scalar_one()
         errors: list[ItemError] = []
         for key in sorted(missing, key=new.__getitem__):
             service = key[0]
-            if service not in per_service:
-                per_service[service] = _count(conn, tenant, service)
             if self.max_services is not None and service not in services:
                 if len(services) >= self.max_services:
                     errors.append(ItemError(new[key], "service", _too_many_services(self)))
@@ -170,21 +162,6 @@ class SeriesCatalog:
             per_service[service] += 1
             total += 1
         return errors
-
-
-def _count(conn: sqlite3.Connection, tenant: str, service: str | None = None) -> int:
-    if service is None:
-        row = conn.execute("SELECT COUNT(*) FROM series WHERE tenant=?", (tenant,)).fetchone()
-    else:
-        row = conn.execute(
-            "SELECT COUNT(*) FROM series WHERE tenant=? AND service=?", (tenant, service)
-        ).fetchone()
-    return int(row[0])
-
-
-def _services(conn: sqlite3.Connection, tenant: str) -> set[str]:
-    rows = conn.execute("SELECT DISTINCT service FROM series WHERE tenant=?", (tenant,))
-    return {row[0] for row in rows}
 
 
 def _too_many_paths(catalog: SeriesCatalog, service: str) -> str:

@@ -5,11 +5,15 @@ One linear history (``versions/``) serves every database the store can be:
 =========================  ==============================================
 database                   tables it holds (logical name: table name)
 =========================  ==============================================
-PostgreSQL (database_url)  keys, tokens, users, sessions, login_attempts
+PostgreSQL (database_url)  keys, tokens, users, sessions, login_attempts,
+                           series
 ``<data_dir>/keys.db``     keys
 ``<data_dir>/tokens.db``   tokens: the table is named ``keys`` there
                            (as every release before PostgreSQL made it)
 ``<data_dir>/users.db``    users, sessions, login_attempts
+``<data_dir>/catalog.db``  series (0002; the releases before it made the
+                           table themselves, so such a file is taken as
+                           the baseline and 0002 finds its table there)
 =========================  ==============================================
 
 Each database records its own revision in its own ``alembic_version`` table.
@@ -58,7 +62,7 @@ BASELINE: Final = "0001"
 # Logical table name -> its name in this database.
 Holds = Mapping[str, str]
 POSTGRESQL_HOLDS: Final[Holds] = {
-    name: name for name in ("keys", "tokens", "users", "sessions", "login_attempts")
+    name: name for name in ("keys", "tokens", "users", "sessions", "login_attempts", "series")
 }
 
 

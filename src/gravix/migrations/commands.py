@@ -1,7 +1,7 @@
 """``gravix db upgrade``, ``gravix db copy`` and the schema check of ``gravix serve``.
 
 The store of a :class:`Settings` is one PostgreSQL database (``database_url``)
-or the three SQLite files of the data dir (:mod:`gravix.migrations`).
+or the four SQLite files of the data dir (:mod:`gravix.migrations`).
 
 ``gravix db copy --to postgresql://...`` reads the SQLite files of the data
 dir (whatever ``database_url`` says) and writes every row into the
@@ -11,12 +11,14 @@ PostgreSQL database, upgraded to head first, in one transaction:
     tokens.db  keys                      -> tokens
     users.db   users, sessions           -> users, sessions
     users.db   login_attempts            -> login_attempts (new ids)
+    catalog.db series                    -> series
 
 A target with rows in any of those tables is refused; ``force`` deletes them
 first (in the same transaction, so a failed copy leaves the target as it was).
-The SQLite files are only read (made before migrations, they are stamped
-first, as at any use); the servers should be stopped meanwhile, or what they
-write after the copy's read stays behind.
+The SQLite files are brought to head first (``gravix db upgrade``: a file
+made by an earlier release is stamped, or gets the tables it lacks; no row
+changes), then only read; the servers should be stopped meanwhile, or what
+they write after the copy's read stays behind.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from gravix.schema.metadata_tables import (
     KEYS,
     LOGIN_ATTEMPTS,
     METADATA,
+    SERIES,
     SESSIONS,
     SQLITE_TOKENS,
     TOKENS,
@@ -51,6 +54,7 @@ def sqlite_stores(settings: Settings) -> list[MetadataStore]:
         MetadataStore("the key store", [KEYS], settings.keys_db),
         MetadataStore("the token store", [SQLITE_TOKENS], settings.tokens_db),
         MetadataStore("the user store", USER_TABLES, settings.users_db),
+        MetadataStore("the series catalog", [SERIES], settings.catalog_db),
     ]
 
 
@@ -102,6 +106,7 @@ def copy_to_postgresql(settings: Settings, url: str, force: bool = False) -> str
             _Move(SESSIONS, SESSIONS, "sessions"),
             _Move(LOGIN_ATTEMPTS, LOGIN_ATTEMPTS, "login attempts"),
         ],
+        settings.catalog_db: [_Move(SERIES, SERIES, "series")],
     }
     if not any(path.exists() for path in moves):
         raise ConfigError(
@@ -114,7 +119,7 @@ def copy_to_postgresql(settings: Settings, url: str, force: bool = False) -> str
             rows[move.what] = []
         if not path.exists():
             continue
-        store.check()  # at head (one made before migrations is stamped)
+        store.upgrade()  # at head, so the tables read below are this release's
         with store.reading() as conn:
             for move in file_moves:
                 found = conn.execute(select(move.source)).mappings()

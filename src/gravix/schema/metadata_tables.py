@@ -1,11 +1,12 @@
-"""The metadata store's tables: keys, API tokens, users, login sessions, login attempts.
+"""The metadata store's tables: keys, API tokens, users, sessions, login attempts, series.
 
 One definition for both places the store can live (:mod:`gravix.metadata`):
 
 - SQLite files in the data dir (the default, ``database_url`` unset): ``keys.db``
   holds ``keys``; ``tokens.db`` holds the tokens, under the table name ``keys``
   (as every release before PostgreSQL made it, :data:`SQLITE_TOKENS`);
-  ``users.db`` holds ``users``, ``sessions`` and ``login_attempts``.
+  ``users.db`` holds ``users``, ``sessions`` and ``login_attempts``;
+  ``catalog.db`` holds ``series``.
 - One PostgreSQL database (``GRAVIX_DATABASE_URL=postgresql://...``): every
   table of :data:`METADATA`, tokens in ``tokens``.
 
@@ -27,6 +28,10 @@ in PostgreSQL, ``BIGINT`` is ``INTEGER`` affinity in SQLite)::
     login_attempts    (id INTEGER PRIMARY KEY,       -- SQLite's rowid; SERIAL in PostgreSQL
                        key BLOB,                     -- sha256("name" NUL name | "addr" NUL address)
                        at_ms BIGINT)                 index on (key, at_ms)
+    series            (tenant TEXT, service TEXT,   -- the series catalog (gravix.ingest.series)
+                       method TEXT, path TEXT,
+                       env TEXT, version TEXT)       -- '' when the fact has none
+                      PRIMARY KEY all six; WITHOUT ROWID in SQLite
 
 A change here needs a migration beside it (``src/gravix/migrations/versions/``,
 run by ``gravix db upgrade``): stores made by earlier releases have the old
@@ -55,6 +60,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 METADATA: Final = MetaData()
+SERIES_COLUMNS: Final = ("tenant", "service", "method", "path", "env", "version")
 
 
 def _key_columns() -> list[Column[object]]:
@@ -103,6 +109,13 @@ LOGIN_ATTEMPTS: Final = Table(
     Column("key", LargeBinary, nullable=False),
     Column("at_ms", BigInteger, nullable=False),
     Index("login_attempts_key", "key", "at_ms"),
+)
+
+SERIES: Final = Table(
+    "series",
+    METADATA,
+    *(Column(name, Text, primary_key=True) for name in SERIES_COLUMNS),
+    sqlite_with_rowid=False,  # as catalog.db has always made it
 )
 
 # The tables of users.db (sessions are read joined to their user).
