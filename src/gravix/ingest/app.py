@@ -17,6 +17,7 @@ has six routes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -322,7 +323,9 @@ class IngestApp:
         try:
             if path == "/api/v1/facts":
                 batch.facts = decode_facts(body, kind, limits)
-                self.catalog.admit(principal.tenant, batch.facts)
+                if not self.catalog.knows(principal.tenant, batch.facts):
+                    # A write to the store: never on the event loop (SeriesCatalog.admit).
+                    await asyncio.to_thread(self.catalog.admit, principal.tenant, batch.facts)
                 count, label = len(batch.facts), "fact"
             else:
                 batch.events = decode_events(body, kind, limits)
@@ -346,7 +349,8 @@ class IngestApp:
         """
         assert self.spool is not None and self.catalog is not None  # checked by _ingest
         translation = otlp.decode_traces(body, kind, limits)
-        otlp.admit_series(self.catalog, batch.tenant, translation)
+        if not self.catalog.knows(batch.tenant, translation.facts):
+            await asyncio.to_thread(otlp.admit_series, self.catalog, batch.tenant, translation)
         batch.facts = translation.facts
         if batch.facts:
             await self.spool.append(encode_batch(batch))

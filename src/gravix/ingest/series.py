@@ -69,11 +69,22 @@ class SeriesCatalog:
     def close(self) -> None:
         """Nothing is held open between uses (kept for the ingest app's stop)."""
 
-    def admit(self, tenant: str, facts: Sequence[RequestFact]) -> None:
-        """Record new series; raise InvalidFacts naming the facts over the cap."""
+    def knows(self, tenant: str, facts: Sequence[RequestFact]) -> bool:
+        """Whether this process has seen every series of ``facts`` (then :meth:`admit`
+        touches no database): the hot path, a set difference."""
+        return not self._fresh(tenant, facts)
+
+    def _fresh(self, tenant: str, facts: Sequence[RequestFact]) -> set[SeriesKey]:
         known = self._known.get(tenant, frozenset())
-        # The hot path: a set difference, no per-fact Python branching.
-        fresh = {(f.service, f.method, f.path, f.env or "", f.version or "") for f in facts} - known
+        return {(f.service, f.method, f.path, f.env or "", f.version or "") for f in facts} - known
+
+    def admit(self, tenant: str, facts: Sequence[RequestFact]) -> None:
+        """Record new series; raise InvalidFacts naming the facts over the cap.
+
+        A batch with a series this process has not seen writes to the store (a
+        commit's fsync, a round trip to PostgreSQL, or its connect timeout while
+        it is down): the ingest app calls it from a thread then (:meth:`knows`)."""
+        fresh = self._fresh(tenant, facts)
         if not fresh:
             return
         new: dict[SeriesKey, int] = {}
