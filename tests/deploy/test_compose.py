@@ -19,6 +19,9 @@ import yaml
 from gravix.config import SECRET_FIELDS, load_settings
 from gravix.errors import ConfigError
 from tests.deploy.helpers import DEPLOY
+from tests.pg import pg_url, postgres
+
+__all__ = ["pg_url", "postgres"]  # fixtures
 
 COMPOSE = DEPLOY / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
@@ -60,9 +63,9 @@ def test_every_image_is_pinned_to_a_version(compose: dict[str, Any]) -> None:
 
 def test_every_service_is_health_checked_and_restarts(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"gravix", "gravix-worker", "minio", "prometheus", "alertmanager", "grafana"} <= set(
-        services
-    )
+    assert {
+        "gravix", "gravix-worker", "postgres", "minio", "prometheus", "alertmanager", "grafana"
+    } <= set(services)  # fmt: skip
     for name, service in services.items():
         assert service.get("restart") in {"unless-stopped", "always", "on-failure"}, name
         if _one_shot(name, services):
@@ -125,6 +128,42 @@ def test_files_the_stack_mounts_exist(compose: dict[str, Any]) -> None:
             else:
                 assert source in compose["volumes"], f"{name}: {source} is not a named volume"
     assert compose["services"]["minio"]["volumes"] == ["minio-data:/data"]
+    assert compose["services"]["postgres"]["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
+
+
+_DATABASE_URL = "postgresql://gravix:${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in deploy/.env}"
+
+
+def test_both_gravix_services_share_one_postgresql(compose: dict[str, Any]) -> None:
+    """Keys, tokens, users, sessions made once are valid on both: one database for both."""
+    services = compose["services"]
+    postgres = services["postgres"]
+    image, _, tag = postgres["image"].partition(":")
+    assert image == "postgres" and re.fullmatch(r"\d+\.\d+-bookworm", tag), postgres["image"]
+    env = _environment(postgres)
+    assert env["POSTGRES_USER"] == env["POSTGRES_DB"] == "gravix"
+    assert env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    # The metadata store is reached by the services only, never from outside.
+    assert all(p.startswith("127.0.0.1:") for p in postgres.get("ports", [])), postgres["ports"]
+    for name in ("gravix", "gravix-worker", "gravix-db-upgrade"):
+        url = _environment(services[name])["GRAVIX_DATABASE_URL"]
+        assert url == _DATABASE_URL + "@postgres:5432/gravix", name
+        assert services[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    for name in ("gravix", "gravix-worker"):
+        upgrade = services[name]["depends_on"]["gravix-db-upgrade"]
+        assert upgrade == {"condition": "service_completed_successfully"}, name
+
+
+def test_the_schema_is_upgraded_before_gravix_starts(compose: dict[str, Any]) -> None:
+    """`gravix db upgrade` at every `up`, with the image the servers run."""
+    services = compose["services"]
+    upgrade = services["gravix-db-upgrade"]
+    assert upgrade["command"] == ["db", "upgrade"]
+    assert 'ENTRYPOINT ["gravix"]' in DOCKERFILE.read_text()
+    for key in ("image", "build"):
+        assert upgrade[key] == services["gravix"][key] == services["gravix-worker"][key], key
+    assert not upgrade.get("ports")
 
 
 def test_dockerfile_is_multi_stage_pinned_non_root_and_health_checked() -> None:
@@ -218,13 +257,70 @@ def test_compose_secret_placeholders_reach_gravix_and_are_refused(
     env = {}
     for key, value in _environment(compose["services"]["gravix"]).items():
         if key.removeprefix("GRAVIX_").lower() in SECRET_FIELDS:
-            env[key] = example[_REFERENCE.fullmatch(value).group(1)]  # type: ignore[union-attr]
+            # As Compose substitutes: every ${VAR...} in the value (database_url has one).
+            env[key] = _REFERENCE.sub(lambda m: example[m.group(1)], value)
     # The Compose Trino (profile "trino") has no password: trino_password is unused there;
     # e-mail and alert channel secrets are optional, set by whoever adds such a channel;
-    # the Compose gravix keeps its metadata in SQLite (database_url: several nodes);
     # single sign-on is opt-in (oidc_client_secret: docs/access.md).
-    optional = {"trino_password", "smtp_password", "alert_secrets", "database_url",
-                "oidc_client_secret"}  # fmt: skip
+    optional = {"trino_password", "smtp_password", "alert_secrets", "oidc_client_secret"}
     assert set(env) == {f"GRAVIX_{f.upper()}" for f in SECRET_FIELDS - optional}
     out = _serve(tmp_path, env)
     assert out.returncode == 2 and "placeholder" in out.stderr, out.stderr
+
+
+def test_the_postgres_password_placeholder_is_refused_in_the_url(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POSTGRES_PASSWORD left as in .env.example: database_url holds the placeholder."""
+    example = _env_file(ENV_EXAMPLE)
+    value = _environment(compose["services"]["gravix"])["GRAVIX_DATABASE_URL"]
+    url = _REFERENCE.sub(lambda m: example[m.group(1)], value)
+    assert url == f"postgresql://gravix:{example['POSTGRES_PASSWORD']}@postgres:5432/gravix"
+    monkeypatch.setenv("GRAVIX_DATABASE_URL", url)
+    with pytest.raises(ConfigError, match=r"database_url: .*placeholder"):
+        load_settings()
+    # A password as the example says to make one (`openssl rand -hex 24`) is accepted.
+    password = "9f" * 24
+    monkeypatch.setenv("GRAVIX_DATABASE_URL", _REFERENCE.sub(password, value))
+    assert load_settings().metadata_url == f"postgresql://gravix:{password}@postgres:5432/gravix"
+
+
+def _gravix(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}
+    return subprocess.run(
+        [sys.executable, "-m", "gravix.cli", *args],
+        env={**clean, **env}, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_the_docs_upgrade_and_copy_commands_on_a_real_postgresql(
+    compose: dict[str, Any], pg_url: str, tmp_path: Path
+) -> None:
+    """What docs/deploy.md runs in the containers, here on a real PostgreSQL on loopback.
+
+    The SQLite store of an earlier stack (a key made with the CLI) goes in with
+    the Compose copy command, then again with the Kubernetes one (--force, the
+    target no longer empty); the one-shot's `gravix db upgrade` then has nothing
+    to do, and the key is in PostgreSQL.
+    """
+    data_dir = tmp_path / "gravix-data"
+    made = _gravix("keys", "create", "--tenant", "default", env={"GRAVIX_DATA_DIR": str(data_dir)})
+    assert made.returncode == 0 and made.stdout.startswith("gvx_"), made.stderr
+    env = {"GRAVIX_DATA_DIR": str(data_dir), "GRAVIX_DATABASE_URL": pg_url}
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    copies = re.findall(r" -c '(gravix db copy [^']*)'", doc)
+    assert len(copies) == 2 and "--force" not in copies[0] and "--force" in copies[1], copies
+    bin_dir = Path(sys.executable).parent  # the venv's gravix, as the image's PATH has it
+    for command in copies:
+        out = subprocess.run(
+            ["bash", "-c", command],
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("GRAVIX_")}, **env,
+                 "PATH": f"{bin_dir}:/usr/bin:/bin"},
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, (command, out.stderr)
+        assert out.stdout.startswith("copied 1 keys"), out.stdout
+    upgrade = _gravix(*compose["services"]["gravix-db-upgrade"]["command"], env=env)
+    assert upgrade.returncode == 0 and "nothing to do" in upgrade.stdout, upgrade.stderr
+    listed = _gravix("keys", "list", env={**env, "GRAVIX_DATA_DIR": str(tmp_path / "other")})
+    assert listed.returncode == 0 and "default" in listed.stdout, listed.stderr
