@@ -314,11 +314,15 @@ def run_demo(
     from gravix.alerts.rules import AlertStore
     from gravix.ingest.keys import KeyStore
     from gravix.loadgen.sender import LoadgenOptions, run_loadgen
+    from gravix.migrations.commands import upgrade
     from gravix.schema.alerts import Webhook
 
     settings = load_settings(None, data_dir=data_dir)
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # The demo's own store: a data dir left by an earlier release is brought up to
+    # date here, where `gravix serve` would ask for `gravix db upgrade`.
+    upgrade(settings)
     _, key = KeyStore(settings.keys_db, database_url=settings.metadata_url).create(
         TENANT, "gravix demo"
     )
