@@ -38,6 +38,8 @@ def test_unit_verifies(tmp_path: Path) -> None:
 def test_unit_runs_serve_as_an_unprivileged_user_and_stops_gracefully() -> None:
     d = _directives()
     assert d["ExecStart"] == [f"{INSTALLED_GRAVIX} serve --config /etc/gravix/gravix.toml"]
+    # Migrations before each start; a database down then does not keep intake down.
+    assert d["ExecStartPre"] == [f"-{INSTALLED_GRAVIX} db upgrade --config /etc/gravix/gravix.toml"]
     assert d["User"] == ["gravix"] and d["Group"] == ["gravix"]
     assert d["Restart"] == ["on-failure"] and d["RestartPreventExitStatus"] == ["2"]
     assert d["KillSignal"] == ["SIGTERM"]
