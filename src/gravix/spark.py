@@ -34,6 +34,11 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": "8",
     "spark.driver.memory": "2g",
+    # The driver's JVM compiles with C1 only: a pass plans many short queries, and the
+    # C2 compiler's work never paid for itself (a 100k-fact pass on local[2]: 71 s of
+    # CPU with it, 44 s without; bench/README.md, "Spark"). A long backfill on local[N],
+    # whose executor is this JVM, may want it back: set spark.driver.extraJavaOptions.
+    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
 }
 LOOPBACK_CONF: dict[str, str] = {
     "spark.driver.host": "127.0.0.1",
