@@ -16,6 +16,10 @@ same run, so a noisy or slow machine moves both sides.
 
 Run ``make bench`` or ``.venv/bin/python -m bench``; ``--help`` lists the knobs.
 Raw results go to ``bench/results/ingest-<UTC time>.json``.
+
+``--database postgresql`` measures something else: the key check against a
+PostgreSQL key store beside a SQLite one, two Gravix servers and no peer
+(:mod:`bench.ingest_keys`).
 """
 
 from __future__ import annotations
@@ -70,6 +74,9 @@ def _median_of(runs: list[dict[str, Any]], key: str) -> float:
 class IngestBench:
     """One benchmark run: two servers, a work dir, and the results so far."""
 
+    SIDES: tuple[str, ...] = ("peer", "gravix")  # in the order each round runs them
+    GRAVIX_SIDES: frozenset[str] = frozenset({"gravix"})  # the durable ones, with /metrics
+
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args = args
         self.work = work
@@ -86,6 +93,17 @@ class IngestBench:
     def setup(self) -> None:
         gravix_dir, peer_dir = self.work / "gravix-data", self.work / "peer-data"
         self.key = make_key(gravix_dir, peer_dir)
+        self.write_bodies()
+        cpu = self.args.server_cpu
+        logs = self.work / "logs"
+        self.servers["peer"] = peer_server(peer_dir, cpu=cpu, log_path=logs / "peer.log")
+        self.servers["gravix"] = gravix_server(
+            gravix_dir, cpu=cpu, log_path=logs / "gravix.log", role="ingest"
+        )
+        self.start_servers()
+
+    def write_bodies(self) -> None:
+        """The batch and single-fact bodies, and a wrk script posting each with ``self.key``."""
         now_ms = int(time.time() * 1000)
         facts = make_facts(BATCH, now_ms)
         for name, payload in (("batch", facts), ("single", facts[0])):
@@ -93,16 +111,14 @@ class IngestBench:
             body.write_bytes(json.dumps(payload, separators=(",", ":")).encode())
             self.bodies[name] = body
             self.scripts[name] = write_wrk_script(self.work / f"{name}.lua", body, self.key)
-        cpu = self.args.server_cpu
-        logs = self.work / "logs"
-        logs.mkdir()
-        self.servers["peer"] = peer_server(peer_dir, cpu=cpu, log_path=logs / "peer.log")
-        self.servers["gravix"] = gravix_server(
-            gravix_dir, cpu=cpu, log_path=logs / "gravix.log", role="ingest"
-        )
-        for server in self.servers.values():
+        (self.work / "logs").mkdir()
+
+    def start_servers(self) -> None:
+        for side, server in self.servers.items():
             server.start()
-            self.log(f"{server.name} on {server.url}, pid {server.pid}, pinned to CPU {cpu}")
+            self.log(
+                f"{side} on {server.url}, pid {server.pid}, pinned to CPU {self.args.server_cpu}"
+            )
 
     def stop(self) -> None:
         for server in self.servers.values():
@@ -114,7 +130,8 @@ class IngestBench:
     ) -> dict[str, Any]:
         server = self.servers[side]
         metrics = ("ingestion_facts_total", "spool_fsyncs_total")
-        before = prometheus_values(server.get("/metrics"), *metrics) if side == "gravix" else {}
+        durable = side in self.GRAVIX_SIDES
+        before = prometheus_values(server.get("/metrics"), *metrics) if durable else {}
         cpu_before = server.cpu_times()
         result = run(server)
         cpu = server.cpu_times() - cpu_before
@@ -129,7 +146,7 @@ class IngestBench:
         record["sys_us_per_request"] = round(cpu.system / done * 1e6, 1)
         # Below ~0.95 in a maximum-rate run, something else took the server's CPU.
         record["server_cpu_share"] = round((cpu.user + cpu.system) / result.seconds, 3)
-        if side == "gravix":
+        if durable:
             after = prometheus_values(server.get("/metrics"), *metrics)
             facts = after["ingestion_facts_total"] - before["ingestion_facts_total"]
             fsyncs = after["spool_fsyncs_total"] - before["spool_fsyncs_total"]
@@ -189,14 +206,14 @@ class IngestBench:
     def maximum(self, body: str) -> dict[str, dict[str, Any]]:
         """Alternating closed-loop runs; per side, the best connection count's median."""
         a = self.args
-        for side in ("peer", "gravix"):
+        for side in self.SIDES:
             self.wrk(side, body, max(a.connections), a.warmup_seconds, round=0, warmup=True)
         for n in range(1, a.rounds + 1):
             for connections in a.connections:
-                for side in ("peer", "gravix"):
+                for side in self.order(n):
                     self.wrk(side, body, connections, a.seconds, round=n, warmup=False)
         best: dict[str, dict[str, Any]] = {}
-        for side in ("peer", "gravix"):
+        for side in self.SIDES:
             candidates = []
             for connections in a.connections:
                 runs = self._max_runs(side, body, connections)
@@ -207,11 +224,15 @@ class IngestBench:
                     "cpu_us_per_request": _median_of(runs, "cpu_us_per_request"),
                     "rounds": [round(r["requests_per_s"]) for r in runs],
                 }
-                if side == "gravix":
+                if side in self.GRAVIX_SIDES:
                     candidate["requests_per_fsync"] = _median_of(runs, "requests_per_fsync")
                 candidates.append(candidate)
             best[side] = max(candidates, key=lambda c: c["requests_per_s"])
         return best
+
+    def order(self, round_number: int) -> tuple[str, ...]:
+        """The sides in the order round ``round_number`` runs them."""
+        return self.SIDES
 
     def _max_runs(self, side: str, body: str, connections: int) -> list[dict[str, Any]]:
         return [
@@ -227,7 +248,14 @@ class IngestBench:
         rate = STEADY_SHARE * batch["gravix"]["requests_per_s"]
         steady = {side: self.hey(side, rate) for side in ("gravix", "peer")}
         single = self.maximum("single")
-        return {"batch": batch, "steady": steady, "single": single}
+        # Which services ran beside intake (e.g. the uploader), as /ready reports them.
+        ready = json.loads(self.servers["gravix"].get("/ready"))
+        return {"batch": batch, "steady": steady, "single": single, "gravix_ready": ready}
+
+    def report(self, figures: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The summary and the Markdown table of ``figures``."""
+        summary = summarise(figures, self.runs)
+        return summary, markdown(figures, summary)
 
 
 def summarise(figures: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -341,11 +369,27 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--tmp-dir", type=Path, default=None, help="where the data dirs go (default: $TMPDIR)"
     )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--database",
+        choices=["postgresql", "sqlite"],
+        default=None,
+        help="instead of the peer: Gravix with its keys in a PostgreSQL the bench starts "
+        "(GRAVIX_DATABASE_URL) beside Gravix with its keys in SQLite, durable facts/s of "
+        "each; 'sqlite': two like SQLite servers, the noise of the same comparison",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    make: Callable[[argparse.Namespace, Path], IngestBench] = IngestBench
+    goals: dict[str, float] = GOALS
+    results_name = "ingest"
+    if args.database is not None:
+        # Imported here: bench.ingest_keys builds on this module.
+        from bench import ingest_keys
+
+        make, goals, results_name = ingest_keys.KeysBench, ingest_keys.GOALS, "ingest-keys"
     try:
         check_tools()
         usable = os.sched_getaffinity(0)
@@ -356,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         started = datetime.now(UTC)
         with tempfile.TemporaryDirectory(prefix="gravix-bench-", dir=args.tmp_dir) as tmp:
-            bench = IngestBench(args, Path(tmp))
+            bench = make(args, Path(tmp))
             machine = describe_machine(Path(tmp))
             bench.log(f"machine: {machine['cpu_model']}, {machine['nproc']} CPUs, {tmp}")
             machine["fsync_probe"] = probe = probe_fsync(Path(tmp), args.server_cpu)
@@ -367,21 +411,19 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 bench.setup()
                 figures = bench.run()
-                # Which services ran beside intake (e.g. the uploader), as /ready reports them.
-                figures["gravix_ready"] = json.loads(bench.servers["gravix"].get("/ready"))
             finally:
                 bench.stop()
     except BenchError as e:
         print(f"bench: error: {e}", flush=True)
         return 1
-    summary = summarise(figures, bench.runs)
-    table = markdown(figures, summary)
+    summary, table = bench.report(figures)
     seconds = (datetime.now(UTC) - started).total_seconds()
     out, head = results_head("ingest", args, started, seconds, argv)
+    out = out.with_name(out.name.replace("ingest", results_name, 1))
     result = {
         **head,
         "machine": machine,
-        "goals": GOALS,
+        "goals": goals,
         "summary": summary,
         "figures": figures,
         "runs": bench.runs,
