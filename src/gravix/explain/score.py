@@ -44,15 +44,16 @@ Poisson (the window's ``A`` and the baseline's ``b``, scaled by the traffic
 ratio ``r``: ``(A - r b) / sqrt(A + r^2 b)``), must be at least ``min_z``.
 
 Parent and child (``service=checkout`` and ``service=checkout x
-route=POST /pay``): when both are found, the child stays if it explains at
-least ``child_share`` of what the parent does and, when it adds a dimension,
-the rest of the parent did not move with it (its change is within the noise
-above) and is told apart from it (``APART_Z`` standard errors below its
+route=POST /pay``): when both are found, a child that adds a dimension stays
+if the rest of the parent did not move with it (its change is within the
+noise above) and is told apart from it (``APART_Z`` standard errors below its
 count at the child's rate; a rest of a few requests is not): it is the
-sharper answer; else the parent stays; never both. An
-element is also within the elements of coarser dimensions that ``coarser``
-names (status ``503`` within status class ``5xx``, route ``POST /pay`` within
-method ``POST``), so those are parents too.
+sharper answer, whatever share of the parent's change it holds; a narrower
+value of the parent's own dimension (route ``POST /pay`` of method ``POST``)
+stays if it explains at least ``child_share`` of what the parent does; else
+the parent stays; never both. An element is also within the elements of
+coarser dimensions that ``coarser`` names (status ``503`` within status class
+``5xx``, route ``POST /pay`` within method ``POST``), so those are parents too.
 """
 
 from __future__ import annotations
@@ -271,7 +272,7 @@ def _prune(
                 # 5xx) is the better answer when it explains most; one more
                 # dimension only when it is also the sharper one (_sharper).
                 keep = (
-                    _sharper(b, a, child_share, noise)
+                    _sharper(b, a, noise)
                     if _adds_dimension(b.cell, a.cell, coarser)
                     else b.power >= child_share * a.power
                 )
@@ -307,18 +308,19 @@ class _Noise:
         return (gap if self.rise else -gap) / error >= APART_Z
 
 
-def _sharper(child: Finding, parent: Finding, child_share: float, noise: _Noise) -> bool:
-    """Whether the child is the better answer: it explains ``child_share`` of what
-    the parent does, and the rest of the parent did not move with it (its
-    change is within noise, :func:`_z`). ``env=prod`` with 92% of a route's
-    requests and 92% of its extra 5xx says nothing the route does not: staging's
-    5xx rose too. ``GET /cart x v132`` with all of the route's extra 5xx, while
-    the route's other versions failed as before, does."""
+def _sharper(child: Finding, parent: Finding, noise: _Noise) -> bool:
+    """Whether the child, which adds a dimension, is the better answer: the rest of
+    the parent did not move with it (its change is within noise, :func:`_z`) and is
+    told apart from it (:meth:`_Noise.apart`), whatever share of the parent's
+    change the child holds. ``env=prod`` with 92% of a route's requests and 92% of
+    its extra 5xx says nothing the route does not: staging's 5xx rose too.
+    ``GET /cart x v132`` with the route's extra 5xx, while the route's other
+    versions failed as before, does; so does ``checkout x POST /checkout`` with
+    70% of the extra slow requests of ``POST``, whose other routes stayed as
+    they were, give or take chance."""
     p, c = parent.cell, child.cell
     if (c.window_requests, c.baseline_requests) == (p.window_requests, p.baseline_requests):
         return True  # the same requests (POST is all POST /pay): the narrower name
-    if child.power < child_share * parent.power:
-        return False
     rest = Cell((), (), p.baseline - c.baseline, p.window - c.window,
                 p.baseline_requests - c.baseline_requests,
                 p.window_requests - c.window_requests)  # fmt: skip
