@@ -70,8 +70,6 @@ from gravix.storage.base import ObjectNotFound, ObjectStore
 
 HOUR_MS: Final = layout.HOUR_MS
 _SourceKey = tuple[str, str, str, int]  # (tenant, "store" | "spool", key or path, size)
-# The sources with facts, and each pending hour's minute file (its identity).
-_Key = tuple[frozenset[_SourceKey], tuple[tuple[int, Version], ...]]
 # The sources with facts, and the parts each pending hour's minute file counts.
 _PartsKey = tuple[frozenset[_SourceKey], tuple[tuple[int, Parts], ...]]
 
@@ -109,13 +107,11 @@ class PendingFacts:
         self.archived = ArchivedIds(store, cache_dir)
         # (tenant, "store" | "spool", key or path, size) -> its facts or minute rows
         self._cache: dict[_SourceKey, _Source] = {}
-        # tenant, level -> (the sources and their hours' minute files, minute rows, newest fact ms)
-        self._minutes: dict[tuple[str, str], tuple[_Key, pa.Table, int]] = {}
-        # tenant -> (the sources and each pending hour's counted parts, minute rows):
-        # the rows depend on the parts, not on the level, so the series and the
-        # service level's minute files, which count the same parts once a pass
-        # has published both, share one scan.
-        self._by_parts: dict[str, tuple[_PartsKey, pa.Table]] = {}
+        # tenant, level -> (the sources and the parts each pending hour's minute file
+        # counts, minute rows). The rows depend on the parts, not on the level: the
+        # series and the service level's minute files, which count the same parts
+        # once a pass has published both, share one scan.
+        self._minutes: dict[tuple[str, str], tuple[_PartsKey, pa.Table]] = {}
         self._lock = threading.Lock()
 
     def sources(self, tenant: str) -> list[_SourceKey]:
@@ -196,30 +192,26 @@ class PendingFacts:
         # facts meanwhile replaced it, and so changes the answer.
         hours = sorted(set().union(*(r.hours for r in found))) if together else []
         counted = {hour: self.archived.minute_file(tenant, hour, lvl) for hour in hours}
-        key = (frozenset(s for s, r in read if r is not None), _versions(counted))
+        with_facts = frozenset(s for s, r in read if r is not None)
+        key = (with_facts, _parts(counted))
         with self._lock:
-            cached = self._minutes.get((tenant, lvl))
-        if cached is not None and cached[0] == key:
-            return PendingScan(tenant, lvl, cached[1], cached[2], key[1], sources)
-        with self._lock:
-            shared = self._by_parts.get(tenant)
-        if shared is not None and shared[0] == (key[0], _parts(counted)):
-            # The other level's minute file counts the same parts: the same rows.
-            rows = shared[1]
-        elif together:
-            facts = pa.concat_tables([r.facts for r in found if r.facts is not None])
-            held, counted = self._held(tenant, lvl, facts, counted)
-            rows = _minutes(facts, held)
-            key = (key[0], _versions(counted))
-        else:
-            # A backlog too big to hold as facts (the store was down): each
-            # source's own minute rows; a retry across sources, or of a fact
-            # already archived, counts twice until the rollup.
-            rows = pa.concat_tables([r.minute_rows() for r in found])
-        with self._lock:
-            self._minutes[(tenant, lvl)] = (key, rows, newest)
-            self._by_parts[tenant] = ((key[0], _parts(counted)), rows)
-        return PendingScan(tenant, lvl, rows, newest, key[1], sources)
+            # This level's rows, else the other level's when its files count the same parts.
+            levels = [lvl, *(lv for t, lv in self._minutes if t == tenant and lv != lvl)]
+            cached = [self._minutes.get((tenant, lv)) for lv in levels]
+        rows = next((c[1] for c in cached if c is not None and c[0] == key), None)
+        if rows is None:
+            if together:
+                facts = pa.concat_tables([r.facts for r in found if r.facts is not None])
+                held, counted = self._held(tenant, lvl, facts, counted)
+                rows = _minutes(facts, held)
+            else:
+                # A backlog too big to hold as facts (the store was down): each
+                # source's own minute rows; a retry across sources, or of a fact
+                # already archived, counts twice until the rollup.
+                rows = pa.concat_tables([r.minute_rows() for r in found])
+            with self._lock:
+                self._minutes[(tenant, lvl)] = ((with_facts, _parts(counted)), rows)
+        return PendingScan(tenant, lvl, rows, newest, _versions(counted), sources)
 
     def _held(
         self,
